@@ -1,0 +1,105 @@
+"""Server bootstrap shared by the three services: error mapping, health, reflection, graceful stop."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import uuid
+from collections.abc import Iterable
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from lmrec.errors import LmrecError
+
+log = logging.getLogger(__name__)
+
+# Large enough for a 10k-item upsert batch of 384-d vectors; bigger batches must be split by the client.
+MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+
+SERVER_OPTIONS = [
+    ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+    ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+    ("grpc.so_reuseport", 0),
+]
+
+
+class ErrorMappingInterceptor(grpc.aio.ServerInterceptor):
+    """Turns `LmrecError` into its status and anything unexpected into INTERNAL with a request id.
+
+    The traceback goes to the log, never onto the wire.
+    """
+
+    async def intercept_service(self, continuation, handler_call_details):
+        handler = await continuation(handler_call_details)
+        if handler is None or handler.unary_unary is None:
+            return handler
+        inner = handler.unary_unary
+        method = handler_call_details.method
+
+        async def guarded(request, context: grpc.aio.ServicerContext):
+            try:
+                return await inner(request, context)
+            except LmrecError as exc:
+                await context.abort(exc.grpc_code, str(exc))
+            except (asyncio.CancelledError, grpc.aio.AbortError):
+                raise
+            except Exception:
+                request_id = uuid.uuid4().hex[:12]
+                log.exception("unhandled error in %s (request id %s)", method, request_id)
+                await context.abort(grpc.StatusCode.INTERNAL, f"internal error (request id {request_id})")
+
+        return grpc.unary_unary_rpc_method_handler(
+            guarded,
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer,
+        )
+
+
+def new_server(interceptors: Iterable[grpc.aio.ServerInterceptor] = ()) -> grpc.aio.Server:
+    return grpc.aio.server(interceptors=[ErrorMappingInterceptor(), *interceptors], options=SERVER_OPTIONS)
+
+
+def add_health_and_reflection(server: grpc.aio.Server, service_names: Iterable[str]) -> health.aio.HealthServicer:
+    """Registers grpc.health.v1 (overall and per service, NOT_SERVING until `mark_serving`) and reflection."""
+    names = list(service_names)
+    health_servicer = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    reflection.enable_server_reflection(
+        [*names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME], server
+    )
+    return health_servicer
+
+
+async def set_health(health_servicer: health.aio.HealthServicer, service_names: Iterable[str], serving: bool) -> None:
+    status = health_pb2.HealthCheckResponse.SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING
+    for name in ["", *service_names]:
+        await health_servicer.set(name, status)
+
+
+def bind(server: grpc.aio.Server, host: str, port: int) -> int:
+    """Binds an insecure port; returns the real port (port 0 picks a free one)."""
+    bound = server.add_insecure_port(f"{host}:{port}")
+    if bound == 0:
+        raise OSError(f"cannot bind {host}:{port}")
+    return bound
+
+
+async def serve_until_signalled(
+    server: grpc.aio.Server,
+    health_servicer: health.aio.HealthServicer,
+    service_names: Iterable[str],
+    grace_seconds: float,
+) -> None:
+    """Waits for SIGTERM/SIGINT, then reports NOT_SERVING and lets in-flight calls finish within the grace period."""
+    names = list(service_names)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    log.info("stopping: health NOT_SERVING, %.1fs grace for in-flight calls", grace_seconds)
+    await set_health(health_servicer, names, serving=False)
+    await server.stop(grace_seconds)
