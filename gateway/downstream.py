@@ -1,0 +1,133 @@
+"""Clients of the ranking tier and the retrieval shards, over long-lived channels.
+
+Every call takes an explicit timeout: Python gRPC does not propagate the caller's deadline, so the
+gateway hands each stage the time left in the request's one budget.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import grpc
+
+from lmrec.errors import DependencyUnavailable, InvalidArgument, LmrecError
+from lmrec.sharding import shard_for
+from lmrec.v1 import common_pb2, ranking_service_pb2 as rk, ranking_service_pb2_grpc as rk_grpc
+from lmrec.v1 import retrieval_service_pb2 as rt, retrieval_service_pb2_grpc as rt_grpc
+
+CHANNEL_OPTIONS = [
+    ("grpc.max_receive_message_length", 64 * 1024 * 1024),
+    ("grpc.max_send_message_length", 64 * 1024 * 1024),
+    ("grpc.keepalive_time_ms", 30_000),
+    ("grpc.enable_retries", 1),
+]
+
+
+def describe_rpc_error(exc: grpc.aio.AioRpcError) -> str:
+    return f"{exc.code().name}: {exc.details()}"
+
+
+def as_lmrec_error(what: str, exc: grpc.aio.AioRpcError) -> LmrecError:
+    """A downstream refusal of our input stays INVALID_ARGUMENT; anything else means the dependency failed."""
+    if exc.code() == grpc.StatusCode.INVALID_ARGUMENT:
+        return InvalidArgument(what, exc.details() or "rejected")
+    return DependencyUnavailable(f"{what} failed: {describe_rpc_error(exc)}")
+
+
+class RankingClient:
+    def __init__(self, address: str) -> None:
+        self.address = address
+        self._channel = grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS)
+        self._stub = rk_grpc.RankingServiceStub(self._channel)
+
+    async def encode_items(self, items: Sequence[tuple[str, str]], timeout: float) -> list[list[float]]:
+        request = rk.EncodeRequest(inputs=[rk.EncodeInput(item_id=i, text=t) for i, t in items])
+        response = await self._stub.Encode(request, timeout=timeout)
+        return [list(vec.values) for vec in response.vectors]
+
+    async def encode_context(self, context: common_pb2.UserContext, timeout: float) -> rk.EncodeContextResponse:
+        return await self._stub.EncodeContext(rk.EncodeContextRequest(context=context), timeout=timeout)
+
+    async def rank(self, context: common_pb2.UserContext, candidates: Sequence[str], timeout: float) -> rk.RankResponse:
+        return await self._stub.Rank(rk.RankRequest(context=context, candidate_item_ids=candidates), timeout=timeout)
+
+    async def forget(self, item_ids: Sequence[str], timeout: float) -> None:
+        await self._stub.ForgetItems(rk.ForgetItemsRequest(item_ids=item_ids), timeout=timeout)
+
+    async def close(self) -> None:
+        await self._channel.close()
+
+
+@dataclass
+class ShardedResult:
+    results: list[tuple[str, float]]
+    failed_shards: list[str]
+
+
+class ShardedRetrievalClient:
+    """Scatter-gather over retrieval shards; item writes go to the shard that owns the item."""
+
+    def __init__(self, addresses: Sequence[str]) -> None:
+        self.addresses = list(addresses)
+        self._channels = [grpc.aio.insecure_channel(a, options=CHANNEL_OPTIONS) for a in self.addresses]
+        self._stubs = [rt_grpc.RetrievalServiceStub(c) for c in self._channels]
+
+    @property
+    def shard_count(self) -> int:
+        return len(self._stubs)
+
+    async def search(self, request: rt.SearchRequest, timeout: float) -> ShardedResult:
+        """Top-k merged over shards. Missing shards are reported; all missing raises UNAVAILABLE."""
+        calls = [stub.Search(request, timeout=timeout) for stub in self._stubs]
+        answers = await asyncio.gather(*calls, return_exceptions=True)
+        merged, failed = [], []
+        for shard, answer in enumerate(answers):
+            if isinstance(answer, grpc.aio.AioRpcError):
+                if answer.code() == grpc.StatusCode.INVALID_ARGUMENT:
+                    raise InvalidArgument("request", answer.details() or "rejected by retrieval")
+                failed.append(f"shard {shard} ({answer.code().name})")
+                continue
+            if isinstance(answer, BaseException):
+                raise answer
+            merged.extend((r.item_id, r.score) for r in answer.results)
+        if len(failed) == len(self._stubs):
+            raise DependencyUnavailable(f"retrieval unavailable: {', '.join(failed)}")
+        return ShardedResult(heapq.nlargest(request.k, merged, key=lambda r: r[1]), failed)
+
+    def _by_shard(self, item_ids: Sequence[str]) -> dict[int, list[int]]:
+        groups: dict[int, list[int]] = defaultdict(list)
+        for position, item_id in enumerate(item_ids):
+            groups[shard_for(item_id, self.shard_count)].append(position)
+        return groups
+
+    async def upsert(self, items: Sequence[rt.IndexedItem], timeout: float) -> None:
+        groups = self._by_shard([i.item_id for i in items])
+        await self._all_or_raise("retrieval upsert", [
+            self._stubs[s].Upsert(rt.UpsertRequest(items=[items[p] for p in ps]), timeout=timeout)
+            for s, ps in groups.items()])
+
+    async def delete(self, item_ids: Sequence[str], timeout: float) -> int:
+        groups = self._by_shard(item_ids)
+        answers = await self._all_or_raise("retrieval delete", [
+            self._stubs[s].Delete(rt.DeleteRequest(item_ids=[item_ids[p] for p in ps]), timeout=timeout)
+            for s, ps in groups.items()])
+        return sum(a.deleted_count for a in answers)
+
+    async def _all_or_raise(self, what: str, calls) -> list:
+        # Writes must reach every owning shard: a partial write is reported, and the client retries the
+        # whole (idempotent) batch.
+        answers = await asyncio.gather(*calls, return_exceptions=True)
+        for answer in answers:
+            if isinstance(answer, grpc.aio.AioRpcError):
+                raise as_lmrec_error(what, answer)
+            if isinstance(answer, BaseException):
+                raise answer
+        return answers
+
+    async def close(self) -> None:
+        for channel in self._channels:
+            await channel.close()

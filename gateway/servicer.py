@@ -1,0 +1,152 @@
+"""The public GatewayService: validation and orchestration of catalogue, feedback and user-data calls."""
+
+from __future__ import annotations
+
+import math
+
+import grpc
+
+from gateway.budget import Budget
+from gateway.downstream import RankingClient, ShardedRetrievalClient, as_lmrec_error
+from gateway.recommend import RecommendPipeline
+from gateway.settings import GatewaySettings
+from gateway.store import Event, GatewayStore, now_ms
+from lmrec import validation as v
+from lmrec.datasets import CatalogItem
+from lmrec.errors import InvalidArgument
+from lmrec.v1 import gateway_service_pb2 as gw, gateway_service_pb2_grpc as gw_grpc
+from lmrec.v1 import retrieval_service_pb2 as rt
+
+MAX_K = 1000
+MAX_ITEM_BATCH = 1000
+MAX_EVENT_BATCH = 10_000
+MAX_FILTERS = 16
+MAX_TITLE_CHARS = 1000
+MAX_ATTRIBUTES = 64
+WRITE_TIMEOUT_S = 60.0
+
+
+def check_filters(filters, field: str) -> None:
+    if len(filters) > MAX_FILTERS:
+        raise InvalidArgument(field, f"{len(filters)} filters, at most {MAX_FILTERS} allowed")
+    for i, f in enumerate(filters):
+        v.require_id(f.key, f"{field}[{i}].key")
+        if not f.values:
+            raise InvalidArgument(f"{field}[{i}].values", "must not be empty")
+        v.check_ids(f.values, f"{field}[{i}].values", 1000)
+
+
+def validate_recommend(request: gw.RecommendRequest) -> None:
+    v.require_id(request.user_id, "user_id")
+    v.check_range(request.k, "k", 1, MAX_K)
+    v.check_ids(request.recent_item_ids, "recent_item_ids", 1000)
+    v.check_ids(request.exclude_item_ids, "exclude_item_ids", v.MAX_BATCH)
+    v.check_text(request.query, "query", v.MAX_QUERY_CHARS)
+    v.check_text(request.scenario, "scenario", 64)
+    check_filters(request.filters, "filters")
+
+
+def catalog_item(item, field: str) -> CatalogItem:
+    v.require_id(item.item_id, f"{field}.item_id")
+    v.check_text(item.title, f"{field}.title", MAX_TITLE_CHARS)
+    v.check_text(item.text, f"{field}.text", v.MAX_ITEM_TEXT_CHARS)
+    if not (item.title.strip() or item.text.strip()):
+        raise InvalidArgument(f"{field}.text", "an item needs a title or a text for the language model")
+    if len(item.attributes) > MAX_ATTRIBUTES:
+        raise InvalidArgument(f"{field}.attributes", f"at most {MAX_ATTRIBUTES} attributes allowed")
+    attributes = {}
+    for key, values in item.attributes.items():
+        v.require_id(key, f"{field}.attributes key")
+        attributes[key] = v.check_ids(values.values, f"{field}.attributes[{key}]", 1000)
+    return CatalogItem(item.item_id, item.title, item.text.strip() or item.title, attributes)
+
+
+def feedback_event(event: gw.FeedbackEvent, field: str) -> Event:
+    v.require_id(event.user_id, f"{field}.user_id")
+    v.require_id(event.item_id, f"{field}.item_id")
+    if event.event_type == gw.EVENT_TYPE_UNSPECIFIED or event.event_type not in gw.EventType.values():
+        raise InvalidArgument(f"{field}.event_type", "must be VIEW, CLICK, RATING, PURCHASE or DISMISS")
+    if not math.isfinite(event.value):
+        raise InvalidArgument(f"{field}.value", "must be finite")
+    v.check_text(event.scenario, f"{field}.scenario", 64)
+    ts = event.event_time.ToMilliseconds() if event.HasField("event_time") else now_ms()
+    return Event(event.user_id, event.item_id, int(event.event_type), float(event.value), ts, event.scenario)
+
+
+class GatewayServicer(gw_grpc.GatewayServiceServicer):
+    def __init__(self, settings: GatewaySettings, store: GatewayStore, ranking: RankingClient,
+                 retrieval: ShardedRetrievalClient) -> None:
+        self.settings = settings
+        self.store = store
+        self.ranking = ranking
+        self.retrieval = retrieval
+        self.pipeline = RecommendPipeline(settings, store, ranking, retrieval)
+
+    def _budget(self, context, default_s: float) -> Budget:
+        return Budget.from_context(context.time_remaining(), default_s, self.settings.reserve_ms / 1000)
+
+    async def Recommend(self, request: gw.RecommendRequest, context) -> gw.RecommendResponse:
+        validate_recommend(request)
+        budget = self._budget(context, self.settings.default_deadline_ms / 1000)
+        return await self.pipeline.recommend(request, budget)
+
+    async def UpsertItems(self, request: gw.UpsertItemsRequest, context) -> gw.UpsertItemsResponse:
+        v.check_batch(len(request.items), "items", MAX_ITEM_BATCH)
+        items = [catalog_item(item, f"items[{i}]") for i, item in enumerate(request.items)]
+        if len({i.item_id for i in items}) != len(items):
+            raise InvalidArgument("items", "an item_id appears twice in one batch")
+        budget = self._budget(context, WRITE_TIMEOUT_S)
+        try:
+            vectors = await self.ranking.encode_items([(i.item_id, i.text) for i in items], budget.timeout("encode"))
+        except grpc.aio.AioRpcError as exc:
+            raise as_lmrec_error("ranking encode", exc) from None
+        await self.retrieval.upsert(
+            [rt.IndexedItem(item_id=i.item_id, vector=vec, attributes=request.items[n].attributes)
+             for n, (i, vec) in enumerate(zip(items, vectors))], budget.timeout("retrieval upsert"))
+        self.store.upsert_items(items)
+        return gw.UpsertItemsResponse(upserted_count=len(items))
+
+    async def DeleteItems(self, request: gw.DeleteItemsRequest, context) -> gw.DeleteItemsResponse:
+        ids = v.check_ids(request.item_ids, "item_ids", MAX_ITEM_BATCH)
+        v.check_batch(len(ids), "item_ids", MAX_ITEM_BATCH)
+        budget = self._budget(context, WRITE_TIMEOUT_S)
+        # Retrieval first: once it returns, the items can no longer be recommended.
+        await self.retrieval.delete(ids, budget.timeout("retrieval delete"))
+        deleted = self.store.delete_items(ids)
+        try:
+            await self.ranking.forget(ids, budget.timeout("ranking forget"))
+        except grpc.aio.AioRpcError:
+            pass  # stale ranker vectors are harmless: retrieval never returns these ids again
+        return gw.DeleteItemsResponse(deleted_count=deleted)
+
+    async def GetItems(self, request: gw.GetItemsRequest, context) -> gw.GetItemsResponse:
+        ids = v.check_ids(request.item_ids, "item_ids", MAX_ITEM_BATCH)
+        found, missing = [], []
+        for item_id in ids:
+            item = self.store.catalog.get(item_id)
+            if item is None:
+                missing.append(item_id)
+                continue
+            found.append(gw.Item(item_id=item.item_id, title=item.title, text=item.text,
+                                 attributes={k: gw.AttributeValues(values=vs) for k, vs in item.attributes.items()}))
+        return gw.GetItemsResponse(items=found, missing_item_ids=missing)
+
+    async def RecordFeedback(self, request: gw.RecordFeedbackRequest, context) -> gw.RecordFeedbackResponse:
+        v.check_batch(len(request.events), "events", MAX_EVENT_BATCH)
+        events = [feedback_event(e, f"events[{i}]") for i, e in enumerate(request.events)]
+        self.store.record_events(events)
+        return gw.RecordFeedbackResponse(accepted_count=len(events))
+
+    async def GetUserHistory(self, request: gw.GetUserHistoryRequest, context) -> gw.GetUserHistoryResponse:
+        v.require_id(request.user_id, "user_id")
+        out = []
+        for e in self.store.history(request.user_id):
+            event = gw.FeedbackEvent(user_id=e.user_id, item_id=e.item_id, event_type=e.event_type,
+                                     value=e.value, scenario=e.scenario)
+            event.event_time.FromMilliseconds(e.timestamp_ms)
+            out.append(event)
+        return gw.GetUserHistoryResponse(events=out)
+
+    async def DeleteUserData(self, request: gw.DeleteUserDataRequest, context) -> gw.DeleteUserDataResponse:
+        v.require_id(request.user_id, "user_id")
+        return gw.DeleteUserDataResponse(deleted_event_count=self.store.delete_user(request.user_id))

@@ -1,0 +1,37 @@
+"""Typed settings of the gateway; a wrong value stops the process at start, naming the field."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from typing_extensions import Annotated
+
+
+class GatewaySettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="LMREC_GATEWAY_", extra="forbid")
+
+    host: str = "127.0.0.1"
+    port: int = Field(50051, ge=0, le=65535)
+    ranking_address: str = "127.0.0.1:50052"
+    # One address per retrieval shard, in shard order (comma-separated in the environment).
+    retrieval_addresses: Annotated[list[str], NoDecode] = ["127.0.0.1:50053"]
+    state_dir: Path = Path("var/gateway")
+    # Budget for requests that arrive without a deadline.
+    default_deadline_ms: float = Field(1000.0, gt=0)
+    num_candidates: int = Field(200, ge=1, le=10_000)
+    # Most recent history items that form the user context.
+    history_window: int = Field(200, ge=1, le=5000)
+    # Time kept back from downstream calls for assembling the answer.
+    reserve_ms: float = Field(5.0, ge=0)
+    grace_seconds: float = Field(5.0, ge=0)
+
+    @field_validator("retrieval_addresses", mode="before")
+    @classmethod
+    def _split(cls, value):
+        if isinstance(value, str):
+            value = [part.strip() for part in value.split(",") if part.strip()]
+        if not value:
+            raise ValueError("at least one retrieval shard address is required")
+        return value

@@ -1,0 +1,120 @@
+"""The gateway's durable state: catalogue metadata, users' interaction events, item popularity.
+
+SQLite in WAL mode with synchronous=FULL: a write is on disk when the call that made it returns, so an
+acknowledged event or item survives a crash. Catalogue titles/attributes and popularity counts are
+mirrored in memory because every request reads them.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from lmrec.datasets import CatalogItem
+
+
+@dataclass(frozen=True)
+class Event:
+    user_id: str
+    item_id: str
+    event_type: int
+    value: float
+    timestamp_ms: int
+    scenario: str = ""
+
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS items (
+    item_id TEXT PRIMARY KEY, title TEXT NOT NULL, text TEXT NOT NULL, attributes TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS events (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT, user_id TEXT NOT NULL, item_id TEXT NOT NULL,
+    event_type INTEGER NOT NULL, value REAL NOT NULL, ts_ms INTEGER NOT NULL, scenario TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS events_by_user ON events (user_id, ts_ms, seq);
+"""
+
+
+class GatewayStore:
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=FULL")
+        self._db.executescript(_SCHEMA)
+        self._lock = threading.Lock()
+        self.catalog: dict[str, CatalogItem] = {}
+        for item_id, title, text, attrs in self._db.execute("SELECT item_id, title, text, attributes FROM items"):
+            self.catalog[item_id] = CatalogItem(item_id, title, text, json.loads(attrs))
+        self.popularity: Counter[str] = Counter(
+            dict(self._db.execute("SELECT item_id, COUNT(DISTINCT user_id) FROM events GROUP BY item_id"))
+        )
+
+    # Catalogue ---------------------------------------------------------------------------------
+    def upsert_items(self, items: Sequence[CatalogItem]) -> None:
+        rows = [(i.item_id, i.title, i.text, json.dumps(i.attributes)) for i in items]
+        with self._lock, self._db:
+            self._db.executemany(
+                "INSERT INTO items VALUES (?, ?, ?, ?) ON CONFLICT(item_id) DO UPDATE SET "
+                "title=excluded.title, text=excluded.text, attributes=excluded.attributes", rows)
+            for item in items:
+                self.catalog[item.item_id] = item
+
+    def delete_items(self, item_ids: Sequence[str]) -> int:
+        with self._lock, self._db:
+            self._db.executemany("DELETE FROM items WHERE item_id = ?", [(i,) for i in item_ids])
+            return sum(self.catalog.pop(i, None) is not None for i in item_ids)
+
+    # Events ------------------------------------------------------------------------------------
+    def record_events(self, events: Sequence[Event]) -> None:
+        rows = [(e.user_id, e.item_id, e.event_type, e.value, e.timestamp_ms, e.scenario) for e in events]
+        with self._lock:
+            pairs_before = self._new_pairs(events)
+            with self._db:
+                self._db.executemany(
+                    "INSERT INTO events (user_id, item_id, event_type, value, ts_ms, scenario) "
+                    "VALUES (?, ?, ?, ?, ?, ?)", rows)
+            for _, item_id in pairs_before:
+                self.popularity[item_id] += 1
+
+    def _new_pairs(self, events: Iterable[Event]) -> set[tuple[str, str]]:
+        pairs = {(e.user_id, e.item_id) for e in events}
+        known = set()
+        for user_id in {u for u, _ in pairs}:
+            known |= {(user_id, i) for (i,) in self._db.execute(
+                "SELECT DISTINCT item_id FROM events WHERE user_id = ?", (user_id,))}
+        return pairs - known
+
+    def history(self, user_id: str) -> list[Event]:
+        """The user's events, oldest first."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT user_id, item_id, event_type, value, ts_ms, scenario FROM events "
+                "WHERE user_id = ? ORDER BY ts_ms, seq", (user_id,)).fetchall()
+        return [Event(*row) for row in rows]
+
+    def delete_user(self, user_id: str) -> int:
+        with self._lock:
+            items = [i for (i,) in self._db.execute("SELECT DISTINCT item_id FROM events WHERE user_id = ?", (user_id,))]
+            with self._db:
+                deleted = self._db.execute("DELETE FROM events WHERE user_id = ?", (user_id,)).rowcount
+            for item_id in items:
+                self.popularity[item_id] -= 1
+                if self.popularity[item_id] <= 0:
+                    del self.popularity[item_id]
+            return deleted
+
+    def event_count(self) -> int:
+        with self._lock:
+            return self._db.execute("SELECT COUNT(*) FROM events").fetchone()[0]
+
+    def close(self) -> None:
+        self._db.close()
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)

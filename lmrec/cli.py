@@ -1,0 +1,248 @@
+"""The `lmrec` command: serve the system, query it, load catalogues, export/train/evaluate models, load-test."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import signal
+import sys
+import time
+from pathlib import Path
+
+import grpc
+
+SAMPLE_QUERY = "a funny animated movie for young children"
+
+
+def _gateway_stub(target: str):
+    from lmrec.v1 import gateway_service_pb2_grpc as gw_grpc
+
+    return gw_grpc.GatewayServiceStub(grpc.insecure_channel(target))
+
+
+def print_recommendations(response, header: str) -> None:
+    flag = f"  [degraded: {response.degraded_reason}]" if response.degraded else ""
+    print(f"\n{header} (model {response.model_version}, {response.source}){flag}")
+    for rank, item in enumerate(response.items, 1):
+        print(f"  {rank:2d}. {item.title:<60s} {item.score:8.4f}  (item {item.item_id})")
+    timings = ", ".join(f"{t.stage} {t.millis:.1f} ms" for t in response.timings)
+    print(f"  stages: {timings}")
+
+
+# serve ----------------------------------------------------------------------------------------
+def cmd_serve(args: argparse.Namespace, passthrough: list[str]) -> int:
+    if args.only:
+        module = {"gateway": "gateway.server", "ranking": "ranking_service.server",
+                  "retrieval": "retrieval_service.server"}[args.only]
+        importlib.import_module(module).main(passthrough)
+        return 0
+    from lmrec.datasets import DatasetError, load_dataset
+    from lmrec.supervisor import ProcessGroup, StartupError, SystemLayout, start_system
+
+    if not (args.bundle / "manifest.json").is_file():
+        print(f"no model bundle at {args.bundle}; create one with `lmrec export-encoder --out {args.bundle}` "
+              "(needs the training extra) or `make run`", file=sys.stderr)
+        return 2
+    group = ProcessGroup(args.state_dir / "run")
+    layout = SystemLayout(state_dir=args.state_dir, bundle_dir=args.bundle, shards=args.shards,
+                          gateway_port=args.port, ranking_port=args.ranking_port, retrieval_port=args.retrieval_port)
+    stopping = False
+
+    def on_signal(signum, frame):
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    try:
+        print(f"starting {args.shards} retrieval shard(s), the ranking worker and the gateway ...", flush=True)
+        gateway = start_system(group, layout)
+        stub = _gateway_stub(gateway.address)
+        if args.load != "never":
+            _load_if_needed(stub, args, load_dataset, DatasetError)
+        for name, svc in group.services.items():
+            print(f"  {name:<12s} {svc.address}  (pid {svc.process.pid}, log {svc.log_path})")
+        if not args.no_sample:
+            _print_samples(stub, args.sample_user)
+        print(f"\nlmrec is serving on {gateway.address}. Ctrl-C stops it.", flush=True)
+        while not stopping:
+            for name, svc in group.services.items():
+                if svc.process.poll() is not None:
+                    print(f"{name} exited with {svc.process.returncode}; see {svc.log_path}", file=sys.stderr)
+                    return 1
+            time.sleep(0.5)
+        return 0
+    except StartupError as exc:
+        print(f"start failed: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        print("stopping ...", flush=True)
+        group.stop_all()
+
+
+def _load_if_needed(stub, args, load_dataset, DatasetError) -> None:
+    from lmrec.catalog_loader import load_catalog
+    from lmrec.v1 import gateway_service_pb2 as gw
+
+    if args.load == "if-empty":
+        probe = stub.GetUserHistory(gw.GetUserHistoryRequest(user_id=args.sample_user), timeout=10)
+        if probe.events:
+            print("catalogue and histories already loaded (state kept across restarts)")
+            return
+    try:
+        dataset = load_dataset(args.data)
+    except DatasetError as exc:
+        print(f"not loading data: {exc}", file=sys.stderr)
+        return
+    started = time.monotonic()
+    items, events = load_catalog(stub, dataset, progress=lambda m: print(f"\r  loading {m}   ", end="", flush=True))
+    print(f"\nloaded {items} items and {events} interactions from {dataset.name} in {time.monotonic() - started:.1f}s")
+
+
+def _print_samples(stub, user_id: str) -> None:
+    from lmrec.v1 import gateway_service_pb2 as gw
+
+    print_recommendations(stub.Recommend(gw.RecommendRequest(user_id=user_id, k=10), timeout=10),
+                          f"top 10 for user {user_id}")
+    print_recommendations(stub.Recommend(gw.RecommendRequest(user_id=user_id, k=10, query=SAMPLE_QUERY), timeout=10),
+                          f"top 10 for user {user_id} asking '{SAMPLE_QUERY}'")
+
+
+# recommend / catalog --------------------------------------------------------------------------
+def cmd_recommend(args: argparse.Namespace) -> int:
+    from google.protobuf.json_format import MessageToDict
+
+    from lmrec.v1 import common_pb2, gateway_service_pb2 as gw
+
+    filters = [common_pb2.AttributeFilter(key=k, values=vs.split("|"))
+               for k, vs in (f.split("=", 1) for f in args.filter)]
+    request = gw.RecommendRequest(user_id=args.user_id, k=args.k, query=args.query or "",
+                                  recent_item_ids=args.recent, exclude_item_ids=args.exclude, filters=filters)
+    try:
+        response = _gateway_stub(args.target).Recommend(request, timeout=args.timeout)
+    except grpc.RpcError as exc:
+        print(f"{exc.code().name}: {exc.details()}", file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps(MessageToDict(response, preserving_proto_field_name=True), indent=2))
+    else:
+        print_recommendations(response, f"top {args.k} for user {args.user_id}")
+    return 0
+
+
+def cmd_catalog_load(args: argparse.Namespace) -> int:
+    from lmrec.catalog_loader import load_catalog
+    from lmrec.datasets import load_dataset
+
+    dataset = load_dataset(args.data)
+    items, events = load_catalog(_gateway_stub(args.target), dataset, with_histories=not args.items_only,
+                                 progress=lambda m: print(f"\r{m}   ", end="", flush=True))
+    print(f"\nloaded {items} items and {events} interactions from {dataset.name}")
+    return 0
+
+
+def cmd_data_download(args: argparse.Namespace) -> int:
+    from lmrec.datasets import download_movielens_100k
+
+    print(download_movielens_100k(args.out))
+    return 0
+
+
+# wiring ---------------------------------------------------------------------------------------
+def _delegate(module: str, add: str, run: str, extra: str):
+    """Subcommands whose code needs an optional extra are imported only when used."""
+
+    def attach(sub: argparse.ArgumentParser) -> None:
+        try:
+            getattr(importlib.import_module(module), add)(sub)
+        except ImportError as exc:
+            sub.set_defaults(_missing=f"{exc}; install lmrec[{extra}]")
+            return
+        sub.set_defaults(_run=lambda a: getattr(importlib.import_module(module), run)(a))
+
+    return attach
+
+
+OPTIONAL = {
+    "export-encoder": ("export a pretrained HF encoder as an ONNX bundle",
+                       _delegate("training.export_encoder", "add_export_arguments", "run_export", "training")),
+    "train": ("fine-tune the LM recommender and export a bundle",
+              _delegate("training.train", "add_train_arguments", "run_train", "training")),
+    "evaluate": ("evaluate lmrec against classical recommenders",
+                 _delegate("training.evaluate", "add_evaluate_arguments", "run_evaluate", "training")),
+    "loadtest": ("drive load at a gateway and report latency honestly",
+                 _delegate("lmrec.loadtest", "add_loadtest_arguments", "run_loadtest", "loadtest")),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="lmrec", description=__doc__)
+    subs = parser.add_subparsers(dest="command", required=True)
+
+    serve = subs.add_parser("serve", help="run the whole system (or one service with --only)")
+    serve.add_argument("--only", choices=["gateway", "ranking", "retrieval"],
+                       help="run one service in this process; other flags go to it")
+    serve.add_argument("--bundle", type=Path, default=Path("artifacts/minilm-zeroshot"))
+    serve.add_argument("--state-dir", type=Path, default=Path("var"))
+    serve.add_argument("--shards", type=int, default=1)
+    serve.add_argument("--port", type=int, default=50051)
+    serve.add_argument("--ranking-port", type=int, default=50052)
+    serve.add_argument("--retrieval-port", type=int, default=50053, help="first shard; shard i adds 10*i")
+    serve.add_argument("--load", choices=["if-empty", "always", "never"], default="if-empty",
+                       help="load the dataset's catalogue and histories")
+    serve.add_argument("--data", help="dataset directory (default $LMREC_DATA or ../shared/data/ml-100k)")
+    serve.add_argument("--sample-user", default="1")
+    serve.add_argument("--no-sample", action="store_true")
+
+    rec = subs.add_parser("recommend", help="ask a running gateway for recommendations")
+    rec.add_argument("--target", default="127.0.0.1:50051")
+    rec.add_argument("--user-id", required=True)
+    rec.add_argument("-k", type=int, default=10)
+    rec.add_argument("--query")
+    rec.add_argument("--recent", nargs="*", default=[])
+    rec.add_argument("--exclude", nargs="*", default=[])
+    rec.add_argument("--filter", action="append", default=[], help="key=v1|v2, e.g. genre=Animation")
+    rec.add_argument("--timeout", type=float, default=5.0)
+    rec.add_argument("--json", action="store_true")
+
+    catalog = subs.add_parser("catalog", help="catalogue operations")
+    catalog_subs = catalog.add_subparsers(dest="catalog_command", required=True)
+    load = catalog_subs.add_parser("load", help="upsert a dataset's items (and histories) through the gateway")
+    load.add_argument("--target", default="127.0.0.1:50051")
+    load.add_argument("--data")
+    load.add_argument("--items-only", action="store_true")
+
+    data = subs.add_parser("data", help="datasets")
+    data_subs = data.add_subparsers(dest="data_command", required=True)
+    download = data_subs.add_parser("download", help="download ML-100K (checks every file's sha256)")
+    download.add_argument("--out", type=Path, default=Path("data/ml-100k"))
+
+    for name, (help_text, attach) in OPTIONAL.items():
+        attach(subs.add_parser(name, help=help_text))
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    from lmrec.logging_setup import configure_logging
+
+    configure_logging("lmrec")
+    parser = build_parser()
+    args, passthrough = parser.parse_known_args(argv)
+    if passthrough and not (args.command == "serve" and args.only):
+        parser.error(f"unrecognized arguments: {' '.join(passthrough)}")
+    if getattr(args, "_missing", None):
+        print(f"lmrec {args.command} is not available: {args._missing}", file=sys.stderr)
+        sys.exit(2)
+    if args.command == "serve":
+        sys.exit(cmd_serve(args, passthrough))
+    handlers = {"recommend": cmd_recommend, "data": cmd_data_download}
+    if args.command == "catalog":
+        sys.exit(cmd_catalog_load(args))
+    if args.command in handlers:
+        sys.exit(handlers[args.command](args))
+    sys.exit(args._run(args))
+
+
+if __name__ == "__main__":
+    main()

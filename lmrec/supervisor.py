@@ -1,0 +1,134 @@
+"""Starts lmrec services as separate local processes and waits until their health says SERVING.
+
+Used by `lmrec serve` and by the integration tests, so the tests start what users run.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+
+class StartupError(RuntimeError):
+    pass
+
+
+@dataclass
+class Service:
+    name: str
+    process: subprocess.Popen
+    port: int
+    log_path: Path
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+
+@dataclass
+class ProcessGroup:
+    run_dir: Path
+    services: dict[str, Service] = field(default_factory=dict)
+
+    def start(self, name: str, module: str, args: list[str], timeout_s: float = 180.0,
+              env: dict[str, str] | None = None) -> Service:
+        """Runs `python -m module args --port-file F`, waits for the port file and a SERVING health check."""
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        port_file = self.run_dir / f"{name}.port"
+        port_file.unlink(missing_ok=True)
+        log_path = self.run_dir / f"{name}.log"
+        log = log_path.open("ab")
+        process = subprocess.Popen(
+            [sys.executable, "-m", module, *args, "--port-file", str(port_file)],
+            stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})},
+            start_new_session=True,  # Ctrl-C in the terminal goes to `lmrec serve`, which stops children in order
+        )
+        deadline = time.monotonic() + timeout_s
+        while not port_file.is_file() or not port_file.read_text().strip():
+            if process.poll() is not None:
+                raise StartupError(f"{name} exited with {process.returncode} during start; see {log_path}:\n"
+                                   + tail(log_path))
+            if time.monotonic() > deadline:
+                process.kill()
+                raise StartupError(f"{name} did not start within {timeout_s:.0f}s; see {log_path}")
+            time.sleep(0.05)
+        service = Service(name, process, int(port_file.read_text()), log_path)
+        wait_serving(service.address, max(1.0, deadline - time.monotonic()))
+        self.services[name] = service
+        return service
+
+    def stop(self, name: str, sig: int = signal.SIGTERM, timeout_s: float = 15.0) -> None:
+        service = self.services.pop(name, None)
+        if service is None or service.process.poll() is not None:
+            return
+        service.process.send_signal(sig)
+        try:
+            service.process.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            service.process.kill()
+            service.process.wait()
+
+    def stop_all(self) -> None:
+        # Gateway first, so no request reaches a worker that is already gone.
+        for name in sorted(self.services, key=lambda n: n != "gateway"):
+            self.stop(name)
+
+
+def wait_serving(address: str, timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    with grpc.insecure_channel(address) as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        while True:
+            try:
+                if stub.Check(health_pb2.HealthCheckRequest(), timeout=2).status == health_pb2.HealthCheckResponse.SERVING:
+                    return
+            except grpc.RpcError:
+                pass
+            if time.monotonic() > deadline:
+                raise StartupError(f"{address} never reported SERVING")
+            time.sleep(0.1)
+
+
+def tail(path: Path, lines: int = 30) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return ""
+
+
+@dataclass
+class SystemLayout:
+    """Where a local system keeps its state and which ports it asks for (0 = any free port)."""
+
+    state_dir: Path
+    bundle_dir: Path
+    shards: int = 1
+    gateway_port: int = 50051
+    ranking_port: int = 50052
+    retrieval_port: int = 50053
+    dimension: int = 384
+
+
+def start_system(group: ProcessGroup, layout: SystemLayout) -> Service:
+    """Starts retrieval shards, the ranking worker and the gateway; returns the gateway."""
+    shard_addresses = []
+    for shard in range(layout.shards):
+        port = 0 if layout.retrieval_port == 0 else layout.retrieval_port + shard * 10
+        svc = group.start(f"retrieval-{shard}", "retrieval_service", [
+            "--port", str(port), "--data-dir", str(layout.state_dir / f"retrieval-{shard}"),
+            "--shard-index", str(shard), "--shard-count", str(layout.shards), "--dimension", str(layout.dimension)])
+        shard_addresses.append(svc.address)
+    ranking = group.start("ranking", "ranking_service", [
+        "--port", str(layout.ranking_port), "--bundle-dir", str(layout.bundle_dir),
+        "--state-dir", str(layout.state_dir / "ranking")])
+    return group.start("gateway", "gateway", [
+        "--port", str(layout.gateway_port), "--ranking-address", ranking.address,
+        "--retrieval-addresses", ",".join(shard_addresses), "--state-dir", str(layout.state_dir / "gateway")])

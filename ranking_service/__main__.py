@@ -1,0 +1,3 @@
+from ranking_service.server import main
+
+main()

@@ -1,0 +1,146 @@
+"""Dynamic micro-batching: concurrent requests' texts share one ONNX Runtime call.
+
+Work waits at most `max_wait_ms` for company, a batch holds at most `max_batch` texts, the queue is
+bounded (past it new work is refused at once), and work whose caller's deadline has passed is dropped
+before it runs rather than computed for nobody.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import Counter, deque
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from lmrec.errors import DeadlineExceeded, Overloaded
+
+
+@dataclass
+class _Pending:
+    texts: list[str]
+    future: asyncio.Future
+    deadline: float | None
+    enqueued: float = field(default_factory=time.monotonic)
+
+
+@dataclass
+class BatcherStats:
+    batches: int = 0
+    texts: int = 0
+    dropped_expired: int = 0
+    rejected_overload: int = 0
+    batch_size_histogram: Counter = field(default_factory=Counter)
+    queue_wait_ms_total: float = 0.0
+    run_ms_total: float = 0.0
+
+
+class MicroBatcher:
+    def __init__(self, run_batch: Callable[[list[str]], np.ndarray], max_batch: int, max_wait_ms: float,
+                 max_queue: int) -> None:
+        self._run_batch = run_batch
+        self.max_batch = max_batch
+        self.max_wait = max_wait_ms / 1000.0
+        self.max_queue = max_queue
+        self._queue: deque[_Pending] = deque()
+        self._wakeup = asyncio.Event()
+        # One thread: ONNX Runtime already uses every core inside a call; parallel calls would only contend.
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="onnx")
+        self._worker: asyncio.Task | None = None
+        self.stats = BatcherStats()
+
+    @property
+    def queue_depth(self) -> int:
+        return len(self._queue)
+
+    def start(self) -> None:
+        if self._worker is None:
+            self._worker = asyncio.get_running_loop().create_task(self._loop())
+
+    async def close(self) -> None:
+        if self._worker is not None:
+            self._worker.cancel()
+            await asyncio.gather(self._worker, return_exceptions=True)
+            self._worker = None
+        self._executor.shutdown(wait=True)
+
+    async def submit(self, texts: list[str], deadline: float | None = None) -> np.ndarray:
+        """Encodes texts as part of some batch. `deadline` is a time.monotonic() value."""
+        if len(self._queue) >= self.max_queue:
+            self.stats.rejected_overload += 1
+            raise Overloaded(f"ranking queue is full ({self.max_queue} requests waiting); retry later")
+        future = asyncio.get_running_loop().create_future()
+        self._queue.append(_Pending(list(texts), future, deadline))
+        self._wakeup.set()
+        return await future
+
+    async def _loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            if not self._queue:
+                self._wakeup.clear()
+                await self._wakeup.wait()
+            first_at = self._queue[0].enqueued
+            while sum(len(p.texts) for p in self._queue) < self.max_batch:
+                remaining = first_at + self.max_wait - time.monotonic()
+                if remaining <= 0:
+                    break
+                self._wakeup.clear()
+                try:
+                    await asyncio.wait_for(self._wakeup.wait(), remaining)
+                except TimeoutError:
+                    break
+            batch = self._take_batch()
+            if not batch:
+                continue
+            texts = [t for p in batch for t in p.texts]
+            started = time.monotonic()
+            try:
+                vectors = await loop.run_in_executor(self._executor, self._run_chunked, texts)
+            except Exception as exc:  # handed to every waiting caller, which maps it to a status
+                for p in batch:
+                    if not p.future.done():
+                        p.future.set_exception(exc)
+                continue
+            self._record(batch, len(texts), started)
+            offset = 0
+            for p in batch:
+                if not p.future.done():
+                    p.future.set_result(vectors[offset: offset + len(p.texts)])
+                offset += len(p.texts)
+
+    def _take_batch(self) -> list[_Pending]:
+        now = time.monotonic()
+        batch: list[_Pending] = []
+        size = 0
+        while self._queue:
+            p = self._queue[0]
+            if p.future.done():  # caller went away (cancelled)
+                self._queue.popleft()
+                continue
+            if p.deadline is not None and p.deadline <= now:
+                self._queue.popleft()
+                self.stats.dropped_expired += 1
+                p.future.set_exception(DeadlineExceeded("deadline passed while queued for the ranking model"))
+                continue
+            if batch and size + len(p.texts) > self.max_batch:
+                break
+            batch.append(self._queue.popleft())
+            size += len(p.texts)
+        return batch
+
+    def _run_chunked(self, texts: list[str]) -> np.ndarray:
+        # A single oversized request still runs, in max_batch slices, so shapes stay within warm-up.
+        parts = [self._run_batch(texts[i: i + self.max_batch]) for i in range(0, len(texts), self.max_batch)]
+        return np.concatenate(parts) if len(parts) > 1 else parts[0]
+
+    def _record(self, batch: list[_Pending], n_texts: int, started: float) -> None:
+        s = self.stats
+        s.batches += 1
+        s.texts += n_texts
+        s.batch_size_histogram[n_texts] += 1
+        s.queue_wait_ms_total += sum((started - p.enqueued) * 1000 for p in batch)
+        s.run_ms_total += (time.monotonic() - started) * 1000

@@ -1,0 +1,40 @@
+"""Everything one loaded bundle needs to serve: encoder, ranker, item store. Built from a manifest."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+from lmrec.manifest import Manifest, load_manifest
+from ranking_service.item_store import ItemStore
+from ranking_service.onnx_session import RuntimeChoice, choose_runtime
+from ranking_service.ranker import Ranker, build_ranker
+from ranking_service.settings import RankingSettings
+from ranking_service.text_encoder import TextEncoder
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class LoadedModel:
+    manifest: Manifest
+    runtime: RuntimeChoice
+    encoder: TextEncoder
+    ranker: Ranker
+    store: ItemStore
+
+
+def load_model(settings: RankingSettings) -> LoadedModel:
+    """Loads and checks the bundle, builds the ranker, reloads (and if needed re-encodes) item vectors."""
+    manifest = load_manifest(settings.bundle_dir)
+    runtime = choose_runtime(settings.device, settings.precision)
+    encoder = TextEncoder(settings.bundle_dir, manifest, runtime, settings.intra_op_threads, settings.inter_op_threads)
+    store = ItemStore(Path(settings.state_dir) / "item_repr.sqlite", manifest.encoder.dimension)
+    ranker = build_ranker(settings.bundle_dir, manifest, store, runtime)
+    reencoded = store.load(manifest.model_version, lambda texts: ranker.item_vectors(encoder.encode(texts)))
+    log.info("bundle %s (%s, %s on %s): %d items known, %d re-encoded", manifest.model_version,
+             manifest.ranker_kind, runtime.precision, runtime.providers[0], len(store), reencoded)
+    if settings.warmup:
+        encoder.warm_up(settings.max_batch_texts)
+    return LoadedModel(manifest, runtime, encoder, ranker, store)

@@ -1,0 +1,97 @@
+"""Thin gRPC servicer of the ranking tier: validation, deadlines, batching; model logic lives in ranker.py."""
+
+from __future__ import annotations
+
+import time
+
+import grpc
+import numpy as np
+
+from lmrec import validation as v
+from lmrec.v1 import ranking_service_pb2 as pb
+from lmrec.v1 import ranking_service_pb2_grpc as pb_grpc
+from lmrec.v1.common_pb2 import UserContext
+from ranking_service.batcher import MicroBatcher
+from ranking_service.model import LoadedModel
+from ranking_service.ranker import RankContext
+
+MAX_CANDIDATES = 10_000
+MAX_HISTORY = 5_000
+
+
+def _deadline(context: grpc.aio.ServicerContext) -> float | None:
+    remaining = context.time_remaining()
+    return None if remaining is None else time.monotonic() + remaining
+
+
+def rank_context(ctx: UserContext, field: str) -> RankContext:
+    v.check_ids(ctx.history_item_ids, f"{field}.history_item_ids", MAX_HISTORY)
+    v.check_text(ctx.query, f"{field}.query", v.MAX_QUERY_CHARS)
+    return RankContext(ctx.user_id, list(ctx.history_item_ids), ctx.query.strip(), ctx.scenario)
+
+
+class RankingServicer(pb_grpc.RankingServiceServicer):
+    def __init__(self, model: LoadedModel, batcher: MicroBatcher) -> None:
+        self._model = model
+        self._batcher = batcher
+
+    async def _query_vector(self, ctx: RankContext, deadline: float | None) -> np.ndarray | None:
+        if not ctx.query:
+            return None
+        return (await self._batcher.submit([ctx.query], deadline))[0]
+
+    async def Encode(self, request: pb.EncodeRequest, context) -> pb.EncodeResponse:
+        v.check_batch(len(request.inputs), "inputs")
+        texts, ids = [], []
+        for i, item in enumerate(request.inputs):
+            if not item.text.strip():
+                raise v.InvalidArgument(f"inputs[{i}].text", "must not be empty")
+            v.check_text(item.text, f"inputs[{i}].text", v.MAX_ITEM_TEXT_CHARS)
+            if item.item_id:
+                v.require_id(item.item_id, f"inputs[{i}].item_id")
+            texts.append(item.text)
+            ids.append(item.item_id)
+        model = self._model
+        vectors = model.ranker.item_vectors(await self._batcher.submit(texts, _deadline(context)))
+        keyed = [i for i, item_id in enumerate(ids) if item_id]
+        if keyed:
+            model.store.put([ids[i] for i in keyed], [texts[i] for i in keyed], vectors[keyed], model.manifest.model_version)
+        return pb.EncodeResponse(vectors=[pb.Vector(values=row) for row in vectors],
+                                 model_version=model.manifest.model_version)
+
+    async def EncodeContext(self, request: pb.EncodeContextRequest, context) -> pb.EncodeContextResponse:
+        ctx = rank_context(request.context, "context")
+        query_vector = await self._query_vector(ctx, _deadline(context))
+        vector = self._model.ranker.context_vector(ctx, query_vector)
+        return pb.EncodeContextResponse(vector=[] if vector is None else vector,
+                                        model_version=self._model.manifest.model_version)
+
+    async def Rank(self, request: pb.RankRequest, context) -> pb.RankResponse:
+        ctx = rank_context(request.context, "context")
+        candidates = v.check_ids(request.candidate_item_ids, "candidate_item_ids", MAX_CANDIDATES)
+        query_vector = await self._query_vector(ctx, _deadline(context))
+        reps, known = self._model.store.gather(candidates)
+        scores = self._model.ranker.score(ctx, query_vector, reps).astype(np.float32)
+        scores[~known] = -np.inf
+        return pb.RankResponse(
+            scores=scores,
+            unknown_item_ids=[c for c, k in zip(candidates, known) if not k],
+            model_version=self._model.manifest.model_version,
+        )
+
+    async def ForgetItems(self, request: pb.ForgetItemsRequest, context) -> pb.ForgetItemsResponse:
+        ids = v.check_ids(request.item_ids, "item_ids", v.MAX_BATCH)
+        v.check_batch(len(ids), "item_ids")
+        return pb.ForgetItemsResponse(forgotten_count=self._model.store.delete(ids))
+
+    async def GetModelInfo(self, request, context) -> pb.GetModelInfoResponse:
+        m = self._model
+        return pb.GetModelInfoResponse(
+            model_version=m.manifest.model_version,
+            encoder_name=m.manifest.encoder.base_model,
+            ranker_kind=m.manifest.ranker_kind,
+            dimension=m.manifest.encoder.dimension,
+            precision=m.runtime.precision,
+            execution_provider=m.runtime.providers[0],
+            known_item_count=len(m.store),
+        )

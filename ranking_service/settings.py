@@ -1,0 +1,28 @@
+"""Typed settings of the ranking worker; a wrong value stops the process at start, naming the field."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class RankingSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="LMREC_RANKING_", extra="forbid")
+
+    host: str = "127.0.0.1"
+    port: int = Field(50052, ge=0, le=65535)
+    bundle_dir: Path = Path("artifacts/minilm-zeroshot")
+    state_dir: Path = Path("var/ranking")
+    # auto: fp16 on CUDA, int8 on CPU.
+    precision: Literal["auto", "fp32", "int8", "fp16"] = "auto"
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    intra_op_threads: int = Field(0, ge=0, description="0 lets ONNX Runtime pick")
+    inter_op_threads: int = Field(1, ge=0)
+    max_batch_texts: int = Field(64, ge=1, le=4096)
+    max_wait_ms: float = Field(2.0, ge=0, le=1000)
+    max_queue: int = Field(2048, ge=1)
+    warmup: bool = True
+    grace_seconds: float = Field(5.0, ge=0)
