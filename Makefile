@@ -1,0 +1,49 @@
+# lmrec: `make run` serves real recommendations, `make test` runs every test.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+BUNDLE ?= artifacts/minilm-zeroshot
+# The CPU build of torch: a plain `torch` requirement would pull multi-GB CUDA wheels. Where no local
+# wheel exists, add `--index-url https://download.pytorch.org/whl/cpu` via TORCH_PIP_ARGS.
+TORCH_SPEC ?= torch==2.13.0
+TORCH_PIP_ARGS ?=
+export HF_HUB_OFFLINE ?= 1
+
+.PHONY: install run test unit integration protos lint-protos bundle bench clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q $(TORCH_PIP_ARGS) "$(TORCH_SPEC)"
+	$(BIN)/pip install -q -e ".[all]"
+	@if command -v npm >/dev/null 2>&1; then (cd clients/node && npm ci --no-audit --no-fund --silent); \
+	 else echo "npm not found: the Node client test will be skipped"; fi
+	touch $@
+
+bundle: $(BUNDLE)/manifest.json
+
+$(BUNDLE)/manifest.json: | install
+	$(BIN)/lmrec export-encoder --out $(BUNDLE)
+
+run: install bundle
+	$(BIN)/lmrec serve --bundle $(BUNDLE)
+
+test: install bundle
+	$(BIN)/python -m pytest
+
+unit: install
+	$(BIN)/python -m pytest tests/unit
+
+integration: install bundle
+	$(BIN)/python -m pytest tests/integration
+
+protos: install
+	$(BIN)/python tools/gen_protos.py
+
+lint-protos: install
+	cd protos && ../$(BIN)/buf lint
+
+clean:
+	rm -rf $(VENV) artifacts var

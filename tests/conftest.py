@@ -1,0 +1,45 @@
+"""Shared test fixtures: the model bundle and the MovieLens data (skip locally when absent, fail under CI)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from lmrec.datasets import Dataset, DatasetError, load_dataset, resolve_data_path
+
+REPO = Path(__file__).resolve().parent.parent
+DEFAULT_BUNDLE = REPO / "artifacts" / "minilm-zeroshot"
+
+
+def require_data() -> Dataset:
+    path = resolve_data_path()
+    try:
+        return load_dataset(path)
+    except DatasetError as exc:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"CI=true but MovieLens-100K is not readable at {path}: {exc}")
+        pytest.skip(f"MovieLens-100K not found at {path} (set LMREC_DATA or run `lmrec data download`)")
+
+
+@pytest.fixture(scope="session")
+def ml100k() -> Dataset:
+    return require_data()
+
+
+@pytest.fixture(scope="session")
+def bundle_dir(tmp_path_factory) -> Path:
+    """The zero-shot MiniLM bundle: the one `make run` exports if valid, else a fresh export."""
+    from lmrec.errors import ArtifactMismatch
+    from lmrec.manifest import load_manifest
+
+    try:
+        load_manifest(DEFAULT_BUNDLE)
+        return DEFAULT_BUNDLE
+    except ArtifactMismatch:
+        pass
+    pytest.importorskip("torch", reason="exporting the encoder needs the training extra")
+    from training.export_encoder import export_pretrained_bundle
+
+    return export_pretrained_bundle(None, tmp_path_factory.mktemp("bundle") / "minilm-zeroshot")
