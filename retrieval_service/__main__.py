@@ -1,0 +1,3 @@
+from retrieval_service.server import main
+
+main()

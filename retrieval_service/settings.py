@@ -1,0 +1,46 @@
+"""Typed settings of the retrieval service: flags over `LMREC_RETRIEVAL_*` environment over defaults."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class RetrievalSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="LMREC_RETRIEVAL_", extra="forbid")
+
+    host: str = "127.0.0.1"
+    port: int = Field(50053, ge=0, le=65535)
+    # Written once the port is bound, so a supervisor (or a test) can find a port-0 server.
+    port_file: Path | None = None
+    dimension: int = Field(384, ge=1, le=16384)
+    data_dir: Path = Path("var/retrieval")
+    shard_index: int = Field(0, ge=0)
+    shard_count: int = Field(1, ge=1, le=4096)
+
+    ef_default: int = Field(128, ge=1)
+    ef_min: int = Field(16, ge=1)
+    ef_max: int = Field(2048, ge=1)
+    m: int = Field(16, ge=2, le=128)
+    ef_construction: int = Field(200, ge=8)
+    initial_capacity: int = Field(10_000, ge=16)
+    # Below this many eligible items a brute-force scan is both exact and cheaper than a filtered graph walk.
+    exact_scan_threshold: int = Field(4_000, ge=0)
+    tombstone_rebuild_ratio: float = Field(0.2, gt=0.0, le=1.0)
+    snapshot_every: int = Field(10_000, ge=1)
+    grace_seconds: float = Field(5.0, ge=0.0)
+
+    # Threads serving searches (hnswlib releases the GIL while walking the graph).
+    search_threads: int = Field(4, ge=1, le=256)
+    # Threads hnswlib uses to insert a batch; background rebuilds use one so they do not starve searches.
+    build_threads: int = Field(2, ge=1, le=256)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> RetrievalSettings:
+        if self.shard_index >= self.shard_count:
+            raise ValueError(f"shard_index {self.shard_index} must be below shard_count {self.shard_count}")
+        if not self.ef_min <= self.ef_default <= self.ef_max:
+            raise ValueError(f"need ef_min <= ef_default <= ef_max, got {self.ef_min}, {self.ef_default}, {self.ef_max}")
+        return self

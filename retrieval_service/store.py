@@ -1,0 +1,202 @@
+"""Durability of the index: write-ahead log, snapshots, and recovery on start.
+
+Layout of `data_dir`:
+    CURRENT          generation number of the live snapshot (replaced atomically)
+    snapshot-<gen>/  graph.hnsw, shadow.npy, meta.json (absent for generation 0)
+    wal-<gen>.log    writes acknowledged after that snapshot
+
+A snapshot is written into `snapshot-<gen>.tmp`, fsynced, renamed, and only then does CURRENT move
+to it; the previous snapshot and log are deleted afterwards. A crash at any point leaves either the
+old pair or the new pair intact.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import threading
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from retrieval_service.index import Attributes, Filter, IndexStats, SearchResult, VectorIndex
+from retrieval_service.wal import UPSERT, WriteAheadLog, delete_record, read_records, upsert_record
+
+log = logging.getLogger(__name__)
+
+
+class IndexStore:
+    """A `VectorIndex` whose writes are durable when the call returns.
+
+    Writes are serialised: each one is appended to the log and fsynced, then applied to the index.
+    Searches go straight to the index. Without a `data_dir` it is a plain in-memory index.
+    """
+
+    def __init__(self, index: VectorIndex, data_dir: Path | None = None, snapshot_every: int = 10_000) -> None:
+        self.index = index
+        self.data_dir = data_dir
+        self.snapshot_every = snapshot_every
+        self._write_mutex = threading.Lock()
+        self._generation = 0
+        self._wal: WriteAheadLog | None = None
+        self._snapshot_thread: threading.Thread | None = None
+        if data_dir is not None:
+            self._recover()
+
+    @classmethod
+    def open(cls, settings) -> IndexStore:
+        """Builds the index from `settings` and recovers it from `settings.data_dir`."""
+        return cls(VectorIndex.from_settings(settings), Path(settings.data_dir), settings.snapshot_every)
+
+    # --------------------------------------------------------------- recovery
+
+    def _recover(self) -> None:
+        assert self.data_dir is not None
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        current = self.data_dir / "CURRENT"
+        if current.exists():
+            self._generation = int(current.read_text().strip())
+        if self._generation:
+            self.index.load(self._snapshot_dir(self._generation))
+        wal_path = self._wal_path(self._generation)
+        records, valid = read_records(wal_path, self.index.dimension)
+        for record in records:
+            if record.op == UPSERT:
+                self.index.upsert(record.ids, record.vectors, record.attributes)
+            else:
+                self.index.delete(record.ids)
+        self._wal = WriteAheadLog(wal_path, valid, len(records))
+        log.info(
+            "recovered generation %d: %d items, %d log records replayed",
+            self._generation,
+            len(self.index),
+            len(records),
+        )
+        self._remove_leftovers()
+
+    def _remove_leftovers(self) -> None:
+        """Deletes snapshots and logs of other generations, e.g. from a crash during a snapshot."""
+        assert self.data_dir is not None
+        keep = {self._snapshot_dir(self._generation).name, self._wal_path(self._generation).name, "CURRENT"}
+        for entry in self.data_dir.iterdir():
+            if entry.name in keep:
+                continue
+            if entry.name.startswith("snapshot-") and entry.is_dir():
+                shutil.rmtree(entry)
+            elif entry.name.startswith(("wal-", "CURRENT.")) and entry.is_file():
+                entry.unlink()
+
+    def _snapshot_dir(self, generation: int) -> Path:
+        assert self.data_dir is not None
+        return self.data_dir / f"snapshot-{generation}"
+
+    def _wal_path(self, generation: int) -> Path:
+        assert self.data_dir is not None
+        return self.data_dir / f"wal-{generation}.log"
+
+    # ----------------------------------------------------------------- writes
+
+    def upsert(self, ids: Sequence[str], vectors: np.ndarray, attributes: Sequence[Attributes | None] | None) -> int:
+        vectors = np.asarray(vectors, dtype=np.float32)
+        attrs = [{k: list(v) for k, v in a.items()} if a else None for a in (attributes or [None] * len(ids))]
+        with self._write_mutex:
+            if self._wal is not None:
+                self._wal.append(upsert_record(ids, vectors, attrs))
+            count = self.index.upsert(ids, vectors, attrs)
+        self._maybe_snapshot()
+        return count
+
+    def delete(self, ids: Sequence[str]) -> int:
+        with self._write_mutex:
+            if self._wal is not None:
+                self._wal.append(delete_record(ids))
+            count = self.index.delete(ids)
+        self._maybe_snapshot()
+        return count
+
+    # -------------------------------------------------------------- snapshots
+
+    @property
+    def wal_records(self) -> int:
+        return self._wal.record_count if self._wal is not None else 0
+
+    def _maybe_snapshot(self) -> None:
+        if self._wal is None or self._wal.record_count < self.snapshot_every:
+            return
+        with self._write_mutex:
+            if self._snapshot_thread is not None and self._snapshot_thread.is_alive():
+                return
+            self._snapshot_thread = threading.Thread(target=self.snapshot, name="retrieval-snapshot", daemon=True)
+            self._snapshot_thread.start()
+
+    def snapshot(self) -> None:
+        """Writes a snapshot of everything acknowledged so far and starts an empty log.
+
+        Holds off writes (not searches) while the index is saved.
+        """
+        if self.data_dir is None:
+            return
+        with self._write_mutex:
+            assert self._wal is not None
+            if self._wal.record_count == 0 and self._generation:
+                return
+            generation = self._generation + 1
+            final = self._snapshot_dir(generation)
+            tmp = final.with_name(final.name + ".tmp")
+            if tmp.exists():
+                shutil.rmtree(tmp)
+            tmp.mkdir()
+            self.index.save(tmp)
+            os.replace(tmp, final)
+            new_wal = WriteAheadLog(self._wal_path(generation), 0, 0)
+            _fsync_dir(self.data_dir)
+            current_tmp = self.data_dir / "CURRENT.tmp"
+            current_tmp.write_text(f"{generation}\n")
+            fd = os.open(current_tmp, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.replace(current_tmp, self.data_dir / "CURRENT")
+            _fsync_dir(self.data_dir)
+            old_wal, old_generation = self._wal, self._generation
+            self._wal, self._generation = new_wal, generation
+            old_wal.close()
+            old_wal.path.unlink(missing_ok=True)
+            if old_generation:
+                shutil.rmtree(self._snapshot_dir(old_generation), ignore_errors=True)
+        log.info("snapshot generation %d written: %d items", generation, len(self.index))
+
+    def wait_for_snapshot(self, timeout: float | None = None) -> None:
+        thread = self._snapshot_thread
+        if thread is not None:
+            thread.join(timeout)
+
+    def close(self) -> None:
+        self.wait_for_snapshot()
+        with self._write_mutex:
+            if self._wal is not None:
+                self._wal.close()
+
+    # ------------------------------------------------------------------ reads
+
+    def search(
+        self, query: np.ndarray, k: int, exclude: Iterable[str] = (), filters: Sequence[Filter] = (), ef: int | None = None
+    ) -> SearchResult:
+        return self.index.search(query, k, exclude, filters, ef)
+
+    def vectors_of(self, ids: Iterable[str]) -> tuple[list[str], np.ndarray]:
+        return self.index.vectors_of(ids)
+
+    def stats(self) -> IndexStats:
+        return self.index.stats()
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
