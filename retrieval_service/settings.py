@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -28,6 +29,8 @@ class RetrievalSettings(BaseSettings):
     initial_capacity: int = Field(10_000, ge=16)
     # Below this many eligible items a brute-force scan is both exact and cheaper than a filtered graph walk.
     exact_scan_threshold: int = Field(4_000, ge=0)
+    # The exact scan reads its own copy of the vectors; float16 halves its memory, scores within ~1e-3.
+    exact_scan_dtype: Literal["float16", "float32"] = "float16"
     tombstone_rebuild_ratio: float = Field(0.2, gt=0.0, le=1.0)
     snapshot_every: int = Field(10_000, ge=1)
     grace_seconds: float = Field(5.0, ge=0.0)

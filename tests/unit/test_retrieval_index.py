@@ -1,0 +1,268 @@
+"""VectorIndex: recall against exact search, planned filtering, live writes, rebuilds, persistence."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+
+from retrieval_service.index import SnapshotMismatch, VectorIndex, normalize
+
+pytestmark = pytest.mark.timeout(60)
+
+
+def clustered(n: int, dim: int, clusters: int = 64, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    centres = rng.standard_normal((clusters, dim))
+    return (centres[rng.integers(0, clusters, n)] + 0.6 * rng.standard_normal((n, dim))).astype(np.float32)
+
+
+def exact_top(vectors: np.ndarray, query: np.ndarray, k: int, allowed: np.ndarray | None = None) -> list[int]:
+    scores = normalize(vectors) @ normalize(query)[0]
+    if allowed is not None:
+        scores = np.where(allowed, scores, -np.inf)
+    return np.argsort(-scores)[:k].tolist()
+
+
+@pytest.fixture(scope="module")
+def big():
+    n, dim = 20_000, 48
+    vectors = clustered(n, dim)
+    ids = [f"i{i}" for i in range(n)]
+    # colour: 10 values (10% each); rare: 7 items; tag: multi-valued
+    attrs = [
+        {"colour": [f"c{i % 10}"], "tag": ["even" if i % 2 == 0 else "odd", f"t{i % 3}"], **({"rare": ["y"]} if i % 3000 == 0 else {})}
+        for i in range(n)
+    ]
+    index = VectorIndex(dim, initial_capacity=1024, exact_scan_threshold=300, auto_rebuild=False)
+    index.upsert(ids, vectors, attrs)
+    rng = np.random.default_rng(1)
+    # Queries from the same distribution as the items: near an item, not one of them.
+    queries = vectors[rng.integers(0, n, 200)] + 0.3 * rng.standard_normal((200, dim)).astype(np.float32)
+    return index, vectors, ids, queries
+
+
+def test_recall_at_10_against_exact_numpy(big):
+    index, vectors, ids, queries = big
+    hits = 0
+    for q in queries:
+        result = index.search(q, 10)
+        assert result.plan == "hnsw"
+        hits += len(set(result.ids) & {ids[i] for i in exact_top(vectors, q, 10)})
+    assert hits / (10 * len(queries)) >= 0.95
+
+
+def test_scores_are_cosine_similarities_best_first(big):
+    index, vectors, ids, queries = big
+    result = index.search(vectors[42] * 3.0, 5)
+    assert result.ids[0] == "i42"
+    assert result.scores[0] == pytest.approx(1.0, abs=1e-5)
+    assert result.scores == sorted(result.scores, reverse=True)
+    expected = normalize(vectors[[int(i[1:]) for i in result.ids]]) @ normalize(vectors[42])[0]
+    np.testing.assert_allclose(result.scores, expected, atol=1e-5)
+
+
+def test_filtered_search_recall_and_membership(big):
+    index, vectors, ids, queries = big
+    colours = np.array([i % 10 for i in range(len(ids))])
+    hits = 0
+    for q in queries[:50]:
+        result = index.search(q, 10, filters=[("colour", ["c3", "c4"])])
+        assert result.plan == "hnsw_filtered"
+        assert len(result.ids) == 10
+        assert all(int(i[1:]) % 10 in (3, 4) for i in result.ids)
+        hits += len(set(result.ids) & {ids[i] for i in exact_top(vectors, q, 10, np.isin(colours, [3, 4]))})
+    assert hits / 500 >= 0.95
+
+
+@pytest.mark.parametrize("threshold", [0, 300, 50_000])
+def test_exactly_k_whenever_k_eligible_items_exist(big, threshold):
+    index, vectors, ids, queries = big
+    index.exact_scan_threshold = threshold
+    try:
+        q = queries[0]
+        # Tiny allowed set: every eligible item comes back, however small.
+        result = index.search(q, 10, filters=[("rare", ["y"])])
+        assert sorted(result.ids) == sorted(ids[i] for i in range(0, 20_000, 3000))
+        # AND of filters; multi-valued attribute.
+        result = index.search(q, 25, filters=[("colour", ["c0"]), ("tag", ["t1"])])
+        assert len(result.ids) == 25
+        assert all(int(i[1:]) % 10 == 0 and int(i[1:]) % 3 == 1 for i in result.ids)
+        # Excluding nearly everything: k=20 asked, 15 left, 15 returned; then exactly k from a larger remainder.
+        keep = {f"i{i}" for i in range(0, 20_000, 1333)}
+        excluded = [i for i in ids if i not in keep]
+        result = index.search(q, 20, exclude=excluded)
+        assert sorted(result.ids) == sorted(keep)
+        result = index.search(q, 100, exclude=ids[:19_000])
+        assert len(result.ids) == 100 and all(int(i[1:]) >= 19_000 for i in result.ids)
+        # Exclusion combined with a filter leaves one item.
+        result = index.search(q, 5, exclude=["i0", "i3000", "i6000", "i9000", "i12000", "i15000"], filters=[("rare", ["y"])])
+        assert result.ids == ["i18000"]
+        # Nothing eligible.
+        assert index.search(q, 5, filters=[("colour", ["nope"])]).ids == []
+        assert index.search(q, 5, exclude=ids).ids == []
+    finally:
+        index.exact_scan_threshold = 300
+
+
+def test_plan_follows_the_eligible_set_size(big):
+    index, vectors, ids, queries = big
+    assert index.search(queries[0], 10, filters=[("rare", ["y"])]).plan == "exact"
+    assert index.search(queries[0], 10, filters=[("colour", ["c1"])]).plan == "hnsw_filtered"
+    assert index.search(queries[0], 10, exclude=ids[:10]).plan == "hnsw_filtered"
+    assert index.search(queries[0], 10, exclude=ids[:19_900]).plan == "exact"
+
+
+def test_a_walk_that_comes_up_short_widens_then_scans_exactly(big, monkeypatch):
+    index, vectors, ids, queries = big
+    graph = index._graph
+    real = graph.hnsw
+    efs = []
+
+    class ShortWalk:
+        """Stands in for hnswlib when the graph walk cannot reach k eligible items."""
+
+        def __getattr__(self, name):
+            return getattr(real, name)
+
+        def set_ef(self, ef):
+            efs.append(ef)
+            real.set_ef(ef)
+
+        def knn_query(self, *args, **kwargs):
+            raise RuntimeError("Cannot return the results in a contiguous 2D array. Probably ef or M is too small")
+
+    monkeypatch.setattr(graph, "hnsw", ShortWalk())
+    try:
+        result = index.search(queries[0], 10, filters=[("colour", ["c5"])], ef=100)
+    finally:
+        graph.hnsw = real
+    assert result.plan == "exact" and len(result.ids) == 10
+    assert efs == [100, 400, 1600, 2048]
+    colours = np.array([i % 10 for i in range(len(ids))])
+    assert result.ids == [ids[i] for i in exact_top(vectors, queries[0], 10, colours == 5)]
+
+
+def test_ef_is_clamped_to_bounds():
+    index = VectorIndex(4, ef_default=50, ef_min=16, ef_max=300)
+    assert [index.clamp_ef(e) for e in (None, 0, 1, 100, 10**6)] == [50, 50, 16, 100, 300]
+
+
+def test_upsert_replaces_vector_and_attributes_and_delete_frees_slots():
+    dim = 16
+    index = VectorIndex(dim, initial_capacity=16, exact_scan_threshold=0, auto_rebuild=False)
+    vectors = clustered(100, dim, seed=3)
+    ids = [f"i{i}" for i in range(100)]
+    index.upsert(ids, vectors, [{"g": ["a"]}] * 100)
+    assert index.stats().capacity >= 100  # grew from 16
+
+    index.upsert(["i5"], -vectors[7:8], [{"g": ["b"]}])
+    assert index.search(-vectors[7], 1).ids == ["i5"]
+    assert index.search(vectors[0], 10, filters=[("g", ["b"])]).ids == ["i5"]
+    assert "i5" not in index.search(vectors[0], 100, filters=[("g", ["a"])]).ids
+
+    assert index.delete(["i1", "i2", "i2", "ghost"]) == 2
+    assert len(index) == 98 and "i1" not in index
+    assert index.stats().tombstone_count == 2
+    assert "i1" not in index.search(vectors[1], 98).ids
+    # New items revive the freed slots before taking fresh ones.
+    capacity = index.stats().capacity
+    index.upsert(["new1", "new2"], vectors[1:3], None)
+    assert index.stats().tombstone_count == 0 and index.stats().capacity == capacity
+    assert index.search(vectors[1], 1).ids == ["new1"]
+    assert len(index.search(vectors[1], 1000).ids) == 100
+
+    found, rows = index.vectors_of(["i3", "ghost", "i4"])
+    assert found == ["i3", "i4"]
+    np.testing.assert_allclose(rows, normalize(vectors[3:5]), atol=1e-3)
+
+
+def test_float32_copy_gives_exact_scores_on_the_exact_plan():
+    vectors = clustered(50, 16, seed=9)
+    index = VectorIndex(16, exact_scan_threshold=1_000, exact_scan_dtype="float32")
+    index.upsert([f"i{i}" for i in range(50)], vectors)
+    result = index.search(vectors[3], 50)
+    assert result.plan == "exact"
+    expected = np.sort(normalize(vectors) @ normalize(vectors[3])[0])[::-1]
+    np.testing.assert_allclose(result.scores, expected, atol=1e-6)
+
+
+def test_repeated_id_in_one_batch_keeps_the_last():
+    index = VectorIndex(4, auto_rebuild=False)
+    index.upsert(["a", "a"], np.array([[1, 0, 0, 0], [0, 1, 0, 0]], np.float32), [{"x": ["1"]}, {"x": ["2"]}])
+    assert len(index) == 1
+    assert index.search(np.array([0, 1, 0, 0], np.float32), 1).scores[0] == pytest.approx(1.0)
+    assert index.search(np.array([0, 1, 0, 0], np.float32), 1, filters=[("x", ["1"])]).ids == []
+
+
+def test_invalid_input_raises_value_error():
+    index = VectorIndex(4)
+    with pytest.raises(ValueError):
+        index.upsert(["a"], np.zeros((1, 4), np.float32))
+    with pytest.raises(ValueError):
+        index.upsert(["a"], np.ones((1, 3), np.float32))
+    with pytest.raises(ValueError):
+        index.search(np.array([np.nan, 1, 1, 1], np.float32), 1)
+    with pytest.raises(ValueError):
+        index.search(np.ones(4, np.float32), 0)
+
+
+def test_tombstones_past_the_ratio_trigger_a_rebuild_that_keeps_concurrent_writes():
+    dim = 16
+    vectors = clustered(3000, dim, seed=5)
+    ids = [f"i{i}" for i in range(3000)]
+    index = VectorIndex(dim, initial_capacity=512, exact_scan_threshold=0, tombstone_rebuild_ratio=0.2)
+    index.upsert(ids, vectors, [{"half": [str(i % 2)]} for i in range(3000)])
+    stop = threading.Event()
+    failures = []
+
+    def searcher():
+        while not stop.is_set():
+            result = index.search(vectors[2999], 10)
+            if len(result.ids) != 10 or result.ids[0] != "i2999":
+                failures.append(result)
+
+    threads = [threading.Thread(target=searcher) for _ in range(2)]
+    for t in threads:
+        t.start()
+    try:
+        assert index.delete(ids[:1000]) == 1000  # 1/3 tombstones: starts a background rebuild
+        # Writes racing the rebuild are replayed onto the new graph.
+        index.upsert(["late"], vectors[:1], [{"half": ["late"]}])
+        index.delete(["i1500"])
+        index.wait_for_rebuild(30)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join()
+    assert not failures
+    stats = index.stats()
+    # The racing delete may have been replayed onto the new graph, leaving its one tombstone.
+    assert stats.tombstone_count <= 1 and not stats.rebuilding
+    assert len(index) == 2000
+    assert index.search(vectors[0], 1).ids == ["late"]
+    assert "i1500" not in index and "i10" not in index
+    assert index.search(vectors[0], 1, filters=[("half", ["late"])]).ids == ["late"]
+    assert len(index.search(vectors[0], 3000, filters=[("half", ["0"])]).ids) == 999  # i1500 was even
+
+
+def test_save_and_load_round_trip(tmp_path):
+    dim = 16
+    vectors = clustered(500, dim, seed=6)
+    ids = [f"i{i}" for i in range(500)]
+    index = VectorIndex(dim, exact_scan_threshold=0, auto_rebuild=False)
+    index.upsert(ids, vectors, [{"g": [str(i % 5)]} for i in range(500)])
+    index.delete(ids[:10])
+    index.save(tmp_path)
+
+    loaded = VectorIndex(dim, exact_scan_threshold=0, auto_rebuild=False)
+    loaded.load(tmp_path)
+    assert loaded.stats() == index.stats()
+    for q in vectors[100:110]:
+        assert loaded.search(q, 10, filters=[("g", ["1"])]) == index.search(q, 10, filters=[("g", ["1"])])
+    loaded.upsert(["new"], vectors[:1], None)  # revives a saved tombstone
+    assert loaded.search(vectors[0], 1).ids == ["new"]
+
+    with pytest.raises(SnapshotMismatch, match="dimension"):
+        VectorIndex(8).load(tmp_path)
