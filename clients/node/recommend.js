@@ -1,0 +1,142 @@
+#!/usr/bin/env node
+// Calls lmrec.v1.GatewayService/Recommend once, prints the items and checks the answer.
+//
+// Usage:
+//   node recommend.js --target 127.0.0.1:50051 --user-id 1 -k 10 [--query "dark sci-fi thriller"]
+//                     [--genre Comedy] [--deadline-ms 5000]
+//
+// Exit status: 0 when the answer passes every check, 1 when the call fails or the answer is wrong,
+// 2 on bad arguments. The .proto files are read at run time from ../../protos, so this client always
+// speaks the contract checked into the repository rather than a generated copy that can drift.
+'use strict';
+
+const path = require('path');
+const { parseArgs } = require('util');
+const grpc = require('@grpc/grpc-js');
+const protoLoader = require('@grpc/proto-loader');
+
+const PROTO_ROOT = path.resolve(__dirname, '..', '..', 'protos');
+const GATEWAY_PROTO = 'lmrec/v1/gateway_service.proto';
+
+const USAGE = `usage: node recommend.js --target HOST:PORT --user-id ID -k K [--query TEXT] [--genre G]
+                         [--deadline-ms MS]`;
+
+function usageError(message) {
+  console.error(`${message}\n${USAGE}`);
+  process.exit(2);
+}
+
+function parseCommandLine(argv) {
+  let parsed;
+  try {
+    parsed = parseArgs({
+      args: argv,
+      options: {
+        target: { type: 'string', default: '127.0.0.1:50051' },
+        'user-id': { type: 'string' },
+        k: { type: 'string', short: 'k', default: '10' },
+        query: { type: 'string', default: '' },
+        genre: { type: 'string', multiple: true, default: [] },
+        'deadline-ms': { type: 'string', default: '5000' },
+        help: { type: 'boolean', short: 'h', default: false },
+      },
+      strict: true,
+      allowPositionals: false,
+    });
+  } catch (err) {
+    usageError(err.message);
+  }
+  const v = parsed.values;
+  if (v.help) {
+    console.log(USAGE);
+    process.exit(0);
+  }
+  if (!v['user-id']) usageError('--user-id is required');
+  const k = Number(v.k);
+  if (!Number.isInteger(k) || k < 1 || k > 1000) usageError(`-k must be an integer in 1..1000, got ${v.k}`);
+  const deadlineMs = Number(v['deadline-ms']);
+  if (!Number.isFinite(deadlineMs) || deadlineMs <= 0) usageError(`--deadline-ms must be positive, got ${v['deadline-ms']}`);
+  return { target: v.target, userId: v['user-id'], k, query: v.query, genres: v.genre, deadlineMs };
+}
+
+function loadGatewayService() {
+  // includeDirs covers lmrec/v1/*.proto; google/protobuf/timestamp.proto comes from the well-known
+  // types bundled with protobufjs, which proto-loader falls back to.
+  const definition = protoLoader.loadSync(GATEWAY_PROTO, {
+    includeDirs: [PROTO_ROOT],
+    keepCase: true,
+    longs: String,
+    enums: String,
+    defaults: true,
+    oneofs: true,
+  });
+  return grpc.loadPackageDefinition(definition).lmrec.v1.GatewayService;
+}
+
+/** Returns the list of problems with a RecommendResponse; empty when it is a valid answer. */
+function checkResponse(response, k) {
+  const problems = [];
+  const items = response.items || [];
+  if (response.degraded) {
+    // A fallback may legitimately return fewer items, but an empty page is still a failure.
+    if (items.length < 1 || items.length > k) problems.push(`degraded answer has ${items.length} items, expected 1..${k}`);
+  } else if (items.length !== k) {
+    problems.push(`expected exactly ${k} items, got ${items.length}`);
+  }
+  const seen = new Set();
+  items.forEach((item, i) => {
+    if (seen.has(item.item_id)) problems.push(`item ${i}: duplicate item_id ${item.item_id}`);
+    seen.add(item.item_id);
+    if (!item.item_id) problems.push(`item ${i}: empty item_id`);
+    if (!item.title || !item.title.trim()) problems.push(`item ${i} (${item.item_id}): empty title`);
+    if (!Number.isFinite(item.score)) problems.push(`item ${i} (${item.item_id}): score ${item.score} is not finite`);
+    if (i > 0 && item.score > items[i - 1].score) {
+      problems.push(`item ${i} (${item.item_id}): score ${item.score} is above the previous ${items[i - 1].score}`);
+    }
+  });
+  if (!response.model_version) problems.push('model_version is empty');
+  return problems;
+}
+
+function main() {
+  const opts = parseCommandLine(process.argv.slice(2));
+  const GatewayService = loadGatewayService();
+  const client = new GatewayService(opts.target, grpc.credentials.createInsecure());
+  const request = {
+    user_id: opts.userId,
+    k: opts.k,
+    query: opts.query,
+    filters: opts.genres.length ? [{ key: 'genre', values: opts.genres }] : [],
+  };
+  const deadline = new Date(Date.now() + opts.deadlineMs);
+  const started = process.hrtime.bigint();
+  client.Recommend(request, { deadline }, (err, response) => {
+    const elapsedMs = Number(process.hrtime.bigint() - started) / 1e6;
+    client.close();
+    if (err) {
+      const codeName = Object.keys(grpc.status).find((name) => grpc.status[name] === err.code) || err.code;
+      console.error(`Recommend failed: ${codeName}: ${err.details || err.message}`);
+      process.exitCode = 1;
+      return;
+    }
+    const label = response.degraded ? ` DEGRADED (${response.degraded_reason || 'no reason given'})` : '';
+    console.log(`user ${opts.userId}: ${response.items.length} items in ${elapsedMs.toFixed(1)} ms, ` +
+      `model ${response.model_version || '?'}, source ${response.source || '?'}${label}`);
+    response.items.forEach((item, i) => {
+      console.log(`${String(i + 1).padStart(3)}. ${item.item_id.padEnd(8)} ${item.score.toFixed(4).padStart(9)}  ${item.title}`);
+    });
+    const problems = checkResponse(response, opts.k);
+    if (problems.length) {
+      console.error(`answer failed ${problems.length} check(s):\n  - ${problems.join('\n  - ')}`);
+      process.exitCode = 1;
+      return;
+    }
+    console.log('OK: answer passed all checks');
+  });
+}
+
+if (require.main === module) {
+  main();
+}
+
+module.exports = { checkResponse, loadGatewayService };

@@ -1,0 +1,538 @@
+"""`lmrec loadtest`: a load generator for GatewayService.Recommend.
+
+Two modes:
+
+* **Open loop** (`--rate R`): request *i* is scheduled at `start + i / R` and its latency is measured
+  from that scheduled time, not from when it was actually sent. Each call runs as its own task, so a
+  slow answer never delays later sends; if the client itself falls behind (event loop busy), the lag
+  shows up in the latencies instead of being silently absorbed. This avoids coordinated omission.
+  In-flight calls are capped (`--max-in-flight`); a send refused by the cap is recorded as an error
+  with status `CLIENT_INFLIGHT_CAP` and a latency equal to the call timeout, because the request would
+  otherwise have disappeared from the percentiles exactly when the system is slowest.
+* **Closed loop** (`--concurrency N`): N callers each send the next request as soon as the previous
+  answer arrives; latency is measured from the actual send. This measures capacity, not latency under
+  a given load, since callers wait for a slow server (coordinated omission is inherent here).
+
+Requests are drawn from a deterministic mix (`--seed`) built from the dataset: known users weighted by
+their activity, cold users with ids never seen, a share with free-text queries and a share with a
+genre filter. Without data a synthetic mix is used.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import bisect
+import ipaddress
+import json
+import math
+import random
+import sys
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+
+from lmrec.datasets import ML100K_GENRES, DatasetError, load_dataset, resolve_data_path
+from lmrec.loadtest_report import CLIENT_INFLIGHT_CAP, OK, LatencyRecorder, LoadReport
+from lmrec.v1 import common_pb2
+from lmrec.v1 import gateway_service_pb2 as pb
+from lmrec.v1 import gateway_service_pb2_grpc as pb_grpc
+
+DEFAULT_TARGET = "127.0.0.1:50051"
+DEFAULT_RATE = 10.0
+DEFAULT_DURATION_S = 10.0
+DEFAULT_TIMEOUT_S = 5.0
+DEFAULT_MAX_IN_FLIGHT = 1000
+
+QUERIES = (
+    "a funny animated movie for kids",
+    "dark sci-fi thriller",
+    "a feel-good romantic comedy",
+    "classic film noir detective story",
+    "something scary for halloween night",
+    "an epic war movie",
+    "a musical with great songs",
+    "a smart courtroom drama",
+    "space adventure with aliens",
+    "a western with gunfights",
+    "a heartwarming family film",
+    "mind-bending psychological thriller",
+    "a documentary about real events",
+    "a tearjerker drama",
+    "a heist movie with a clever plan",
+    "action movie with car chases",
+    "a fantasy adventure with magic",
+    "a quirky independent comedy",
+    "a crime movie about the mafia",
+    "a mystery where you guess the killer",
+    "a slow burn horror film",
+    "a coming of age story",
+    "an inspiring sports movie",
+    "a period drama with great costumes",
+    "a satire about politics",
+    "a movie like star wars",
+    "a light comedy for date night",
+    "an animated disney classic",
+    "a gritty cop thriller from the nineties",
+    "a classic hitchcock style suspense film",
+)
+
+
+@dataclass(frozen=True)
+class MixShares:
+    """Fractions of requests with each property; the properties are drawn independently."""
+
+    cold_user: float = 0.2
+    query: float = 0.3
+    genre_filter: float = 0.2
+
+    def __post_init__(self) -> None:
+        for name in ("cold_user", "query", "genre_filter"):
+            value = getattr(self, name)
+            if not 0.0 <= value <= 1.0:
+                raise ValueError(f"{name} share must be in [0, 1], got {value}")
+
+
+class RequestMix:
+    """Deterministic stream of RecommendRequests drawn from known users, cold users, queries and genres."""
+
+    def __init__(
+        self,
+        known_users: Sequence[str],
+        user_weights: Sequence[float] | None,
+        genres: Sequence[str],
+        genre_weights: Sequence[float] | None,
+        *,
+        shares: MixShares = MixShares(),
+        k: int = 10,
+        seed: int = 0,
+        queries: Sequence[str] = QUERIES,
+        source: str = "synthetic",
+    ) -> None:
+        if not known_users and shares.cold_user < 1.0:
+            raise ValueError("a mix with known users needs at least one known user id")
+        if not genres and shares.genre_filter > 0.0:
+            raise ValueError("a mix with genre filters needs at least one genre")
+        if not 1 <= k <= 1000:
+            raise ValueError(f"k must be in 1..1000, got {k}")
+        self.known_users = list(known_users)
+        self._user_cum = _cumulative(user_weights, len(self.known_users))
+        self.genres = list(genres)
+        self._genre_cum = _cumulative(genre_weights, len(self.genres))
+        self.shares = shares
+        self.k = k
+        self.seed = seed
+        self.queries = list(queries)
+        self.source = source
+        self._rng = random.Random(seed)
+        self._known = set(self.known_users)
+        self._cold_counter = 0
+
+    @classmethod
+    def synthetic(cls, *, shares: MixShares = MixShares(), k: int = 10, seed: int = 0) -> RequestMix:
+        """A mix that needs no data: ML-100K-like numeric user ids and the ML-100K genre names."""
+        return cls([str(u) for u in range(1, 101)], None, ML100K_GENRES[1:], None,
+                   shares=shares, k=k, seed=seed, source="synthetic")
+
+    @classmethod
+    def from_dataset(cls, path: str | Path | None = None, *, shares: MixShares = MixShares(), k: int = 10,
+                     seed: int = 0) -> RequestMix:
+        """Users weighted by their number of interactions, genres by their number of items.
+
+        Raises:
+            DatasetError: the dataset cannot be read.
+        """
+        dataset = load_dataset(path)
+        activity = Counter(x.user_id for x in dataset.interactions)
+        genre_sizes = Counter(g for item in dataset.items for g in item.attributes.get("genre", []))
+        users = sorted(activity)
+        genres = sorted(genre_sizes)
+        return cls(users, [activity[u] for u in users], genres, [genre_sizes[g] for g in genres],
+                   shares=shares, k=k, seed=seed, source=f"{dataset.name} ({resolve_data_path(path)})")
+
+    def next_request(self) -> pb.RecommendRequest:
+        rng = self._rng
+        request = pb.RecommendRequest(k=self.k)
+        if not self.known_users or rng.random() < self.shares.cold_user:
+            request.user_id = self._new_cold_user()
+        else:
+            request.user_id = self.known_users[_pick(rng, self._user_cum)]
+        if rng.random() < self.shares.query:
+            request.query = rng.choice(self.queries)
+        if self.genres and rng.random() < self.shares.genre_filter:
+            genre = self.genres[_pick(rng, self._genre_cum)]
+            request.filters.append(common_pb2.AttributeFilter(key="genre", values=[genre]))
+        return request
+
+    def _new_cold_user(self) -> str:
+        while True:
+            self._cold_counter += 1
+            user = f"loadtest-cold-{self.seed}-{self._cold_counter}"
+            if user not in self._known:
+                return user
+
+
+def _cumulative(weights: Sequence[float] | None, n: int) -> list[float]:
+    if weights is None:
+        weights = [1.0] * n
+    if len(weights) != n:
+        raise ValueError(f"{len(weights)} weights for {n} values")
+    total, out = 0.0, []
+    for w in weights:
+        total += w
+        out.append(total)
+    return out
+
+
+def _pick(rng: random.Random, cumulative: list[float]) -> int:
+    # bisect on the running sum; random.choices would do it too but re-sums the weights on every call.
+    return min(bisect.bisect_right(cumulative, rng.random() * cumulative[-1]), len(cumulative) - 1)
+
+
+# --------------------------------------------------------------------------------------------------
+# Scheduling and drivers. A "call function" takes a request and returns (status name, degraded,
+# error message); the drivers only know about that, so tests can drive them without a network.
+
+CallResult = tuple[str, bool, str]
+CallFn = Callable[[pb.RecommendRequest], Awaitable[CallResult]]
+
+
+def planned_count(rate: float, duration_s: float | None, requests: int | None) -> int:
+    """Number of open-loop sends: those scheduled strictly before `duration_s`, at most `requests`."""
+    if rate <= 0:
+        raise ValueError(f"rate must be positive, got {rate}")
+    if duration_s is None and requests is None:
+        raise ValueError("give a duration, a request count, or both")
+    limits = []
+    if duration_s is not None:
+        limits.append(math.ceil(duration_s * rate - 1e-9))
+    if requests is not None:
+        limits.append(requests)
+    return max(0, min(limits))
+
+
+def scheduled_offset(index: int, rate: float) -> float:
+    """Seconds after the start at which open-loop request `index` is due."""
+    return index / rate
+
+
+async def drive_open_loop(
+    call: CallFn,
+    next_request: Callable[[], pb.RecommendRequest],
+    *,
+    rate: float,
+    duration_s: float | None = None,
+    requests: int | None = None,
+    timeout_s: float = DEFAULT_TIMEOUT_S,
+    max_in_flight: int = DEFAULT_MAX_IN_FLIGHT,
+    recorder: LatencyRecorder | None = None,
+    clock: Callable[[], float] = time.perf_counter,
+) -> tuple[LatencyRecorder, float, float, int]:
+    """Sends at a constant rate regardless of how fast answers come back.
+
+    Returns:
+        (recorder, elapsed seconds until the last answer, largest lag of a send behind its schedule,
+        number of scheduled sends).
+    """
+    recorder = recorder or LatencyRecorder()
+    total = planned_count(rate, duration_s, requests)
+    in_flight: set[asyncio.Task] = set()
+    failures: list[BaseException] = []
+    max_lag = 0.0
+
+    async def one(request: pb.RecommendRequest, scheduled: float) -> None:
+        status, degraded, message = await call(request)
+        recorder.record((clock() - scheduled) * 1e6, status, degraded=degraded, message=message)
+
+    def finished(task: asyncio.Task) -> None:
+        in_flight.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            failures.append(task.exception())
+
+    start = clock()
+    for i in range(total):
+        if failures:
+            break
+        scheduled = start + scheduled_offset(i, rate)
+        delay = scheduled - clock()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        else:
+            # Behind schedule: still yield once so answers already received get recorded.
+            await asyncio.sleep(0)
+        max_lag = max(max_lag, clock() - scheduled)
+        request = next_request()
+        if len(in_flight) >= max_in_flight:
+            recorder.record(timeout_s * 1e6, CLIENT_INFLIGHT_CAP,
+                            message=f"{max_in_flight} calls already in flight")
+            continue
+        task = asyncio.create_task(one(request, scheduled))
+        in_flight.add(task)
+        task.add_done_callback(finished)
+    if in_flight:
+        await asyncio.wait(set(in_flight))
+    if failures:
+        raise failures[0]
+    return recorder, clock() - start, max_lag, total
+
+
+async def drive_closed_loop(
+    call: CallFn,
+    next_request: Callable[[], pb.RecommendRequest],
+    *,
+    concurrency: int,
+    duration_s: float | None = None,
+    requests: int | None = None,
+    recorder: LatencyRecorder | None = None,
+    clock: Callable[[], float] = time.perf_counter,
+) -> tuple[LatencyRecorder, float, int]:
+    """`concurrency` callers, each sending its next request when the previous answer arrives.
+
+    Returns:
+        (recorder, elapsed seconds, number of calls started).
+    """
+    if concurrency < 1:
+        raise ValueError(f"concurrency must be at least 1, got {concurrency}")
+    if duration_s is None and requests is None:
+        raise ValueError("give a duration, a request count, or both")
+    recorder = recorder or LatencyRecorder()
+    start = clock()
+    stop_at = start + duration_s if duration_s is not None else math.inf
+    started = 0
+
+    async def caller() -> None:
+        nonlocal started
+        while clock() < stop_at and (requests is None or started < requests):
+            started += 1
+            request = next_request()
+            sent = clock()
+            status, degraded, message = await call(request)
+            recorder.record((clock() - sent) * 1e6, status, degraded=degraded, message=message)
+
+    await asyncio.gather(*(caller() for _ in range(concurrency)))
+    return recorder, clock() - start, started
+
+
+def grpc_call_fn(stubs: Sequence[pb_grpc.GatewayServiceStub], timeout_s: float) -> CallFn:
+    """Round-robins Recommend over `stubs`; RPC failures become their status name, not exceptions."""
+    counter = 0
+
+    async def call(request: pb.RecommendRequest) -> CallResult:
+        nonlocal counter
+        stub = stubs[counter % len(stubs)]
+        counter += 1
+        try:
+            response = await stub.Recommend(request, timeout=timeout_s)
+        except grpc.aio.AioRpcError as exc:
+            return exc.code().name, False, exc.details() or ""
+        return OK, response.degraded, ""
+
+    return call
+
+
+async def run_load(
+    target: str = DEFAULT_TARGET,
+    *,
+    rate: float | None = None,
+    concurrency: int | None = None,
+    duration: float | None = None,
+    requests: int | None = None,
+    mix: RequestMix | None = None,
+    timeout_s: float = DEFAULT_TIMEOUT_S,
+    max_in_flight: int = DEFAULT_MAX_IN_FLIGHT,
+    connections: int = 1,
+    connect_timeout_s: float | None = None,
+) -> LoadReport:
+    """Runs one bounded load test against a GatewayService at `target`.
+
+    Args:
+        rate: open-loop arrival rate in requests per second (exclusive with `concurrency`).
+        concurrency: number of closed-loop callers.
+        duration: seconds to keep sending; `requests`: maximum number of calls. At least one is needed.
+        mix: where requests come from; default: the dataset at `resolve_data_path()`, else synthetic.
+        timeout_s: per-call deadline.
+        connections: number of gRPC channels (HTTP/2 connections) the calls are spread over.
+        connect_timeout_s: how long to wait for the channels to connect before the clock starts
+            (default `timeout_s`); if they do not connect, the run goes ahead and records the failures.
+
+    Raises:
+        ValueError: inconsistent arguments.
+    """
+    if (rate is None) == (concurrency is None):
+        raise ValueError("give exactly one of rate (open loop) or concurrency (closed loop)")
+    if duration is None and requests is None:
+        raise ValueError("give a duration, a request count, or both")
+    if connections < 1:
+        raise ValueError(f"connections must be at least 1, got {connections}")
+    if mix is None:
+        mix = default_mix()
+    channels = [grpc.aio.insecure_channel(target) for _ in range(connections)]
+    try:
+        await _wait_ready(channels, connect_timeout_s if connect_timeout_s is not None else timeout_s)
+        call = grpc_call_fn([pb_grpc.GatewayServiceStub(c) for c in channels], timeout_s)
+        options = {"timeoutS": timeout_s, "connections": connections, "k": mix.k, "seed": mix.seed,
+                   "mix": mix.source, "duration": duration, "requests": requests}
+        if rate is not None:
+            options["maxInFlight"] = max_in_flight
+            recorder, elapsed, lag, scheduled = await drive_open_loop(
+                call, mix.next_request, rate=rate, duration_s=duration, requests=requests,
+                timeout_s=timeout_s, max_in_flight=max_in_flight)
+            return LoadReport(target, "open-loop", recorder, elapsed, offered_rate=rate, scheduled=scheduled,
+                              max_send_lag_s=lag, options=options)
+        recorder, elapsed, started = await drive_closed_loop(
+            call, mix.next_request, concurrency=concurrency, duration_s=duration, requests=requests)
+        return LoadReport(target, "closed-loop", recorder, elapsed, concurrency=concurrency, scheduled=started,
+                          options=options)
+    finally:
+        await asyncio.gather(*(c.close() for c in channels))
+
+
+async def _wait_ready(channels: Iterable[grpc.aio.Channel], timeout_s: float) -> None:
+    try:
+        await asyncio.wait_for(asyncio.gather(*(c.channel_ready() for c in channels)), timeout_s)
+    except asyncio.TimeoutError:
+        print(f"lmrec loadtest: channels not ready after {timeout_s:g} s; running anyway, "
+              "failures will be counted", file=sys.stderr)
+
+
+def default_mix(data: str | None = None, *, shares: MixShares = MixShares(), k: int = 10,
+                seed: int = 0) -> RequestMix:
+    """The dataset mix; when no `data` was named and the default dataset is missing, a synthetic one.
+
+    Raises:
+        DatasetError: `data` was named explicitly and cannot be read.
+    """
+    try:
+        return RequestMix.from_dataset(data, shares=shares, k=k, seed=seed)
+    except DatasetError as exc:
+        if data:
+            raise
+        print(f"lmrec loadtest: {exc}; using a synthetic request mix", file=sys.stderr)
+        return RequestMix.synthetic(shares=shares, k=k, seed=seed)
+
+
+# --------------------------------------------------------------------------------------------------
+# Command line
+
+
+def is_loopback_target(target: str) -> bool:
+    """True for unix sockets, localhost and loopback addresses (IPv4 or IPv6, optionally grpc-scheme'd)."""
+    if target.startswith(("unix:", "unix-abstract:")):
+        return True
+    for scheme in ("ipv4:", "ipv6:", "dns:///", "dns:"):
+        if target.startswith(scheme):
+            target = target[len(scheme):]
+            break
+    if target.startswith("["):
+        host = target[1:target.find("]")] if "]" in target else target[1:]
+    elif target.count(":") == 1:
+        host = target.split(":", 1)[0]
+    else:
+        host = target  # a bare IPv6 address or a name without a port
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+    return value
+
+
+def _share(text: str) -> float:
+    value = float(text)
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be in [0, 1], got {text}")
+    return value
+
+
+def add_loadtest_arguments(parser: argparse.ArgumentParser) -> None:
+    """Adds the `lmrec loadtest` flags to `parser`."""
+    parser.add_argument("--target", default=DEFAULT_TARGET, help="gateway address (default %(default)s)")
+    parser.add_argument("--allow-remote", action="store_true",
+                        help="allow a target that is not a loopback address")
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument("--rate", type=_positive_float,
+                      help=f"open loop: requests per second (default {DEFAULT_RATE:g} when no --concurrency)")
+    mode.add_argument("--concurrency", type=_positive_int, help="closed loop: number of concurrent callers")
+    parser.add_argument("--duration", type=_positive_float,
+                        help=f"seconds to send for (default {DEFAULT_DURATION_S:g} when no --requests)")
+    parser.add_argument("--requests", type=_positive_int, help="number of calls to make")
+    parser.add_argument("--timeout", type=_positive_float, default=DEFAULT_TIMEOUT_S,
+                        help="per-call deadline in seconds (default %(default)s)")
+    parser.add_argument("--max-in-flight", type=_positive_int, default=DEFAULT_MAX_IN_FLIGHT,
+                        help="open loop: sends beyond this many outstanding calls are counted as errors "
+                             "(default %(default)s)")
+    parser.add_argument("--connections", type=_positive_int, default=1,
+                        help="gRPC channels to spread calls over (default %(default)s)")
+    parser.add_argument("-k", "--k", type=int, default=10, help="items per request (default %(default)s)")
+    parser.add_argument("--data", help="dataset for the request mix (default: LMREC_DATA or ../shared/data/ml-100k; "
+                                       "synthetic users when that is missing)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the request mix (default %(default)s)")
+    parser.add_argument("--cold-share", type=_share, default=MixShares.cold_user,
+                        help="share of requests from users never seen (default %(default)s)")
+    parser.add_argument("--query-share", type=_share, default=MixShares.query,
+                        help="share of requests with a free-text query (default %(default)s)")
+    parser.add_argument("--filter-share", type=_share, default=MixShares.genre_filter,
+                        help="share of requests with a genre filter (default %(default)s)")
+    parser.add_argument("--json", action="store_true",
+                        help="print a ghz-like JSON report (durations in ns) instead of a summary")
+
+
+def run_loadtest(args: argparse.Namespace) -> int:
+    """Runs `lmrec loadtest`; returns 0 when the run finished (even with failed calls), 2 on bad arguments."""
+
+    def bad(message: str) -> int:
+        print(f"lmrec loadtest: error: {message}", file=sys.stderr)
+        return 2
+
+    if not is_loopback_target(args.target) and not args.allow_remote:
+        return bad(f"{args.target} is not a loopback address; pass --allow-remote to load another machine")
+    if not 1 <= args.k <= 1000:
+        return bad(f"-k must be in 1..1000, got {args.k}")
+    rate, concurrency = args.rate, args.concurrency
+    if rate is None and concurrency is None:
+        rate = DEFAULT_RATE
+    duration, requests = args.duration, args.requests
+    if duration is None and requests is None:
+        duration = DEFAULT_DURATION_S
+    shares = MixShares(cold_user=args.cold_share, query=args.query_share, genre_filter=args.filter_share)
+    try:
+        mix = default_mix(args.data, shares=shares, k=args.k, seed=args.seed)
+    except DatasetError as exc:
+        return bad(str(exc))
+    report = asyncio.run(run_load(
+        args.target, rate=rate, concurrency=concurrency, duration=duration, requests=requests, mix=mix,
+        timeout_s=args.timeout, max_in_flight=args.max_in_flight, connections=args.connections))
+    if args.json:
+        print(json.dumps(report.to_json_dict(), indent=2))
+    else:
+        print(report.summary_text())
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Standalone entry (`python -m lmrec.loadtest`); `lmrec loadtest` uses the same two functions."""
+    parser = argparse.ArgumentParser(prog="lmrec loadtest", description=__doc__.split("\n\n")[0])
+    add_loadtest_arguments(parser)
+    return run_loadtest(parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
