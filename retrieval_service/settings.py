@@ -29,6 +29,9 @@ class RetrievalSettings(BaseSettings):
     initial_capacity: int = Field(10_000, ge=16)
     # Below this many eligible items a brute-force scan is both exact and cheaper than a filtered graph walk.
     exact_scan_threshold: int = Field(4_000, ge=0)
+    # A filtered graph walk costs ~ this * ef / selectivity rows of exact scan; above the threshold a
+    # restricted search still scans exactly when that is cheaper. 0 disables the rule.
+    walk_cost_per_ef: float = Field(24.0, ge=0.0)
     # The exact scan reads its own copy of the vectors; float16 halves its memory, scores within ~1e-3.
     exact_scan_dtype: Literal["float16", "float32"] = "float16"
     tombstone_rebuild_ratio: float = Field(0.2, gt=0.0, le=1.0)

@@ -35,7 +35,8 @@ def big():
         {"colour": [f"c{i % 10}"], "tag": ["even" if i % 2 == 0 else "odd", f"t{i % 3}"], **({"rare": ["y"]} if i % 3000 == 0 else {})}
         for i in range(n)
     ]
-    index = VectorIndex(dim, initial_capacity=1024, exact_scan_threshold=300, auto_rebuild=False)
+    # walk_cost_per_ef=0: plans by the threshold alone, so these tests choose the path they exercise.
+    index = VectorIndex(dim, initial_capacity=1024, exact_scan_threshold=300, walk_cost_per_ef=0, auto_rebuild=False)
     index.upsert(ids, vectors, attrs)
     rng = np.random.default_rng(1)
     # Queries from the same distribution as the items: near an item, not one of them.
@@ -112,6 +113,19 @@ def test_plan_follows_the_eligible_set_size(big):
     assert index.search(queries[0], 10, filters=[("colour", ["c1"])]).plan == "hnsw_filtered"
     assert index.search(queries[0], 10, exclude=ids[:10]).plan == "hnsw_filtered"
     assert index.search(queries[0], 10, exclude=ids[:19_900]).plan == "exact"
+
+
+def test_selective_filters_scan_exactly_when_a_filtered_walk_would_cost_more(big):
+    index, vectors, ids, queries = big
+    index.walk_cost_per_ef = 24.0
+    try:
+        # 20k items, ef 128: a scan wins below sqrt(24 * 128 * 20000) ~ 7.8k eligible items.
+        assert index.search(queries[0], 10, filters=[("colour", ["c1"])]).plan == "exact"  # 2k
+        assert index.search(queries[0], 10, filters=[("tag", ["even"])]).plan == "hnsw_filtered"  # 10k
+        assert index.search(queries[0], 10, filters=[("colour", ["c1"])], ef=16).plan == "exact"
+        assert index.search(queries[0], 10).plan == "hnsw"  # unrestricted searches always walk
+    finally:
+        index.walk_cost_per_ef = 0
 
 
 def test_a_walk_that_comes_up_short_widens_then_scans_exactly(big, monkeypatch):
