@@ -14,7 +14,7 @@ EVENT_BATCH = 5000
 
 
 def item_message(item) -> gw.Item:
-    return gw.Item(item_id=item.item_id, title=item.title, text=item.text,
+    return common_pb2.Item(item_id=item.item_id, title=item.title, text=item.text,
                    attributes={k: common_pb2.AttributeValues(values=v) for k, v in item.attributes.items()})
 
 

@@ -43,13 +43,13 @@ def start(state_dir: Path, bundle_dir: Path, dataset: Dataset | None, shards: in
     group = ProcessGroup(state_dir / "run")
     try:
         gateway = start_system(group, layout)
-    except Exception:
+        channel = grpc.insecure_channel(gateway.address)
+        system = RunningSystem(group, layout, gateway.address, channel, gw_grpc.GatewayServiceStub(channel))
+        if dataset is not None:
+            load_catalog(system.stub, dataset)
+    except BaseException:
         group.stop_all()
         raise
-    channel = grpc.insecure_channel(gateway.address)
-    system = RunningSystem(group, layout, gateway.address, channel, gw_grpc.GatewayServiceStub(channel))
-    if dataset is not None:
-        load_catalog(system.stub, dataset)
     return system
 
 

@@ -7,7 +7,7 @@ import signal
 import grpc
 import pytest
 
-from lmrec.v1 import gateway_service_pb2 as gw
+from lmrec.v1 import common_pb2, gateway_service_pb2 as gw
 from lmrec.v1 import retrieval_service_pb2 as rt, retrieval_service_pb2_grpc as rt_grpc
 
 pytestmark = pytest.mark.integration
@@ -47,7 +47,7 @@ def test_acknowledged_feedback_and_items_survive_a_restart_of_everything(small_s
     rated = before.items[0].item_id
     system.stub.RecordFeedback(gw.RecordFeedbackRequest(events=[
         gw.FeedbackEvent(user_id="5", item_id=rated, event_type=gw.EVENT_TYPE_RATING, value=4)]), timeout=10)
-    system.stub.UpsertItems(gw.UpsertItemsRequest(items=[gw.Item(
+    system.stub.UpsertItems(gw.UpsertItemsRequest(items=[common_pb2.Item(
         item_id="kept-1", title="Glacier Kayak Diaries (2026)",
         text="Glacier Kayak Diaries (2026). Kayaking between glaciers in Greenland. Genres: Documentary.")]), timeout=30)
     system.restart()

@@ -91,7 +91,7 @@ def test_feedback_removes_item_and_shapes_next_answer(lmrec_system):
 
 def test_upserted_item_is_recommendable_at_once(lmrec_system):
     item_id = f"new-{uuid.uuid4().hex[:8]}"
-    lmrec_system.stub.UpsertItems(gw.UpsertItemsRequest(items=[gw.Item(
+    lmrec_system.stub.UpsertItems(gw.UpsertItemsRequest(items=[common_pb2.Item(
         item_id=item_id, title="Penguins of the Antarctic Ice (2026)",
         text="Penguins of the Antarctic Ice (2026). A nature documentary about emperor penguins surviving "
              "the antarctic winter on the ice. Genres: Documentary.",
@@ -139,8 +139,8 @@ def test_bad_writes_are_invalid_argument_naming_the_field(lmrec_system):
     stub = lmrec_system.stub
     cases = [
         (lambda: stub.UpsertItems(gw.UpsertItemsRequest(), timeout=10), "items"),
-        (lambda: stub.UpsertItems(gw.UpsertItemsRequest(items=[gw.Item(item_id="x")]), timeout=10), "items[0].text"),
-        (lambda: stub.UpsertItems(gw.UpsertItemsRequest(items=[gw.Item(item_id="x", title="t")] * 1001), timeout=10),
+        (lambda: stub.UpsertItems(gw.UpsertItemsRequest(items=[common_pb2.Item(item_id="x")]), timeout=10), "items[0].text"),
+        (lambda: stub.UpsertItems(gw.UpsertItemsRequest(items=[common_pb2.Item(item_id="x", title="t")] * 1001), timeout=10),
          "items"),
         (lambda: stub.RecordFeedback(gw.RecordFeedbackRequest(events=[gw.FeedbackEvent(user_id="1", item_id="2")]),
                                      timeout=10), "events[0].event_type"),
