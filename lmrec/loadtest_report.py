@@ -97,7 +97,8 @@ class LatencyRecorder:
         """Value at `percentile` (0..100), to the histogram's precision; 0 when nothing was recorded."""
         if not self.count:
             return 0
-        return self.histogram.get_value_at_percentile(percentile)
+        # HDR reports the top of a value's bucket, which can lie a hair above the exact maximum.
+        return min(self.histogram.get_value_at_percentile(percentile), self.max_us)
 
     def buckets(self, n: int = HISTOGRAM_BUCKETS) -> list[tuple[float, int]]:
         """ghz-style linear buckets between fastest and slowest: (upper mark in µs, count) pairs."""
