@@ -23,7 +23,10 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
+# As the server does (retrieval_service/__main__.py): one BLAS thread per exact scan, set before numpy loads.
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
+import numpy as np  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
