@@ -64,3 +64,17 @@ def test_sigterm_stops_the_gateway_cleanly(small_system_factory):
     process = system.group.services["gateway"].process
     process.send_signal(signal.SIGTERM)
     assert process.wait(15) == 0
+
+
+def test_two_shards_split_the_catalogue_and_a_lost_shard_degrades(small_system_factory):
+    system = small_system_factory(shards=2)
+    counts = []
+    for shard in ("retrieval-0", "retrieval-1"):
+        with grpc.insecure_channel(system.group.services[shard].address) as channel:
+            counts.append(rt_grpc.RetrievalServiceStub(channel).GetStats(rt.GetStatsRequest(), timeout=10).item_count)
+    assert sum(counts) == 300 and min(counts) > 100  # a stable hash spreads items over both shards
+    whole = system.stub.Recommend(gw.RecommendRequest(user_id="1", k=10), timeout=10)
+    assert not whole.degraded and len(whole.items) == 10
+    system.group.stop("retrieval-1", sig=signal.SIGKILL)
+    partial = system.stub.Recommend(gw.RecommendRequest(user_id="1", k=10), timeout=10)
+    assert partial.degraded and "shard 1" in partial.degraded_reason and len(partial.items) == 10
