@@ -12,7 +12,7 @@ import grpc
 import pytest
 
 from lmrec import loadtest
-from lmrec.datasets import DEFAULT_ML100K
+from lmrec.datasets import resolve_data_path
 from lmrec.loadtest import MixShares, RequestMix, drive_closed_loop, drive_open_loop, planned_count
 from lmrec.loadtest_report import CLIENT_INFLIGHT_CAP, OK, LatencyRecorder, LoadReport
 from lmrec.v1 import gateway_service_pb2 as pb
@@ -278,9 +278,8 @@ def test_builtin_queries_are_plenty_and_distinct():
     assert len(loadtest.QUERIES) >= 25 and len(set(loadtest.QUERIES)) == len(loadtest.QUERIES)
 
 
-@pytest.mark.skipif(not (DEFAULT_ML100K / "u.data").is_file(), reason=f"ML-100K not at {DEFAULT_ML100K}")
-def test_mix_from_ml100k_uses_its_users_and_genres():
-    mix = RequestMix.from_dataset(DEFAULT_ML100K, seed=3)
+def test_mix_from_ml100k_uses_its_users_and_genres(ml100k):
+    mix = RequestMix.from_dataset(resolve_data_path(), seed=3)
     assert len(mix.known_users) == 943
     assert "Animation" in mix.genres and "unknown" not in mix.genres
     requests = [mix.next_request() for _ in range(500)]
