@@ -18,7 +18,7 @@ import json
 import sys
 from pathlib import Path
 
-from lmrec.loadtest import MixShares, default_mix, is_loopback_target, run_load
+from lmrec.loadtest import MixShares, default_mix, is_loopback_target, rates_arg, run_load
 from lmrec.loadtest_report import LoadReport, describe_machine
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -27,21 +27,11 @@ DEFAULT_JSON = REPO_ROOT / "docs" / "benchmarks" / "e2e_load_curve.json"
 PLOTTED = ("p50", "p90", "p99", "p99.9")
 
 
-def _rates(text: str) -> list[float]:
-    try:
-        rates = sorted({float(x) for x in text.split(",") if x.strip()})
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(f"comma-separated numbers expected: {exc}") from None
-    if not rates or rates[0] <= 0:
-        raise argparse.ArgumentTypeError(f"positive rates expected, got {text}")
-    return rates
-
-
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--target", default="127.0.0.1:50051")
     parser.add_argument("--allow-remote", action="store_true")
-    parser.add_argument("--rates", type=_rates, default=_rates("5,10,20,30,40,60"), help="offered req/s")
+    parser.add_argument("--rates", type=rates_arg, default=rates_arg("5,10,20,30,40,60"), help="offered req/s")
     parser.add_argument("--duration", type=float, default=5.0, help="seconds per rate")
     parser.add_argument("--warmup", type=float, default=2.0, help="seconds at the lowest rate, not reported")
     parser.add_argument("--pause", type=float, default=1.0, help="idle seconds between rates, to drain queues")

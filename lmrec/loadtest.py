@@ -441,6 +441,17 @@ def is_loopback_target(target: str) -> bool:
         return False
 
 
+def rates_arg(text: str) -> list[float]:
+    """argparse type for `--rates 5,10,20`: positive offered rates, sorted and distinct."""
+    try:
+        rates = sorted({float(x) for x in text.split(",") if x.strip()})
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"comma-separated numbers expected: {exc}") from None
+    if not rates or rates[0] <= 0:
+        raise argparse.ArgumentTypeError(f"positive rates expected, got {text}")
+    return rates
+
+
 def _positive_float(text: str) -> float:
     value = float(text)
     if not math.isfinite(value) or value <= 0:
