@@ -1,0 +1,105 @@
+import argparse
+import csv
+import json
+
+import numpy as np
+import pytest
+
+from training import evaluate
+from training.report import main as render_report
+from training.protocols import Recommender
+from training.split import build_split
+from lmrec.datasets import load_dataset
+
+
+@pytest.fixture(scope="module")
+def generic_dataset(tmp_path_factory):
+    """A tiny dataset in the generic items.csv + interactions.csv layout of docs/data.md."""
+    root = tmp_path_factory.mktemp("data") / "tiny"  # the generic loader names the dataset after the folder
+    root.mkdir()
+    rng = np.random.default_rng(0)
+    with (root / "items.csv").open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["item_id", "title", "text", "attributes"])
+        for i in range(40):
+            writer.writerow([f"m{i}", f"Movie {i}", f"Movie {i}, genre {i % 4}", json.dumps({"genre": [str(i % 4)]})])
+    with (root / "interactions.csv").open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["user_id", "item_id", "timestamp", "rating"])
+        for u in range(60):
+            group = u % 4
+            liked = [i for i in range(40) if i % 4 == group] + list(rng.choice(40, 3, replace=False))
+            for t, i in enumerate(rng.permutation(liked)[: int(rng.integers(4, 12))]):
+                writer.writerow([f"user{u}", f"m{i}", 1000 + t, 4])
+    return root
+
+
+def test_quick_run_end_to_end(generic_dataset, tmp_path, capsys):
+    out = tmp_path / "evaluation"
+    rc = evaluate.main(["--data", str(generic_dataset), "--out", str(out), "--quick",
+                        "--models", "mostpop,itemknn,ease,als,bpr,sasrec,lmrec"])
+    assert rc == 0
+    results = json.loads((out / "results.json").read_text())["tiny"]
+    assert set(results["models"]) == {"mostpop", "itemknn", "ease", "als", "bpr", "sasrec"}
+    row = results["models"]["ease"]
+    for metric in ("hr@10", "ndcg@10", "hr@20", "ndcg@20", "mrr@10", "coverage@10"):
+        assert 0.0 <= row[metric] <= 1.0
+    assert row["ndcg@10_ci"][0] <= row["ndcg@10"] <= row["ndcg@10_ci"][1]
+    assert {"popularity:head", "popularity:torso", "popularity:tail", "cold_start:cold", "cold_start:warm"} \
+        <= set(results["slices"])
+    sizes = [results["slices"][f"popularity:{b}"]["n_users"] for b in ("head", "torso", "tail")]
+    assert sum(sizes) + results["slices"]["cold_start:cold"]["n_users"] == results["protocol"]["n_users"]
+    assert results["significance"]["best_baseline"] in results["models"]
+    assert set(results["tuning"]) == set(results["models"])
+    assert "lmrec" in results["skipped"]
+    assert "skipping model 'lmrec'" in capsys.readouterr().err
+    for png in ("tiny_metrics.png", "tiny_popularity.png", "tiny_cold_warm.png"):
+        assert (out / png).stat().st_size > 1000
+    report = (tmp_path / "evaluation.md").read_text()
+    assert "| ease |" in report and "evaluation/tiny_metrics.png" in report
+    (tmp_path / "evaluation.md").unlink()
+    assert render_report(["--out", str(out)]) == 0  # re-render from results.json alone
+    assert (tmp_path / "evaluation.md").read_text() == report
+
+
+class _Oracle(Recommender):
+    """Knows the test items: checks that the harness ranks what a model scores."""
+
+    name = "oracle"
+
+    def fit(self, data, phase):
+        self._targets = data.targets(phase)
+        self._n_items = data.n_items
+
+    def score(self, user_idx):
+        scores = np.zeros((len(user_idx), self._n_items), dtype=np.float32)
+        scores[np.arange(len(user_idx)), self._targets[user_idx]] = 1.0
+        return scores
+
+
+def test_registered_model_is_evaluated_like_a_baseline(generic_dataset, monkeypatch):
+    monkeypatch.setattr(evaluate, "MODEL_FACTORIES", dict(evaluate.MODEL_FACTORIES))
+    evaluate.register_model("lmrec", lambda args, **params: _Oracle())
+    entries, skipped = evaluate.resolve_models(["lmrec", "mostpop"])
+    assert set(entries) == {"lmrec", "mostpop"} and not skipped
+    data = build_split(load_dataset(generic_dataset))
+    args = argparse.Namespace(seed=0, quick=True)
+    models = {name: entry.factory(args) for name, entry in entries.items()}
+    result = evaluate.evaluate_models(data, models, baselines={"mostpop"})
+    assert result["models"]["lmrec"]["hr@10"] == 1.0 and result["models"]["lmrec"]["ndcg@10"] == 1.0
+    comparison = result["significance"]["comparisons"]["lmrec"]["ndcg@10"]
+    assert result["significance"]["best_baseline"] == "mostpop" and comparison["p_value"] < 0.01
+    assert result["slices"]["cold_start:cold"]["models"]["lmrec"]["hr@10"] in (1.0, None)
+    evaluate.register_model("lmrec", lambda args, **params: _Oracle(), grid=lambda quick: [])
+    assert evaluate.tune("lmrec", evaluate.MODEL_FACTORIES["lmrec"], data, args) == ({}, [])
+
+
+def test_unknown_model_is_an_error():
+    with pytest.raises(ValueError, match="unknown model"):
+        evaluate.resolve_models(["nope"])
+
+
+def test_model_options_reach_plugin_factories():
+    assert evaluate.parse_model_options(["checkpoint=runs/lm", "k=a=b"]) == {"checkpoint": "runs/lm", "k": "a=b"}
+    with pytest.raises(ValueError, match="KEY=VALUE"):
+        evaluate.parse_model_options(["novalue"])

@@ -1,0 +1,370 @@
+"""Offline evaluation harness: tune on validation, score test, slice, test significance, write the report.
+
+`lmrec evaluate` calls `add_evaluate_arguments` and `run_evaluate`; other code can call
+`evaluate_models` with any `Recommender` instances. Models are looked up by name in a registry:
+the baselines are registered here, and the LM model registers itself as "lmrec" when
+`training.lm_recommender` is imported (see `register_model` and `PLUGIN_MODULES`).
+
+Extension points for evaluations that need more than a fitted model (serve-vs-offline agreement,
+`--target host:port` through gRPC):
+  * `EXTRA_ARGUMENT_HOOKS`: callables adding flags to the parser; they must be registered before
+    `add_evaluate_arguments` runs (from a module the CLI imports), unlike model plug-ins, which load
+    lazily. Plug-in factories can also read `--model-option KEY=VALUE` pairs from `args.model_options`.
+  * `EXTRA_EVALUATIONS`: callables `(args, split data, test-phase models) -> JSON-able dict`, stored
+    under results[dataset]["extra"][callable name] and printed in the report.
+A remote model (scores fetched over gRPC) is just another `Recommender` and needs no harness change.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from lmrec.datasets import load_dataset, resolve_data_path
+from training import metrics
+from training.baselines import BASELINES
+from training.protocols import Recommender
+from training.split import Phase, SplitConfig, SplitData, build_split
+
+DEFAULT_MODELS = "mostpop,itemknn,ease,als,bpr,sasrec,lmrec"
+DEFAULT_OUT = Path("docs/evaluation")
+TUNING_METRIC = "ndcg@10"
+SIGNIFICANCE_METRICS = ("ndcg@10", "hr@10")
+SCORE_BATCH = 512
+POPULARITY_BUCKETS = ("head", "torso", "tail")
+
+ModelFactory = Callable[..., Recommender]
+GridFn = Callable[[bool], list[dict]]
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    """How to build one named model: `factory(args, **params)` for each params dict of `grid(quick)`."""
+
+    factory: ModelFactory
+    grid: GridFn = field(default=lambda quick: [{}])
+    baseline: bool = False
+
+
+MODEL_FACTORIES: dict[str, ModelEntry] = {}
+# Imported on demand when a requested model is not registered yet; the module must call register_model.
+PLUGIN_MODULES: dict[str, str] = {"lmrec": "training.lm_recommender"}
+EXTRA_EVALUATIONS: list[Callable[[argparse.Namespace, SplitData, dict[str, Recommender]], dict]] = []
+EXTRA_ARGUMENT_HOOKS: list[Callable[[argparse.ArgumentParser], None]] = []
+
+
+def register_model(name: str, factory: ModelFactory, grid: GridFn | None = None, baseline: bool = False) -> None:
+    """Makes `name` available to `--models`.
+
+    Args:
+        name: the `--models` name and the key in results.json.
+        factory: `factory(args: argparse.Namespace, **params) -> Recommender`; `args` carries the CLI
+            options (seed, quick, and anything an EXTRA_ARGUMENT_HOOKS hook added).
+        grid: `grid(quick) -> list[params]` tuned on validation NDCG@10; default `[{}]` (one validation
+            fit, reported but nothing to choose); `[]` skips the validation phase altogether.
+        baseline: whether the model competes for "best baseline" in the significance tests.
+    """
+    MODEL_FACTORIES[name] = ModelEntry(factory, grid or (lambda quick: [{}]), baseline)
+
+
+def _baseline_factory(cls: type) -> ModelFactory:
+    def build(args: argparse.Namespace, **params) -> Recommender:
+        return cls(seed=args.seed, **params)
+
+    return build
+
+
+for _name, _cls in BASELINES.items():
+    register_model(_name, _baseline_factory(_cls), _cls.param_grid, baseline=True)
+
+
+def resolve_models(names: list[str]) -> tuple[dict[str, ModelEntry], dict[str, str]]:
+    """Registered entries for `names`, importing plug-in modules; returns (entries, skipped -> reason)."""
+    entries, skipped = {}, {}
+    for name in names:
+        if name not in MODEL_FACTORIES and name in PLUGIN_MODULES:
+            module = PLUGIN_MODULES[name]
+            try:
+                importlib.import_module(module)
+            except ModuleNotFoundError as exc:
+                # Only a missing plug-in module means "not available yet"; a broken import inside it
+                # (a missing dependency of the plug-in) must surface, not silently drop the model.
+                if exc.name != module:
+                    raise
+        if name in MODEL_FACTORIES:
+            entries[name] = MODEL_FACTORIES[name]
+        elif name in PLUGIN_MODULES:
+            skipped[name] = f"{PLUGIN_MODULES[name]} does not exist or did not call register_model({name!r}, ...)"
+        else:
+            raise ValueError(f"unknown model {name!r}; known: {sorted(set(MODEL_FACTORIES) | set(PLUGIN_MODULES))}")
+    return entries, skipped
+
+
+def score_phase(model: Recommender, data: SplitData, phase: Phase, users: np.ndarray,
+                want_top: int = 0) -> tuple[np.ndarray, np.ndarray | None]:
+    """Ranks of each user's `phase` target with history masked; optionally each user's top list."""
+    history = data.history_matrix(phase)
+    targets = data.targets(phase)
+    ranks = np.empty(len(users), dtype=np.int64)
+    tops = np.empty((len(users), want_top), dtype=np.int64) if want_top else None
+    for start in range(0, len(users), SCORE_BATCH):
+        batch = users[start:start + SCORE_BATCH]
+        scores = np.array(model.score(batch), dtype=np.float32)
+        if scores.shape != (len(batch), data.n_items):
+            raise ValueError(f"{model.name}.score returned {scores.shape}, expected {(len(batch), data.n_items)}")
+        metrics.mask_history(scores, history, batch)
+        ranks[start:start + len(batch)] = metrics.target_ranks(scores, targets[batch])
+        if want_top:
+            tops[start:start + len(batch)] = metrics.top_k(scores, want_top)
+    return ranks, tops
+
+
+def tune(name: str, entry: ModelEntry, data: SplitData, args: argparse.Namespace) -> tuple[dict, list[dict]]:
+    """Grid search on validation NDCG@10; returns the best params (with fitted extras) and the trace.
+
+    An empty grid skips the validation phase (for a model tuned elsewhere) and returns ({}, []).
+    """
+    grid = entry.grid(args.quick)
+    if not grid:
+        return {}, []
+    users = data.eval_users("validation")
+    trace, best, best_value = [], None, -1.0
+    for params in tqdm(grid, desc=f"tune {name}", leave=False, disable=len(grid) < 2):
+        started = time.perf_counter()
+        model = entry.factory(args, **params)
+        model.fit(data, "validation")
+        ranks, _ = score_phase(model, data, "validation", users)
+        value = float(metrics.per_user_metrics(ranks)[TUNING_METRIC].mean())
+        full = {**params, **model.fitted_params()}
+        seconds = round(time.perf_counter() - started, 2)
+        trace.append({"params": full, f"val_{TUNING_METRIC}": value, "seconds": seconds})
+        if value > best_value:
+            best, best_value = full, value
+    return best, trace
+
+
+def evaluate_models(data: SplitData, models: dict[str, Recommender], seed: int = 0,
+                    baselines: set[str] | None = None, fitted: bool = False) -> dict:
+    """Fits (unless `fitted`) each model for the test phase and computes everything results.json holds.
+
+    Args:
+        data: the split.
+        models: name -> model, already built with its chosen params.
+        seed: seeds bootstrap and permutation resampling.
+        baselines: names eligible as "best baseline" for significance (default: every model).
+        fitted: the models were already fitted with phase "test".
+
+    Returns:
+        {"models", "per_user", "slices", "significance", "protocol"} for one dataset; "per_user" holds
+        numpy arrays and is dropped before writing JSON.
+    """
+    users = np.arange(data.n_users)
+    out_models, per_user = {}, {}
+    for name, model in tqdm(models.items(), desc="test", leave=False):
+        started = time.perf_counter()
+        if not fitted:
+            model.fit(data, "test")
+        ranks, tops = score_phase(model, data, "test", users, want_top=10)
+        values = metrics.per_user_metrics(ranks)
+        per_user[name] = values
+        row: dict[str, Any] = {}
+        for metric in metrics.METRICS:
+            row[metric] = float(values[metric].mean())
+            row[metric + "_ci"] = list(metrics.bootstrap_ci(values[metric], seed=seed))
+        row["coverage@10"] = metrics.coverage(tops, data.n_items)
+        row["test_seconds"] = round(time.perf_counter() - started, 2)
+        out_models[name] = row
+    return {
+        "models": out_models,
+        "per_user": per_user,
+        "slices": compute_slices(data, per_user),
+        "significance": compute_significance(out_models, per_user, baselines or set(models), seed),
+        "protocol": data.protocol(),
+    }
+
+
+def popularity_buckets(data: SplitData) -> np.ndarray:
+    """Per user, the bucket of the test item by test-phase history popularity; "cold" for cold items.
+
+    Warm items are sorted by popularity and cut where the cumulative interaction count crosses 1/3 and
+    2/3, so head, torso and tail each hold a third of the history interactions (head: few blockbusters,
+    tail: the many rarely seen items, including warm items never seen in training).
+    """
+    pop = data.item_popularity("test").astype(np.float64)
+    warm = ~data.cold_items
+    order = np.argsort(-pop[warm], kind="stable")
+    warm_idx = np.flatnonzero(warm)[order]
+    share = np.cumsum(pop[warm_idx]) / max(pop[warm_idx].sum(), 1.0)
+    item_bucket = np.full(data.n_items, "cold", dtype=object)
+    item_bucket[warm_idx] = np.where(share <= 1 / 3, "head", np.where(share <= 2 / 3, "torso", "tail"))
+    return item_bucket[data.test_items]
+
+
+def compute_slices(data: SplitData, per_user: dict[str, dict[str, np.ndarray]]) -> dict:
+    buckets = popularity_buckets(data)
+    cold_users = data.cold_items[data.test_items]
+    groups = {f"popularity:{b}": buckets == b for b in POPULARITY_BUCKETS}
+    groups["cold_start:cold"] = cold_users
+    groups["cold_start:warm"] = ~cold_users
+    item_counts = {b: int(len(np.unique(data.test_items[buckets == b]))) for b in (*POPULARITY_BUCKETS, "cold")}
+    slices = {}
+    for group, mask in groups.items():
+        entry = {"n_users": int(mask.sum()), "models": {}}
+        kind = group.split(":")[1]
+        if kind in item_counts:
+            entry["n_distinct_test_items"] = item_counts[kind]
+        for name, values in per_user.items():
+            entry["models"][name] = {m: (float(values[m][mask].mean()) if mask.any() else None)
+                                     for m in ("hr@10", "ndcg@10")}
+        slices[group] = entry
+    return slices
+
+
+def compute_significance(model_rows: dict, per_user: dict, baselines: set[str], seed: int) -> dict:
+    """Each model vs the best baseline on test NDCG@10: paired sign-flip permutation test per metric."""
+    eligible = [n for n in model_rows if n in baselines]
+    if not eligible:
+        return {}
+    best = max(eligible, key=lambda n: model_rows[n]["ndcg@10"])
+    result = {"best_baseline": best, "test": "two-sided paired sign-flip permutation test over users",
+              "samples": metrics.PERMUTATION_SAMPLES, "comparisons": {}}
+    for name in model_rows:
+        if name == best:
+            continue
+        result["comparisons"][name] = {
+            m: metrics.paired_permutation_test(per_user[name][m], per_user[best][m], seed=seed)
+            for m in SIGNIFICANCE_METRICS
+        }
+    return result
+
+
+def machine_description() -> dict:
+    cpu = platform.processor() or platform.machine()
+    lscpu = subprocess.run(["lscpu"], capture_output=True, text=True, check=False).stdout
+    for line in lscpu.splitlines():
+        if line.startswith("Model name:"):
+            cpu = line.split(":", 1)[1].strip()
+    with open("/proc/meminfo", encoding="ascii") as f:
+        mem_kib = int(f.readline().split()[1])
+    import torch
+
+    return {"cpu": cpu, "cores": os.cpu_count(), "memory_gib": round(mem_kib / 2**20, 1),
+            "python": platform.python_version(), "torch": torch.__version__, "platform": platform.platform()}
+
+
+def add_evaluate_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    parser.add_argument("--data", default=None,
+                        help="dataset directory (default: $LMREC_DATA, else ../shared/data/ml-100k)")
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT,
+                        help="folder for results.json and the plots (default: docs/evaluation)")
+    parser.add_argument("--report", type=Path, default=None,
+                        help="markdown report to write (default: <out>.md, i.e. docs/evaluation.md)")
+    parser.add_argument("--models", default=DEFAULT_MODELS,
+                        help=f"comma-separated models (default: {DEFAULT_MODELS}); unavailable plug-ins are skipped")
+    parser.add_argument("--quick", action="store_true", help="tiny grids and epochs, for CI smoke runs")
+    parser.add_argument("--seed", type=int, default=0, help="seed for the split, models and resampling")
+    parser.add_argument("--cold-fraction", type=float, default=0.1, help="share of items held out as cold")
+    parser.add_argument("--model-option", action="append", default=[], metavar="KEY=VALUE",
+                        help="free option for plug-in model factories (repeatable), e.g. checkpoint=runs/lm; "
+                             "factories read args.model_options")
+    for hook in EXTRA_ARGUMENT_HOOKS:
+        hook(parser)
+    return parser
+
+
+def parse_model_options(pairs: list[str]) -> dict[str, str]:
+    """KEY=VALUE strings -> dict; raises ValueError naming the malformed one."""
+    options = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise ValueError(f"--model-option expects KEY=VALUE, got {pair!r}")
+        options[key] = value
+    return options
+
+
+def _command_line(args: argparse.Namespace) -> str:
+    parts = ["lmrec evaluate", f"--models {args.models}", f"--seed {args.seed}"]
+    if args.data:
+        parts.append(f"--data {args.data}")
+    if args.cold_fraction != 0.1:
+        parts.append(f"--cold-fraction {args.cold_fraction}")
+    if args.quick:
+        parts.append("--quick")
+    return " ".join(parts)
+
+
+def run_evaluate(args: argparse.Namespace) -> int:
+    """Runs the whole evaluation and writes results.json, the PNGs and the markdown report."""
+    from training.report import write_report
+
+    args.model_options = parse_model_options(getattr(args, "model_option", []))
+    names = [n.strip() for n in args.models.split(",") if n.strip()]
+    entries, skipped = resolve_models(names)
+    for name, reason in skipped.items():
+        print(f"skipping model {name!r}: {reason}", file=sys.stderr)
+    if not entries:
+        print("no model to evaluate", file=sys.stderr)
+        return 2
+    started = time.perf_counter()
+    dataset = load_dataset(resolve_data_path(args.data))
+    data = build_split(dataset, SplitConfig(cold_fraction=args.cold_fraction, seed=args.seed))
+    print(f"{data.dataset_name}: {data.n_users} users, {data.n_items} items, "
+          f"{data.stats['n_cold_test_users']} cold-item test users", file=sys.stderr)
+
+    tuning, models = {}, {}
+    for name, entry in entries.items():
+        best, trace = tune(name, entry, data, args)
+        tuning[name] = {"best_params": best, "grid": trace}
+        if trace:
+            print(f"{name}: best {best} (val {TUNING_METRIC} "
+                  f"{max(t[f'val_{TUNING_METRIC}'] for t in trace):.4f})", file=sys.stderr)
+        models[name] = entry.factory(args, **best)
+    result = evaluate_models(data, models, seed=args.seed, baselines={n for n, e in entries.items() if e.baseline})
+    result.pop("per_user")
+    result["tuning"] = tuning
+    result["extra"] = {hook.__name__: hook(args, data, models) for hook in EXTRA_EVALUATIONS}
+    result["skipped"] = skipped
+    result["run"] = {
+        "command": _command_line(args),
+        "quick": bool(args.quick),
+        "seed": args.seed,
+        "fingerprint": data.fingerprint,
+        "seconds": round(time.perf_counter() - started, 1),
+        "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "machine": machine_description(),
+    }
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    results_path = out / "results.json"
+    # One results.json holds every dataset evaluated; a run replaces only its own dataset's entry.
+    all_results = json.loads(results_path.read_text()) if results_path.is_file() else {}
+    all_results[data.dataset_name] = result
+    results_path.write_text(json.dumps(all_results, indent=2, sort_keys=False) + "\n")
+    report = Path(args.report) if args.report else out.with_suffix(".md")
+    write_report(all_results, out, report)
+    print(f"wrote {results_path} and {report} in {result['run']['seconds']} s", file=sys.stderr)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = add_evaluate_arguments(argparse.ArgumentParser(prog="python -m training.evaluate", description=__doc__))
+    return run_evaluate(parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

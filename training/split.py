@@ -1,0 +1,266 @@
+"""Leave-one-out split with a cold-start item slice; the one data view every offline model sees.
+
+Protocol (docs/evaluation.md repeats it for readers):
+  * every rating is an implicit interaction; a repeated (user, item) pair keeps its first occurrence, so
+    the task is always "recommend an item the user has not had yet" and history masking is well defined;
+  * per user, interactions are ordered by (timestamp, item id); users with fewer than 3 are dropped;
+  * last interaction = test, the one before = validation, the rest = train;
+  * a seeded `cold_fraction` of catalogue items is "cold": their interactions are removed from train and
+    validation (a validation target that is cold leaves that user out of validation), but they stay
+    candidates and may be test targets; the cold slice = users whose test item is cold;
+  * every catalogue item is a candidate; interactions on items missing from the catalogue are dropped
+    and counted in `SplitData.stats`.
+
+Phases: "validation" scores the validation item with the train sequence as history; "test" scores the
+test item with train + validation as history (standard practice; the validation item is then masked).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+import numpy as np
+import scipy.sparse as sp
+
+from lmrec.datasets import Dataset
+
+Phase = Literal["validation", "test"]
+PHASES: tuple[Phase, ...] = ("validation", "test")
+MIN_INTERACTIONS = 3
+NO_ITEM = -1
+
+
+@dataclass(frozen=True)
+class SplitConfig:
+    cold_fraction: float = 0.1
+    seed: int = 0
+
+    def as_dict(self) -> dict:
+        return {"cold_fraction": self.cold_fraction, "seed": self.seed, "min_interactions": MIN_INTERACTIONS}
+
+
+@dataclass
+class SplitData:
+    """Everything a model may learn from, in dense indices (users and items are 0..n-1).
+
+    Models read history only through `history_sequences(phase)` / `history_matrix(phase)`. In the
+    validation phase they may also read `val_items` (e.g. for early stopping); `test_items` is for the
+    harness only.
+
+    Attributes:
+        dataset_name, fingerprint: which data this is (fingerprint = Dataset.fingerprint()).
+        user_ids, item_ids: raw id of each dense index; `user_index` / `item_index` are the inverses.
+        item_titles, item_texts: per dense item index, from the catalogue (the LM model's input).
+        train_sequences: per user, train item indices in time order (cold items removed).
+        train_timestamps: matching timestamps.
+        val_items: per user, validation item index, or NO_ITEM (-1) when the user's validation
+            interaction was on a cold item.
+        test_items: per user, test item index (always present; may be cold).
+        cold_items: bool mask over items.
+        config, stats: how the split was made and what was dropped.
+    """
+
+    dataset_name: str
+    fingerprint: str
+    user_ids: list[str]
+    item_ids: list[str]
+    item_titles: list[str]
+    item_texts: list[str]
+    train_sequences: list[np.ndarray]
+    train_timestamps: list[np.ndarray]
+    val_items: np.ndarray
+    val_timestamps: np.ndarray
+    test_items: np.ndarray
+    cold_items: np.ndarray
+    config: SplitConfig
+    stats: dict = field(default_factory=dict)
+    user_index: dict[str, int] = field(default_factory=dict)
+    item_index: dict[str, int] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.user_index = {u: i for i, u in enumerate(self.user_ids)}
+        self.item_index = {it: i for i, it in enumerate(self.item_ids)}
+        self._cache: dict[tuple[str, Phase], object] = {}
+
+    @property
+    def n_users(self) -> int:
+        return len(self.user_ids)
+
+    @property
+    def n_items(self) -> int:
+        return len(self.item_ids)
+
+    @property
+    def train(self) -> sp.csr_matrix:
+        """Binary user x item matrix of train interactions (the validation-phase history)."""
+        return self.history_matrix("validation")
+
+    def history_sequences(self, phase: Phase) -> list[np.ndarray]:
+        """Per user, the ordered item indices a model may use as history in `phase`."""
+        _check_phase(phase)
+        key = ("seq", phase)
+        if key not in self._cache:
+            if phase == "validation":
+                self._cache[key] = self.train_sequences
+            else:
+                self._cache[key] = [
+                    np.append(seq, v).astype(np.int64) if v != NO_ITEM else seq
+                    for seq, v in zip(self.train_sequences, self.val_items)
+                ]
+        return self._cache[key]
+
+    def history_timestamps(self, phase: Phase) -> list[np.ndarray]:
+        _check_phase(phase)
+        if phase == "validation":
+            return self.train_timestamps
+        return [
+            np.append(ts, t).astype(np.int64) if v != NO_ITEM else ts
+            for ts, v, t in zip(self.train_timestamps, self.val_items, self.val_timestamps)
+        ]
+
+    def history_matrix(self, phase: Phase) -> sp.csr_matrix:
+        """Binary float32 user x item CSR of the history in `phase` (what the harness masks)."""
+        key = ("csr", phase)
+        if key not in self._cache:
+            seqs = self.history_sequences(phase)
+            indptr = np.zeros(self.n_users + 1, dtype=np.int64)
+            indptr[1:] = np.cumsum([len(s) for s in seqs])
+            indices = np.concatenate(seqs) if seqs else np.zeros(0, dtype=np.int64)
+            matrix = sp.csr_matrix(
+                (np.ones(len(indices), dtype=np.float32), indices, indptr), shape=(self.n_users, self.n_items)
+            )
+            matrix.sum_duplicates()
+            matrix.data[:] = 1.0
+            self._cache[key] = matrix
+        return self._cache[key]
+
+    def targets(self, phase: Phase) -> np.ndarray:
+        """Per user, the held-out item of `phase` (NO_ITEM where there is none)."""
+        _check_phase(phase)
+        return self.val_items if phase == "validation" else self.test_items
+
+    def eval_users(self, phase: Phase) -> np.ndarray:
+        """Dense indices of the users that have a target in `phase`."""
+        return np.flatnonzero(self.targets(phase) != NO_ITEM)
+
+    def item_popularity(self, phase: Phase) -> np.ndarray:
+        """Interaction count per item in the `phase` history."""
+        return np.asarray(self.history_matrix(phase).sum(axis=0)).ravel()
+
+    def protocol(self) -> dict:
+        return {
+            "split": "leave-one-out by time (tie-break: item id); last = test, previous = validation",
+            "candidates": "all catalogue items; the user's own history items are masked",
+            **self.config.as_dict(),
+            **self.stats,
+        }
+
+
+def _check_phase(phase: str) -> None:
+    if phase not in PHASES:
+        raise ValueError(f"phase must be one of {PHASES}, got {phase!r}")
+
+
+def _natural_key(raw: str) -> tuple:
+    """Numeric ids sort as numbers so dense indices follow the intuitive order (2 before 10)."""
+    return (0, int(raw), "") if raw.isdigit() else (1, 0, raw)
+
+
+def build_split(dataset: Dataset, config: SplitConfig | None = None) -> SplitData:
+    """Applies the protocol above to `dataset`.
+
+    Raises:
+        ValueError: the catalogue is empty or no user has enough interactions.
+    """
+    config = config or SplitConfig()
+    if not 0.0 <= config.cold_fraction < 1.0:
+        raise ValueError(f"cold_fraction must be in [0, 1), got {config.cold_fraction}")
+    catalogue = {}
+    for item in dataset.items:
+        catalogue.setdefault(item.item_id, item)
+    if not catalogue:
+        raise ValueError(f"dataset {dataset.name!r} has an empty catalogue")
+    item_ids = sorted(catalogue, key=_natural_key)
+    item_index = {it: i for i, it in enumerate(item_ids)}
+
+    unknown_item_events = 0
+    repeat_events = 0
+    kept: dict[str, list[tuple[int, int]]] = {}
+    histories = dataset.histories()
+    for user, events in histories.items():
+        seen: set[int] = set()
+        rows = []
+        for e in events:
+            idx = item_index.get(e.item_id)
+            if idx is None:
+                unknown_item_events += 1
+                continue
+            if idx in seen:
+                repeat_events += 1
+                continue
+            seen.add(idx)
+            rows.append((e.timestamp, idx))
+        if len(rows) >= MIN_INTERACTIONS:
+            kept[user] = rows
+    if not kept:
+        raise ValueError(f"dataset {dataset.name!r}: no user has {MIN_INTERACTIONS} or more interactions")
+    dropped_users = len(histories) - len(kept)
+
+    rng = np.random.default_rng(config.seed)
+    n_cold = int(round(config.cold_fraction * len(item_ids)))
+    cold = np.zeros(len(item_ids), dtype=bool)
+    cold[rng.choice(len(item_ids), size=n_cold, replace=False)] = True
+
+    user_ids = sorted(kept, key=_natural_key)
+    train_seqs, train_ts, val_items, val_ts, test_items = [], [], [], [], []
+    cold_train_dropped = cold_val_dropped = 0
+    for user in user_ids:
+        # Dataset.histories() orders by (timestamp, raw item id string); keeping its order means any
+        # code that walks histories() directly sees the same sequence as the split.
+        rows = kept[user]
+        ts = np.array([r[0] for r in rows], dtype=np.int64)
+        items = np.array([r[1] for r in rows], dtype=np.int64)
+        warm = ~cold[items[:-2]]
+        cold_train_dropped += int((~warm).sum())
+        train_seqs.append(items[:-2][warm])
+        train_ts.append(ts[:-2][warm])
+        if cold[items[-2]]:
+            cold_val_dropped += 1
+            val_items.append(NO_ITEM)
+        else:
+            val_items.append(items[-2])
+        val_ts.append(ts[-2])
+        test_items.append(items[-1])
+
+    test_arr = np.array(test_items, dtype=np.int64)
+    stats = {
+        "n_users": len(user_ids),
+        "n_items": len(item_ids),
+        "n_cold_items": int(cold.sum()),
+        "n_train_interactions": int(sum(len(s) for s in train_seqs)),
+        "n_validation_users": int(sum(v != NO_ITEM for v in val_items)),
+        "n_test_users": len(user_ids),
+        "n_cold_test_users": int(cold[test_arr].sum()),
+        "dropped_users_lt_min": dropped_users,
+        "dropped_unknown_item_interactions": unknown_item_events,
+        "dropped_repeat_interactions": repeat_events,
+        "dropped_cold_train_interactions": cold_train_dropped,
+        "dropped_cold_validation_targets": cold_val_dropped,
+    }
+    return SplitData(
+        dataset_name=dataset.name,
+        fingerprint=dataset.fingerprint(),
+        user_ids=user_ids,
+        item_ids=item_ids,
+        item_titles=[catalogue[i].title for i in item_ids],
+        item_texts=[catalogue[i].text for i in item_ids],
+        train_sequences=train_seqs,
+        train_timestamps=train_ts,
+        val_items=np.array(val_items, dtype=np.int64),
+        val_timestamps=np.array(val_ts, dtype=np.int64),
+        test_items=test_arr,
+        cold_items=cold,
+        config=config,
+        stats=stats,
+    )
