@@ -123,12 +123,13 @@ class RecommendPipeline:
 
 def _order_by(candidates: Candidates, scores: list[float]) -> Candidates:
     # Stable sort: candidates the ranker does not know (-inf) keep their retrieval order at the end.
-    order = np.argsort(-np.asarray(scores, dtype=np.float64), kind="stable")
-    ids = [candidates.ids[i] for i in order if np.isfinite(scores[i])]
-    unknown = [candidates.ids[i] for i in order if not np.isfinite(scores[i])]
-    finite = [scores[i] for i in order if np.isfinite(scores[i])]
-    floor = min(finite, default=0.0)
-    return Candidates(ids + unknown, finite + [floor - 1.0] * len(unknown), "ranked")
+    values = np.asarray(scores, dtype=np.float64)
+    order = np.argsort(-values, kind="stable")
+    known = order[np.isfinite(values[order])]
+    unknown = order[~np.isfinite(values[order])]
+    floor = float(values[known].min()) if len(known) else 0.0
+    return Candidates([candidates.ids[i] for i in (*known, *unknown)],
+                      [float(values[i]) for i in known] + [floor - 1.0] * len(unknown), "ranked")
 
 
 def _matches(attributes: dict[str, list[str]], filters) -> bool:

@@ -13,6 +13,7 @@ from gateway.settings import GatewaySettings
 from gateway.store import GatewayStore
 from lmrec.grpc_server import add_health_and_reflection, bind, new_server, serve_until_signalled, set_health
 from lmrec.logging_setup import configure_logging
+from lmrec.service_flags import settings_from_flags, write_port_file
 from lmrec.v1 import gateway_service_pb2, gateway_service_pb2_grpc
 
 log = logging.getLogger(__name__)
@@ -30,7 +31,7 @@ def create_server(settings: GatewaySettings, store: GatewayStore, ranking: Ranki
     return server, port, health
 
 
-async def serve(settings: GatewaySettings, port_file: Path | None = None) -> None:
+async def serve(settings: GatewaySettings) -> None:
     store = GatewayStore(Path(settings.state_dir) / "gateway.sqlite")
     ranking = RankingClient(settings.ranking_address)
     retrieval = ShardedRetrievalClient(settings.retrieval_addresses)
@@ -39,8 +40,8 @@ async def serve(settings: GatewaySettings, port_file: Path | None = None) -> Non
     await set_health(health, [SERVICE_NAME], serving=True)
     log.info("gateway serving on %s:%d (ranking %s, retrieval %s)", settings.host, port,
              settings.ranking_address, settings.retrieval_addresses)
-    if port_file:
-        port_file.write_text(str(port))
+    if settings.port_file:
+        write_port_file(settings.port_file, port)
     try:
         await serve_until_signalled(server, health, [SERVICE_NAME], settings.grace_seconds)
     finally:
@@ -49,7 +50,7 @@ async def serve(settings: GatewaySettings, port_file: Path | None = None) -> Non
         store.close()
 
 
-def parse_args(argv: list[str] | None) -> tuple[GatewaySettings, Path | None]:
+def parse_settings(argv: list[str] | None) -> GatewaySettings:
     parser = argparse.ArgumentParser(prog="lmrec-gateway", description="lmrec gateway")
     parser.add_argument("--host")
     parser.add_argument("--port", type=int)
@@ -57,15 +58,12 @@ def parse_args(argv: list[str] | None) -> tuple[GatewaySettings, Path | None]:
     parser.add_argument("--retrieval-addresses", help="comma-separated, one per shard in shard order")
     parser.add_argument("--state-dir", type=Path)
     parser.add_argument("--port-file", type=Path, help="write the bound port here once serving")
-    args = vars(parser.parse_args(argv))
-    port_file = args.pop("port_file")
-    return GatewaySettings(**{k: v for k, v in args.items() if v is not None}), port_file
+    return settings_from_flags(parser, argv, GatewaySettings)
 
 
 def main(argv: list[str] | None = None) -> None:
     configure_logging("gateway")
-    settings, port_file = parse_args(argv)
-    asyncio.run(serve(settings, port_file))
+    asyncio.run(serve(parse_settings(argv)))
 
 
 if __name__ == "__main__":

@@ -26,6 +26,8 @@ class GatewaySettings(BaseSettings):
     # Time kept back from downstream calls for assembling the answer.
     reserve_ms: float = Field(5.0, ge=0)
     grace_seconds: float = Field(5.0, ge=0)
+    # Written (atomically) with the bound port once serving; lets a supervisor use port 0.
+    port_file: Path | None = None
 
     @field_validator("retrieval_addresses", mode="before")
     @classmethod

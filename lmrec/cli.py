@@ -176,7 +176,8 @@ OPTIONAL = {
 }
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """`command` names the subcommand about to run: only its optional module (maybe torch) is imported."""
     parser = argparse.ArgumentParser(prog="lmrec", description=__doc__)
     subs = parser.add_subparsers(dest="command", required=True)
 
@@ -219,7 +220,9 @@ def build_parser() -> argparse.ArgumentParser:
     download.add_argument("--out", type=Path, default=Path("data/ml-100k"))
 
     for name, (help_text, attach) in OPTIONAL.items():
-        attach(subs.add_parser(name, help=help_text))
+        sub = subs.add_parser(name, help=help_text)
+        if name == command:
+            attach(sub)
     return parser
 
 
@@ -227,7 +230,8 @@ def main(argv: list[str] | None = None) -> None:
     from lmrec.logging_setup import configure_logging
 
     configure_logging("lmrec")
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else argv
+    parser = build_parser(next((a for a in argv if not a.startswith("-")), None))
     args, passthrough = parser.parse_known_args(argv)
     if passthrough and not (args.command == "serve" and args.only):
         parser.error(f"unrecognized arguments: {' '.join(passthrough)}")

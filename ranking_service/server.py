@@ -11,6 +11,7 @@ import grpc
 
 from lmrec.grpc_server import add_health_and_reflection, bind, new_server, serve_until_signalled, set_health
 from lmrec.logging_setup import configure_logging
+from lmrec.service_flags import settings_from_flags, write_port_file
 from lmrec.v1 import ranking_service_pb2, ranking_service_pb2_grpc
 from ranking_service.batcher import MicroBatcher
 from ranking_service.model import LoadedModel, load_model
@@ -34,7 +35,7 @@ def new_batcher(settings: RankingSettings, model: LoadedModel) -> MicroBatcher:
     return MicroBatcher(model.encoder.encode, settings.max_batch_texts, settings.max_wait_ms, settings.max_queue)
 
 
-async def serve(settings: RankingSettings, port_file: Path | None = None) -> None:
+async def serve(settings: RankingSettings) -> None:
     model = await asyncio.to_thread(load_model, settings)
     batcher = new_batcher(settings, model)
     batcher.start()
@@ -42,8 +43,8 @@ async def serve(settings: RankingSettings, port_file: Path | None = None) -> Non
     await server.start()
     await set_health(health, [SERVICE_NAME], serving=True)
     log.info("ranking worker serving on %s:%d", settings.host, port)
-    if port_file:
-        port_file.write_text(str(port))
+    if settings.port_file:
+        write_port_file(settings.port_file, port)
     try:
         await serve_until_signalled(server, health, [SERVICE_NAME], settings.grace_seconds)
     finally:
@@ -51,7 +52,7 @@ async def serve(settings: RankingSettings, port_file: Path | None = None) -> Non
         model.store.close()
 
 
-def parse_args(argv: list[str] | None) -> tuple[RankingSettings, Path | None]:
+def parse_settings(argv: list[str] | None) -> RankingSettings:
     parser = argparse.ArgumentParser(prog="lmrec-ranking", description="lmrec ranking worker")
     parser.add_argument("--host")
     parser.add_argument("--port", type=int)
@@ -60,15 +61,12 @@ def parse_args(argv: list[str] | None) -> tuple[RankingSettings, Path | None]:
     parser.add_argument("--precision")
     parser.add_argument("--device")
     parser.add_argument("--port-file", type=Path, help="write the bound port here once serving")
-    args = vars(parser.parse_args(argv))
-    port_file = args.pop("port_file")
-    return RankingSettings(**{k: v for k, v in args.items() if v is not None}), port_file
+    return settings_from_flags(parser, argv, RankingSettings)
 
 
 def main(argv: list[str] | None = None) -> None:
     configure_logging("ranking")
-    settings, port_file = parse_args(argv)
-    asyncio.run(serve(settings, port_file))
+    asyncio.run(serve(parse_settings(argv)))
 
 
 if __name__ == "__main__":

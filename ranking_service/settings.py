@@ -26,3 +26,5 @@ class RankingSettings(BaseSettings):
     max_queue: int = Field(2048, ge=1)
     warmup: bool = True
     grace_seconds: float = Field(5.0, ge=0)
+    # Written (atomically) with the bound port once serving; lets a supervisor use port 0.
+    port_file: Path | None = None

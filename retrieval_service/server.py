@@ -5,15 +5,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
-import os
 from pathlib import Path
 
 import grpc
-from pydantic import ValidationError
 from grpc_health.v1.health import aio as health_aio
 
 from lmrec.grpc_server import add_health_and_reflection, bind, new_server, serve_until_signalled, set_health
 from lmrec.logging_setup import configure_logging
+from lmrec.service_flags import settings_from_flags, write_port_file
 from lmrec.v1 import retrieval_service_pb2_grpc
 from retrieval_service.index import VectorIndex
 from retrieval_service.servicer import RetrievalServicer
@@ -48,7 +47,7 @@ async def serve(settings: RetrievalSettings) -> None:
     server, port, health = create_server(settings, store)
     await server.start()
     if settings.port_file is not None:
-        _write_port_file(settings.port_file, port)
+        write_port_file(settings.port_file, port)
     await set_health(health, [SERVICE_NAME], serving=True)
     log.info(
         "retrieval shard %d/%d serving on %s:%d (%d items)",
@@ -64,12 +63,6 @@ async def serve(settings: RetrievalSettings) -> None:
     await asyncio.to_thread(store.close)
 
 
-def _write_port_file(path: Path, port: int) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(f"{port}\n")
-    os.replace(tmp, path)
-
-
 def parse_settings(argv: list[str] | None = None) -> RetrievalSettings:
     """Flags over `LMREC_RETRIEVAL_*` environment over defaults; only flags given on the command line override."""
     parser = argparse.ArgumentParser(prog="retrieval_service", description="lmrec HNSW retrieval shard")
@@ -80,15 +73,9 @@ def parse_settings(argv: list[str] | None = None) -> RetrievalSettings:
     parser.add_argument("--dimension", type=int)
     parser.add_argument("--shard-index", type=int)
     parser.add_argument("--shard-count", type=int)
-    args = parser.parse_args(argv)
-    overrides = {k: v for k, v in vars(args).items() if v is not None}
-    return RetrievalSettings(**overrides)
+    return settings_from_flags(parser, argv, RetrievalSettings)
 
 
 def main(argv: list[str] | None = None) -> None:
     configure_logging("retrieval")
-    try:
-        settings = parse_settings(argv)
-    except ValidationError as exc:
-        raise SystemExit(f"retrieval_service: invalid settings\n{exc}") from None
-    asyncio.run(serve(settings))
+    asyncio.run(serve(parse_settings(argv)))
