@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import bisect
+import datetime
 import ipaddress
 import json
 import math
@@ -376,17 +377,18 @@ async def run_load(
         call = grpc_call_fn([pb_grpc.GatewayServiceStub(c) for c in channels], timeout_s)
         options = {"timeoutS": timeout_s, "connections": connections, "k": mix.k, "seed": mix.seed,
                    "mix": mix.source, "duration": duration, "requests": requests}
+        started_at = datetime.datetime.now(datetime.timezone.utc)
         if rate is not None:
             options["maxInFlight"] = max_in_flight
             recorder, elapsed, lag, scheduled = await drive_open_loop(
                 call, mix.next_request, rate=rate, duration_s=duration, requests=requests,
                 timeout_s=timeout_s, max_in_flight=max_in_flight)
             return LoadReport(target, "open-loop", recorder, elapsed, offered_rate=rate, scheduled=scheduled,
-                              max_send_lag_s=lag, options=options)
+                              max_send_lag_s=lag, options=options, started_at=started_at)
         recorder, elapsed, started = await drive_closed_loop(
             call, mix.next_request, concurrency=concurrency, duration_s=duration, requests=requests)
         return LoadReport(target, "closed-loop", recorder, elapsed, concurrency=concurrency, scheduled=started,
-                          options=options)
+                          options=options, started_at=started_at)
     finally:
         await asyncio.gather(*(c.close() for c in channels))
 

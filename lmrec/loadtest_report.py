@@ -9,6 +9,7 @@ completed calls per second of wall time.
 
 from __future__ import annotations
 
+import datetime
 import math
 import os
 import platform
@@ -132,6 +133,8 @@ class LoadReport:
     scheduled: int = 0
     max_send_lag_s: float = 0.0
     options: dict = field(default_factory=dict)
+    # When the clock started (ghz's `date`); None for reports built without a run.
+    started_at: datetime.datetime | None = None
 
     @property
     def count(self) -> int:
@@ -176,6 +179,7 @@ class LoadReport:
     def to_json_dict(self) -> dict:
         r = self.recorder
         return {
+            "date": self.started_at.isoformat(timespec="seconds") if self.started_at else None,
             "target": self.target,
             "mode": self.mode,
             "offeredRate": self.offered_rate,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import datetime
 import itertools
 import json
 import time
@@ -212,8 +213,11 @@ def test_json_report_has_the_ghz_like_shape():
         recorder.record(ms * 1000)
     recorder.record(7000, "UNAVAILABLE", message="x")
     recorder.record(2000, OK, degraded=True)
-    report = LoadReport("127.0.0.1:1", "open-loop", recorder, elapsed_s=2.0, offered_rate=3.5, scheduled=7)
+    started = datetime.datetime(2026, 1, 2, 3, 4, 5, tzinfo=datetime.timezone.utc)
+    report = LoadReport("127.0.0.1:1", "open-loop", recorder, elapsed_s=2.0, offered_rate=3.5, scheduled=7,
+                        started_at=started)
     doc = json.loads(json.dumps(report.to_json_dict()))
+    assert doc["date"] == "2026-01-02T03:04:05+00:00"  # ghz's run start, RFC 3339
     assert doc["count"] == 7 and doc["scheduled"] == 7
     assert doc["total"] == 2_000_000_000  # nanoseconds, like ghz
     assert doc["fastest"] == 1_000_000 and doc["slowest"] == 100_000_000
@@ -343,6 +347,7 @@ def test_run_load_against_a_real_grpc_server_counts_every_status():
     assert report.status_counts.get("OK", 0) == expected["ok"] + expected["deg"]
     assert report.degraded == expected["deg"]
     assert report.recorder.max_us >= 200_000, "timed-out calls are in the histogram at >= their deadline"
+    assert report.to_json_dict()["date"] is not None
 
 
 def test_run_load_closed_loop_over_several_connections():
