@@ -17,15 +17,19 @@ import hnswlib
 import numpy as np
 
 from retrieval_service.locks import ReadersWriterLock, SharedSetting
+from retrieval_service.tables import AttributeTable, IdTable
 
 log = logging.getLogger(__name__)
 
 METRIC = "cosine"
-SNAPSHOT_FORMAT = 1
+SNAPSHOT_FORMAT = 2
 # Rows fetched from hnswlib per get_items call while copying a graph for a rebuild; each call
 # holds the read lock, so this bounds how long a writer can wait behind the copy.
 _COPY_CHUNK = 8_192
 _EXACT_CHUNK = 65_536
+# hnswlib's get_items costs ~20 us a row (0.8.0, 384-d) against ~0.2 us for a row of a numpy copy:
+# how many copy rows one fetched row is worth to the planner.
+_FETCH_ROW_COST = 100
 
 Attributes = Mapping[str, Sequence[str]]
 Filter = tuple[str, Sequence[str]]
@@ -61,6 +65,18 @@ def normalize(vectors: np.ndarray) -> np.ndarray:
 
 
 @dataclass
+class _FilterGraph:
+    """An HNSW graph over the items holding one attribute value, labelled by their slots in the main graph.
+
+    Qdrant builds such graphs for payload-indexed values; hnswlib cannot add filter-aware links to one
+    graph, so this is a second graph, and a second copy of those items' vectors (~1.8 kB each).
+    """
+
+    hnsw: hnswlib.Index
+    size: int
+
+
+@dataclass
 class _Graph:
     """One hnswlib graph and the bookkeeping keyed by its labels; a rebuild builds a new one and swaps it in.
 
@@ -71,20 +87,17 @@ class _Graph:
     """
 
     hnsw: hnswlib.Index
-    # Copy of each slot's normalised vector (float16 by default: half the memory of float32, scores
-    # within ~1e-3): exact scans and "more like these" read it with numpy, because hnswlib's
-    # get_items costs ~20 us per row.
-    shadow: np.ndarray
     live: np.ndarray
-    ids: list[str | None]
-    attributes: list[dict[str, list[str]] | None]
-    label_of: dict[str, int] = field(default_factory=dict)
-    postings: dict[str, dict[str, set[int]]] = field(default_factory=dict)
+    ids: IdTable
+    attributes: AttributeTable
+    # Optional copy of each slot's normalised vector for exact scans (None: read rows from hnswlib,
+    # ~20 us each, and keep ~770-1540 bytes an item less).
+    shadow: np.ndarray | None
     free: list[int] = field(default_factory=list)
     next_label: int = 0
-    _posting_arrays: dict[tuple[str, str], np.ndarray] = field(default_factory=dict)
-    # Never shrinks until a rebuild starts a new graph; bounded by the distinct combinations seen.
-    _shared_attributes: dict[tuple, dict[str, list[str]]] = field(default_factory=dict)
+    filter_graphs: dict[tuple[str, str], _FilterGraph] = field(default_factory=dict)
+    # Slots written while a filter graph is being built; the build catches up on them before it is used.
+    touched: list[np.ndarray] | None = None
 
     @property
     def capacity(self) -> int:
@@ -92,52 +105,42 @@ class _Graph:
 
     @property
     def live_count(self) -> int:
-        return len(self.label_of)
+        return self.ids.count
 
-    def posting_array(self, key: str, value: str) -> np.ndarray | None:
-        cached = self._posting_arrays.get((key, value))
-        if cached is not None:
-            return cached
-        labels = self.postings.get(key, {}).get(value)
-        if not labels:
-            return None
-        # Concurrent readers may both fill the cache; they compute the same array, so last write wins harmlessly.
-        array = np.fromiter(labels, dtype=np.int64, count=len(labels))
-        self._posting_arrays[(key, value)] = array
-        return array
-
-    def index_attributes(self, label: int, attributes: dict[str, list[str]] | None) -> None:
-        if attributes is not None:
-            # Catalogues repeat a few attribute combinations many times: keep one shared copy of each.
-            signature = tuple((k, tuple(v)) for k, v in attributes.items())
-            attributes = self._shared_attributes.setdefault(signature, attributes)
-        self.attributes[label] = attributes
-        for key, values in (attributes or {}).items():
-            by_value = self.postings.setdefault(key, {})
-            for value in values:
-                by_value.setdefault(value, set()).add(label)
-                self._posting_arrays.pop((key, value), None)
-
-    def unindex_attributes(self, label: int) -> None:
-        for key, values in (self.attributes[label] or {}).items():
-            by_value = self.postings[key]
-            for value in values:
-                labels = by_value[value]
-                labels.discard(label)
-                if not labels:
-                    del by_value[value]
-                self._posting_arrays.pop((key, value), None)
-            if not by_value:
-                del self.postings[key]
-        self.attributes[label] = None
+    def rows(self, labels: np.ndarray) -> np.ndarray:
+        """float32 vectors of `labels` (from the copy when there is one)."""
+        if self.shadow is not None:
+            return self.shadow[labels].astype(np.float32, copy=False)
+        if len(labels) == 0:
+            return np.empty((0, self.hnsw.dim), dtype=np.float32)
+        return self.hnsw.get_items(labels, return_type="numpy")
 
     def grow(self, capacity: int) -> None:
         self.hnsw.resize_index(capacity)
-        extra = capacity - len(self.live)
-        self.shadow = np.concatenate([self.shadow, np.zeros((extra, self.shadow.shape[1]), self.shadow.dtype)])
-        self.live = np.concatenate([self.live, np.zeros(extra, bool)])
-        self.ids.extend([None] * extra)
-        self.attributes.extend([None] * extra)
+        if self.shadow is not None:
+            extra = np.zeros((capacity - len(self.shadow), self.shadow.shape[1]), self.shadow.dtype)
+            self.shadow = np.concatenate([self.shadow, extra])
+        self.live = np.concatenate([self.live, np.zeros(capacity - len(self.live), bool)])
+        self.ids.grow(capacity)
+        self.attributes.grow(capacity)
+
+    def set_attributes(self, labels: np.ndarray, numbers: np.ndarray, vectors: np.ndarray | None) -> None:
+        """Gives `labels` new attribute combinations (0 and no vectors for deleted slots), keeping the
+        filter graphs equal to their values' items."""
+        for (key, value), fg in self.filter_graphs.items():
+            was = self.attributes.bitmap(key, value, self.next_label)[labels]
+            now = self.attributes.member(key, value)[numbers]
+            for label in labels[was & ~now].tolist():
+                fg.hnsw.mark_deleted(label)
+            if now.any():
+                needed = fg.hnsw.get_current_count() + int(np.count_nonzero(now & ~was))
+                if needed > fg.hnsw.get_max_elements():
+                    fg.hnsw.resize_index(max(needed, 2 * fg.hnsw.get_max_elements()))
+                fg.hnsw.add_items(vectors[now], labels[now], num_threads=1)
+            fg.size += int(np.count_nonzero(now & ~was)) - int(np.count_nonzero(was & ~now))
+        self.attributes.set(labels, numbers)
+        if self.touched is not None:
+            self.touched.append(labels.copy())
 
 
 class VectorIndex:
@@ -149,13 +152,18 @@ class VectorIndex:
         initial_capacity: slots allocated up front; capacity doubles when full.
         ef_default, ef_min, ef_max: search breadth used when none is asked for, and its bounds.
         exact_scan_threshold: eligible-set size at or below which a search is a brute-force scan.
-        walk_cost_per_ef: what one unit of `ef` costs a graph walk, in rows of exact scan (about 24 on
-            an AVX-512 EPYC at 384-d). A filtered walk costs about that times ef / selectivity, so a
-            restricted search over more than `exact_scan_threshold` items still scans exactly when
-            eligible^2 < walk_cost_per_ef * ef * live items. 0 turns this rule off.
+        walk_cost_per_ef: what one unit of `ef` costs a graph walk, in rows of exact scan from a copy
+            (about 24 on an AVX-512 EPYC at 384-d). A filtered walk costs about that times ef / selectivity,
+            so a restricted search over more than `exact_scan_threshold` items still scans exactly when
+            eligible^2 * row cost < walk_cost_per_ef * ef * live items, where a row read from hnswlib
+            (no copy) costs `_FETCH_ROW_COST` rows. 0 turns this rule off.
         tombstone_rebuild_ratio: deleted-but-unreused slots, as a share of all slots, that start a rebuild.
         build_threads: threads hnswlib uses to insert a batch.
-        exact_scan_dtype: "float16" or "float32" copy of the vectors for exact scans.
+        exact_scan_dtype: "none" (exact scans read rows from hnswlib), or a "float16" / "float32" copy of
+            the vectors for fast exact scans at 768 / 1536 bytes an item.
+        filter_graph_share: items that per-value filter graphs may hold, as a share of live items; 0 turns
+            them off. A filter on a value with more than `exact_scan_threshold` items and at most this
+            share gets its own graph, built in the background on first use.
         auto_rebuild: start background rebuilds on its own (tests turn it off to drive them).
     """
 
@@ -169,16 +177,17 @@ class VectorIndex:
         ef_default: int = 128,
         ef_min: int = 16,
         ef_max: int = 2048,
-        exact_scan_threshold: int = 4_000,
+        exact_scan_threshold: int = 500,
         walk_cost_per_ef: float = 24.0,
         tombstone_rebuild_ratio: float = 0.2,
         build_threads: int = 2,
-        exact_scan_dtype: str = "float16",
+        exact_scan_dtype: str = "none",
+        filter_graph_share: float = 0.0,
         auto_rebuild: bool = True,
     ) -> None:
-        if exact_scan_dtype not in ("float16", "float32"):
-            raise ValueError(f"exact_scan_dtype must be float16 or float32, got {exact_scan_dtype!r}")
-        self.shadow_dtype = np.dtype(exact_scan_dtype)
+        if exact_scan_dtype not in ("none", "float16", "float32"):
+            raise ValueError(f"exact_scan_dtype must be none, float16 or float32, got {exact_scan_dtype!r}")
+        self.shadow_dtype = None if exact_scan_dtype == "none" else np.dtype(exact_scan_dtype)
         self.dimension = dimension
         self.m = m
         self.ef_construction = ef_construction
@@ -190,6 +199,7 @@ class VectorIndex:
         self.walk_cost_per_ef = walk_cost_per_ef
         self.tombstone_rebuild_ratio = tombstone_rebuild_ratio
         self.build_threads = build_threads
+        self.filter_graph_share = filter_graph_share
         self.auto_rebuild = auto_rebuild
         self._lock = ReadersWriterLock()
         self._ef = SharedSetting()
@@ -197,6 +207,9 @@ class VectorIndex:
         # Writes applied while a rebuild copies the graph; replayed onto the new graph before the swap.
         self._rebuild_log: list[tuple[str, tuple]] | None = None
         self._rebuild_thread: threading.Thread | None = None
+        self._filter_queue: list[tuple[_Graph, str, str]] = []
+        self._filter_mutex = threading.Lock()
+        self._filter_thread: threading.Thread | None = None
 
     @classmethod
     def from_settings(cls, settings, **overrides) -> VectorIndex:
@@ -213,6 +226,7 @@ class VectorIndex:
             tombstone_rebuild_ratio=settings.tombstone_rebuild_ratio,
             build_threads=settings.build_threads,
             exact_scan_dtype=settings.exact_scan_dtype,
+            filter_graph_share=settings.filter_graph_share,
         )
         kwargs.update(overrides)
         return cls(settings.dimension, **kwargs)
@@ -228,13 +242,15 @@ class VectorIndex:
         """Adds or replaces items; a repeated id in one batch keeps its last occurrence.
 
         Raises:
-            ValueError: lengths disagree, wrong dimension, or a zero/non-finite vector.
+            ValueError: lengths disagree, wrong dimension, a zero/non-finite vector, or an id ending in NUL.
         """
         vectors = np.asarray(vectors, dtype=np.float32)
         if vectors.ndim != 2 or vectors.shape != (len(ids), self.dimension):
             raise ValueError(f"expected vectors of shape ({len(ids)}, {self.dimension}), got {vectors.shape}")
         if attributes is not None and len(attributes) != len(ids):
             raise ValueError("attributes must have one entry per id")
+        if any(not item_id or item_id.endswith("\0") for item_id in ids):
+            raise ValueError("item ids must be non-empty and must not end in a NUL character")
         vectors = normalize(vectors)
         attrs = [_clean_attributes(a) for a in (attributes or [None] * len(ids))]
         last = {item_id: i for i, item_id in enumerate(ids)}
@@ -262,49 +278,43 @@ class VectorIndex:
         return deleted
 
     def _upsert_into(self, g: _Graph, ids: list[str], vectors: np.ndarray, attrs: list) -> None:
-        new_count = sum(1 for item_id in ids if item_id not in g.label_of)
-        fresh_needed = max(0, new_count - len(g.free))
+        labels = g.ids.get_many(ids)
+        new = np.flatnonzero(labels < 0)
+        fresh_needed = max(0, len(new) - len(g.free))
         if g.next_label + fresh_needed > g.capacity:
             g.grow(max(2 * g.capacity, g.next_label + fresh_needed))
-        labels = np.empty(len(ids), dtype=np.int64)
         free = list(g.free)
         next_label = g.next_label
-        for i, item_id in enumerate(ids):
-            label = g.label_of.get(item_id)
-            if label is None:
-                if free:
-                    label = free.pop()
-                else:
-                    label = next_label
-                    next_label += 1
-            labels[i] = label
+        for i in new.tolist():
+            if free:
+                labels[i] = free.pop()
+            else:
+                labels[i] = next_label
+                next_label += 1
         # hnswlib first: if it fails, the bookkeeping still describes the graph.
         g.hnsw.add_items(vectors, labels, num_threads=self.build_threads)
         g.free = free
         g.next_label = next_label
-        for item_id, label, attributes in zip(ids, labels.tolist(), attrs):
-            if g.label_of.get(item_id) == label:
-                g.unindex_attributes(label)
-            g.label_of[item_id] = label
-            g.ids[label] = item_id
-            g.index_attributes(label, attributes)
+        for i in new.tolist():
+            g.ids.add(ids[i], int(labels[i]))
         g.live[labels] = True
-        g.shadow[labels] = vectors
+        if g.shadow is not None:
+            g.shadow[labels] = vectors
+        numbers = np.fromiter((g.attributes.number(a) for a in attrs), dtype=np.int32, count=len(attrs))
+        g.set_attributes(labels, numbers, vectors)
 
     @staticmethod
     def _delete_from(g: _Graph, ids: list[str]) -> int:
-        deleted = 0
-        for item_id in ids:
-            label = g.label_of.pop(item_id, None)
-            if label is None:
-                continue
+        labels = g.ids.get_many(ids)
+        known = np.flatnonzero(labels >= 0)
+        labels = labels[known]
+        for i, label in zip(known.tolist(), labels.tolist()):
             g.hnsw.mark_deleted(label)
-            g.unindex_attributes(label)
-            g.live[label] = False
-            g.ids[label] = None
+            g.ids.remove(ids[i], label)
             g.free.append(label)
-            deleted += 1
-        return deleted
+        g.live[labels] = False
+        g.set_attributes(labels, np.zeros(len(labels), dtype=np.int32), None)
+        return len(labels)
 
     # ---------------------------------------------------------------- rebuild
 
@@ -330,29 +340,32 @@ class VectorIndex:
         """Builds a compact graph of the live items, without tombstones, and swaps it in.
 
         Searches and writes go on meanwhile; writes made during the build are replayed onto the new
-        graph under the write lock just before the swap. Returns False if another rebuild is running.
+        graph under the write lock just before the swap. Filter graphs are not carried over: they are
+        built again on their next use. Returns False if another rebuild is running.
         """
         with self._lock.read():
             if self._rebuild_log is not None:
                 return False
             old = self._graph
             labels = np.flatnonzero(old.live)
-            ids = [old.ids[label] for label in labels.tolist()]
-            attrs = [old.attributes[label] for label in labels.tolist()]
+            names = old.ids.names[labels]
+            numbers = old.attributes.combo[labels]
             # Safe under the read lock: writers, the only other users of the log, are excluded.
             self._rebuild_log = []
         try:
-            log.info("rebuilding index: %d live items, %d tombstones", len(ids), len(old.free))
-            fresh = self._empty_graph(max(self.initial_capacity, int(len(ids) * 1.25) + 1))
-            for start in range(0, len(ids), _COPY_CHUNK):
-                chunk = range(start, min(start + _COPY_CHUNK, len(ids)))
+            log.info("rebuilding index: %d live items, %d tombstones", len(labels), len(old.free))
+            fresh = self._empty_graph(max(self.initial_capacity, int(len(labels) * 1.25) + 1))
+            for start in range(0, len(labels), _COPY_CHUNK):
+                chunk = np.arange(start, min(start + _COPY_CHUNK, len(labels)))
                 with self._lock.read():
                     # Items deleted or re-assigned since the copy began are skipped: the log replays them.
-                    still = [i for i in chunk if old.ids[labels[i]] == ids[i]]
-                    if not still:
+                    still = chunk[old.ids.names[labels[chunk]] == names[chunk]]
+                    if not len(still):
                         continue
-                    vectors = old.hnsw.get_items(labels[still], return_type="numpy")
-                self._upsert_into(fresh, [ids[i] for i in still], normalize(vectors), [attrs[i] for i in still])
+                    vectors = old.rows(labels[still])
+                    attrs = [old.attributes.combos[n] for n in numbers[still].tolist()]
+                ids = [name.decode("utf-8") for name in names[still].tolist()]
+                self._upsert_into(fresh, ids, normalize(vectors), attrs)
             with self._lock.write():
                 for op, args in self._rebuild_log:
                     if op == "upsert":
@@ -368,6 +381,77 @@ class VectorIndex:
 
     def wait_for_rebuild(self, timeout: float | None = None) -> None:
         thread = self._rebuild_thread
+        if thread is not None:
+            thread.join(timeout)
+
+    # ---------------------------------------------------------- filter graphs
+
+    def _request_filter_graph(self, g: _Graph, key: str, value: str, count: int) -> None:
+        """Queues a background build of key=value's graph if it is worth one and fits the budget."""
+        if count <= self.exact_scan_threshold:
+            return
+        budget = self.filter_graph_share * g.live_count
+        with self._filter_mutex:
+            if any(r[0] is g and r[1:] == (key, value) for r in self._filter_queue):
+                return
+            planned = sum(fg.size for fg in g.filter_graphs.values())
+            if planned + count > budget:
+                return
+            self._filter_queue.append((g, key, value))
+            if self._filter_thread is None or not self._filter_thread.is_alive():
+                self._filter_thread = threading.Thread(target=self._build_filter_graphs, name="retrieval-filter-graph", daemon=True)
+                self._filter_thread.start()
+
+    def _build_filter_graphs(self) -> None:
+        while True:
+            with self._filter_mutex:
+                if not self._filter_queue:
+                    return
+                g, key, value = self._filter_queue[0]
+            try:
+                self._build_filter_graph(g, key, value)
+            finally:
+                with self._filter_mutex:
+                    self._filter_queue.pop(0)
+
+    def _build_filter_graph(self, g: _Graph, key: str, value: str) -> None:
+        with self._lock.read():
+            if g is not self._graph or (key, value) in g.filter_graphs:
+                return
+            g.attributes.pinned.add((key, value))
+            labels = np.flatnonzero(g.attributes.bitmap(key, value, g.next_label))
+            # Safe under the read lock: writers, the only other users of the list, are excluded.
+            g.touched = []
+        try:
+            log.info("building the filter graph of %s=%s: %d items", key, value, len(labels))
+            hnsw = hnswlib.Index(space="ip", dim=self.dimension)
+            hnsw.init_index(max_elements=max(16, int(len(labels) * 1.25)), M=self.m, ef_construction=self.ef_construction)
+            for start in range(0, len(labels), _COPY_CHUNK):
+                chunk = labels[start : start + _COPY_CHUNK]
+                with self._lock.read():
+                    vectors = g.rows(chunk)
+                hnsw.add_items(vectors, chunk, num_threads=1)
+            with self._lock.write():
+                if g is not self._graph:
+                    return
+                # Catch up on the slots written during the build, then keep it current with every write.
+                touched = np.unique(np.concatenate(g.touched)) if g.touched else np.empty(0, np.int64)
+                member = g.attributes.bitmap(key, value, g.next_label)[touched]
+                for label in touched[~member & np.isin(touched, labels)].tolist():
+                    hnsw.mark_deleted(label)
+                again = touched[member]
+                if len(again):
+                    hnsw.resize_index(max(hnsw.get_max_elements(), hnsw.get_current_count() + len(again)))
+                    hnsw.add_items(g.rows(again), again, num_threads=1)
+                size = int(np.count_nonzero(g.attributes.bitmap(key, value, g.next_label)))
+                g.filter_graphs[(key, value)] = _FilterGraph(hnsw, size)
+            log.info("filter graph of %s=%s ready: %d items", key, value, size)
+        finally:
+            with self._lock.write():
+                g.touched = None
+
+    def wait_for_filter_graphs(self, timeout: float | None = None) -> None:
+        thread = self._filter_thread
         if thread is not None:
             thread.join(timeout)
 
@@ -390,7 +474,8 @@ class VectorIndex:
 
         Plans by the eligible-set size and selectivity: a brute-force scan when the set is at most
         `exact_scan_threshold` or so small a share of the index that a filtered walk would cost more
-        (see `walk_cost_per_ef`), otherwise HNSW (with a label filter when anything is excluded or filtered), widening `ef` and
+        (see `walk_cost_per_ef`); a walk of the filter graphs of a filter's values when they are built;
+        otherwise HNSW (with a label filter when anything is excluded or filtered), widening `ef` and
         finally scanning exactly when the graph walk finds fewer than k eligible items. Returns
         min(k, eligible) results.
 
@@ -404,9 +489,11 @@ class VectorIndex:
             raise ValueError(f"query must have {self.dimension} dimensions, got {query.shape}")
         q = normalize(query)[0]
         ef = self.clamp_ef(ef)
+        exclude = list(exclude)
         with self._lock.read():
             g = self._graph
-            excluded = sorted({g.label_of[i] for i in exclude if i in g.label_of})
+            excluded = g.ids.get_many(exclude, verify=False)
+            excluded = np.unique(excluded[excluded >= 0])
             mask = None
             if filters:
                 mask = self._filter_mask(g, filters)
@@ -417,24 +504,26 @@ class VectorIndex:
             want = min(k, eligible)
             if want == 0:
                 return SearchResult([], [], "exact")
-            restricted = bool(filters) or bool(excluded)
+            restricted = bool(filters) or len(excluded) > 0
+            row_cost = 1 if g.shadow is not None else _FETCH_ROW_COST
             if eligible <= self.exact_scan_threshold or (
-                restricted and eligible * eligible < self.walk_cost_per_ef * max(ef, want) * g.live_count
+                restricted and eligible * eligible * row_cost < self.walk_cost_per_ef * max(ef, want) * g.live_count
             ):
                 return self._exact(g, q, self._eligible_labels(g, mask, excluded), want)
             if restricted and mask is None:
                 mask = g.live.copy()
                 mask[excluded] = False
-            # bytes.__getitem__ is a C callable: hnswlib calls it per candidate without a Python frame.
-            allowed = mask.tobytes().__getitem__ if restricted else None
+            # memoryview.__getitem__ is a C callable: hnswlib calls it per candidate without a Python frame.
+            allowed = memoryview(mask).__getitem__ if restricted else None
+            if filters:
+                result = self._search_filter_graphs(g, q, want, ef, filters, excluded, allowed)
+                if result is not None:
+                    return result
             plan = "hnsw_filtered" if restricted else "hnsw"
             current = ef
             while True:
                 try:
-                    with self._ef.hold(current):
-                        # Every holder sets the same value, so concurrent set_ef calls agree.
-                        g.hnsw.set_ef(current)
-                        labels, distances = g.hnsw.knn_query(q, k=want, num_threads=1, filter=allowed)
+                    labels, distances = self._walk(g.hnsw, q, want, current, allowed)
                     break
                 except RuntimeError as exc:
                     # hnswlib's way of saying the walk found fewer than k eligible items.
@@ -443,18 +532,68 @@ class VectorIndex:
                     if current >= self.ef_max:
                         return self._exact(g, q, self._eligible_labels(g, mask, excluded), want)
                     current = min(self.ef_max, current * 4)
-            labels = labels[0].tolist()
-            return SearchResult([g.ids[label] for label in labels], (1.0 - distances[0]).tolist(), plan)
+            return SearchResult(g.ids.ids_at(labels), (1.0 - distances).tolist(), plan)
 
-    def _filter_mask(self, g: _Graph, filters: Sequence[Filter]) -> np.ndarray:
-        """Labels holding, for every filter, at least one of its values (postings hold live labels only)."""
+    def _walk(self, hnsw: hnswlib.Index, q: np.ndarray, k: int, ef: int, allowed) -> tuple[np.ndarray, np.ndarray]:
+        with self._ef.hold(ef):
+            # Every holder sets the same value, so concurrent set_ef calls agree.
+            hnsw.set_ef(ef)
+            labels, distances = hnsw.knn_query(q, k=k, num_threads=1, filter=allowed)
+        return labels[0], distances[0]
+
+    def _search_filter_graphs(
+        self, g: _Graph, q: np.ndarray, want: int, ef: int, filters: Sequence[Filter], excluded: np.ndarray, allowed
+    ) -> SearchResult | None:
+        """Walks the filter graphs of one filter's values, or returns None when that is not possible."""
+        if not g.filter_graphs and self.filter_graph_share <= 0:
+            return None
+        chosen = None
+        for key, values in filters:
+            graphs = [g.filter_graphs.get((key, v)) for v in values if g.attributes.known(key, v)]
+            if graphs and all(graphs):
+                chosen = graphs
+                break
+            for value in values:
+                if g.attributes.known(key, value) and (key, value) not in g.filter_graphs:
+                    count = int(np.count_nonzero(g.attributes.bitmap(key, value, g.next_label)))
+                    self._request_filter_graph(g, key, value, count)
+        if chosen is None:
+            return None
+        # Only the chosen filter is implied by walking its graphs; anything else needs the label filter.
+        narrower = len(filters) > 1 or len(excluded) > 0
+        found_labels, found_distances = [], []
+        for fg in chosen:
+            if fg.size == 0:
+                continue
+            try:
+                labels, distances = self._walk(fg.hnsw, q, min(want, fg.size), ef, allowed if narrower else None)
+            except RuntimeError as exc:
+                if "contiguous 2D array" not in str(exc):
+                    raise
+                return None
+            found_labels.append(labels)
+            found_distances.append(distances)
+        if not found_labels:
+            return None
+        labels, distances = np.concatenate(found_labels), np.concatenate(found_distances)
+        order = np.argsort(distances, kind="stable")
+        labels, distances = labels[order], distances[order]
+        # A multi-valued item can be in several of the graphs: keep its first (best) hit.
+        _, first = np.unique(labels, return_index=True)
+        keep = np.sort(first)[:want]
+        if len(keep) < want:
+            return None
+        return SearchResult(g.ids.ids_at(labels[keep]), (1.0 - distances[keep]).tolist(), "hnsw_value_graph")
+
+    @staticmethod
+    def _filter_mask(g: _Graph, filters: Sequence[Filter]) -> np.ndarray:
+        """Labels holding, for every filter, at least one of its values (bitmaps hold live labels only)."""
         mask: np.ndarray | None = None
         for key, values in filters:
             matches = np.zeros(g.capacity, dtype=bool)
             for value in values:
-                posting = g.posting_array(key, value)
-                if posting is not None:
-                    matches[posting] = True
+                if g.attributes.known(key, value):
+                    matches |= g.attributes.bitmap(key, value, g.next_label)
             if mask is None:
                 mask = matches
             else:
@@ -463,12 +602,12 @@ class VectorIndex:
         return mask
 
     @staticmethod
-    def _eligible_labels(g: _Graph, mask: np.ndarray | None, excluded: list[int]) -> np.ndarray:
+    def _eligible_labels(g: _Graph, mask: np.ndarray | None, excluded: np.ndarray) -> np.ndarray:
         if mask is not None:
             return np.flatnonzero(mask)
         labels = np.flatnonzero(g.live)
-        if excluded:
-            labels = np.setdiff1d(labels, np.asarray(excluded, dtype=np.int64), assume_unique=True)
+        if len(excluded):
+            labels = np.setdiff1d(labels, excluded, assume_unique=True)
         return labels
 
     @staticmethod
@@ -479,26 +618,27 @@ class VectorIndex:
         scores = np.empty(len(labels), dtype=np.float32)
         for start in range(0, len(labels), _EXACT_CHUNK):
             chunk = labels[start : start + _EXACT_CHUNK]
-            scores[start : start + len(chunk)] = g.shadow[chunk].astype(np.float32, copy=False) @ q
+            scores[start : start + len(chunk)] = g.rows(chunk) @ q
         # float16 rounding can push a unit vector's self-similarity just past 1.
         np.clip(scores, -1.0, 1.0, out=scores)
         top = np.argpartition(-scores, k - 1)[:k] if k < len(scores) else np.arange(len(scores))
         top = top[np.argsort(-scores[top], kind="stable")]
-        return SearchResult([g.ids[label] for label in labels[top].tolist()], scores[top].tolist(), "exact")
+        return SearchResult(g.ids.ids_at(labels[top]), scores[top].tolist(), "exact")
 
     def vectors_of(self, ids: Iterable[str]) -> tuple[list[str], np.ndarray]:
         """Normalised vectors of the known ids (unknown ones skipped), as (found ids, float32 rows)."""
+        ids = list(dict.fromkeys(ids))
         with self._lock.read():
             g = self._graph
-            found = [i for i in dict.fromkeys(ids) if i in g.label_of]
-            labels = np.fromiter((g.label_of[i] for i in found), dtype=np.int64, count=len(found))
-            return found, g.shadow[labels].astype(np.float32)
+            labels = g.ids.get_many(ids)
+            known = np.flatnonzero(labels >= 0)
+            return [ids[i] for i in known.tolist()], np.array(g.rows(labels[known]), dtype=np.float32)
 
     def __len__(self) -> int:
         return self._graph.live_count
 
     def __contains__(self, item_id: str) -> bool:
-        return item_id in self._graph.label_of
+        return self._graph.ids.get(item_id) is not None
 
     def stats(self) -> IndexStats:
         with self._lock.read():
@@ -515,28 +655,35 @@ class VectorIndex:
     # ------------------------------------------------------------ persistence
 
     def save(self, directory: Path) -> None:
-        """Writes the graph, vectors and bookkeeping into `directory` (which must exist) and fsyncs them.
+        """Writes the graph and bookkeeping into `directory` (which must exist) and fsyncs them.
 
         The caller makes it atomic by writing into a temporary directory and renaming it; writes must
-        be held off by the caller too if the snapshot has to match a log position.
+        be held off by the caller too if the snapshot has to match a log position. Filter graphs and the
+        exact-scan copy are not saved: they are rebuilt from the graph.
         """
         with self._lock.read():
             g = self._graph
             g.hnsw.save_index(str(directory / "graph.hnsw"))
-            np.save(directory / "shadow.npy", g.shadow[: g.next_label])
+            used = g.next_label
+            np.savez(
+                directory / "slots.npz",
+                names=g.ids.names[:used],
+                live=g.live[:used],
+                combo=g.attributes.combo[:used],
+                free=np.asarray(g.free, dtype=np.int64),
+            )
             meta = {
                 "format": SNAPSHOT_FORMAT,
                 "metric": METRIC,
                 "dimension": self.dimension,
                 "m": self.m,
                 "capacity": g.capacity,
-                "next_label": g.next_label,
-                "free": g.free,
-                "items": [[label, g.ids[label], g.attributes[label]] for label in g.label_of.values()],
+                "next_label": used,
+                "combos": g.attributes.combos,
             }
         with open(directory / "meta.json", "w", encoding="utf-8") as f:
             json.dump(meta, f, separators=(",", ":"))
-        for name in ("graph.hnsw", "shadow.npy", "meta.json"):
+        for name in ("graph.hnsw", "slots.npz", "meta.json"):
             _fsync_file(directory / name)
 
     def load(self, directory: Path) -> None:
@@ -554,15 +701,22 @@ class VectorIndex:
         hnsw = hnswlib.Index(space="ip", dim=self.dimension)
         hnsw.load_index(str(directory / "graph.hnsw"), max_elements=capacity)
         g = self._empty_graph(capacity, hnsw=hnsw)
-        shadow = np.load(directory / "shadow.npy")
-        g.shadow[: len(shadow)] = shadow.astype(self.shadow_dtype, copy=False)
-        g.next_label = meta["next_label"]
-        g.free = list(meta["free"])
-        for label, item_id, attributes in meta["items"]:
-            g.label_of[item_id] = label
-            g.ids[label] = item_id
-            g.live[label] = True
-            g.index_attributes(label, attributes)
+        with np.load(directory / "slots.npz") as slots:
+            names, live, combo, free = slots["names"], slots["live"], slots["combo"], slots["free"]
+        used = meta["next_label"]
+        g.next_label = used
+        g.free = free.tolist()
+        for attributes in meta["combos"][1:]:
+            g.attributes.number(attributes)
+        g.attributes.combo[:used] = combo
+        g.live[:used] = live
+        for label in np.flatnonzero(live).tolist():
+            g.ids.add(names[label].decode("utf-8"), label)
+        if g.shadow is not None:
+            labels = np.flatnonzero(live)
+            for start in range(0, len(labels), _COPY_CHUNK):
+                chunk = labels[start : start + _COPY_CHUNK]
+                g.shadow[chunk] = hnsw.get_items(chunk, return_type="numpy")
         with self._lock.write():
             self._graph = g
 
@@ -572,10 +726,10 @@ class VectorIndex:
             hnsw.init_index(max_elements=capacity, M=self.m, ef_construction=self.ef_construction)
         return _Graph(
             hnsw=hnsw,
-            shadow=np.zeros((capacity, self.dimension), dtype=self.shadow_dtype),
             live=np.zeros(capacity, dtype=bool),
-            ids=[None] * capacity,
-            attributes=[None] * capacity,
+            ids=IdTable(capacity),
+            attributes=AttributeTable(capacity),
+            shadow=None if self.shadow_dtype is None else np.zeros((capacity, self.dimension), self.shadow_dtype),
         )
 
 

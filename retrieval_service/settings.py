@@ -28,12 +28,18 @@ class RetrievalSettings(BaseSettings):
     ef_construction: int = Field(200, ge=8)
     initial_capacity: int = Field(10_000, ge=16)
     # Below this many eligible items a brute-force scan is both exact and cheaper than a filtered graph walk.
-    exact_scan_threshold: int = Field(4_000, ge=0)
+    # Without an exact-scan copy each scanned row is fetched from hnswlib (~20 us), hence a low default.
+    exact_scan_threshold: int = Field(500, ge=0)
     # A filtered graph walk costs ~ this * ef / selectivity rows of exact scan; above the threshold a
     # restricted search still scans exactly when that is cheaper. 0 disables the rule.
     walk_cost_per_ef: float = Field(24.0, ge=0.0)
-    # The exact scan reads its own copy of the vectors; float16 halves its memory, scores within ~1e-3.
-    exact_scan_dtype: Literal["float16", "float32"] = "float16"
+    # "none": exact scans fetch rows from hnswlib and the index stays under 2 GB per 1M 384-d items; a
+    # float16 (scores within ~1e-3) or float32 copy makes large exact scans fast for 768 / 1536 bytes an item.
+    exact_scan_dtype: Literal["none", "float16", "float32"] = "none"
+    # Items that per-value filter graphs may hold, as a share of the live items (0 turns them off): a
+    # filter on a value bigger than exact_scan_threshold and within this budget gets its own HNSW graph,
+    # built in the background on first use, at ~1.8 kB per item in it.
+    filter_graph_share: float = Field(0.1, ge=0.0, le=10.0)
     tombstone_rebuild_ratio: float = Field(0.2, gt=0.0, le=1.0)
     snapshot_every: int = Field(10_000, ge=1)
     grace_seconds: float = Field(5.0, ge=0.0)

@@ -118,11 +118,13 @@ def test_plan_follows_the_eligible_set_size(big):
 def test_selective_filters_scan_exactly_when_a_filtered_walk_would_cost_more(big):
     index, vectors, ids, queries = big
     index.walk_cost_per_ef = 24.0
+    c1_t0 = [("colour", ["c1"]), ("tag", ["t0"])]  # ~667 items
     try:
-        # 20k items, ef 128: a scan wins below sqrt(24 * 128 * 20000) ~ 7.8k eligible items.
-        assert index.search(queries[0], 10, filters=[("colour", ["c1"])]).plan == "exact"  # 2k
-        assert index.search(queries[0], 10, filters=[("tag", ["even"])]).plan == "hnsw_filtered"  # 10k
-        assert index.search(queries[0], 10, filters=[("colour", ["c1"])], ef=16).plan == "exact"
+        # 20k items, ef 128, rows fetched from hnswlib (100 copy rows each): a scan wins below
+        # sqrt(24 * 128 * 20000 / 100) ~ 780 eligible items.
+        assert index.search(queries[0], 10, filters=c1_t0).plan == "exact"
+        assert index.search(queries[0], 10, filters=[("colour", ["c1"])]).plan == "hnsw_filtered"  # 2k
+        assert index.search(queries[0], 10, filters=c1_t0, ef=16).plan == "hnsw_filtered"  # a cheaper walk
         assert index.search(queries[0], 10).plan == "hnsw"  # unrestricted searches always walk
     finally:
         index.walk_cost_per_ef = 0
@@ -280,3 +282,90 @@ def test_save_and_load_round_trip(tmp_path):
 
     with pytest.raises(SnapshotMismatch, match="dimension"):
         VectorIndex(8).load(tmp_path)
+
+
+def value_graph_index(n: int = 4000, dim: int = 16):
+    vectors = clustered(n, dim, seed=11)
+    ids = [f"i{i}" for i in range(n)]
+    index = VectorIndex(
+        dim, initial_capacity=256, exact_scan_threshold=100, walk_cost_per_ef=0, filter_graph_share=0.5, auto_rebuild=False
+    )
+    index.upsert(ids, vectors, [{"colour": [f"c{i % 10}"]} for i in range(n)])
+    return index, vectors, ids
+
+
+def test_a_filtered_value_gets_its_own_graph_which_follows_writes():
+    index, vectors, ids = value_graph_index()
+    c1 = [("colour", ["c1"])]
+    assert index.search(vectors[0], 10, filters=c1).plan == "hnsw_filtered"  # and asks for c1's graph
+    index.wait_for_filter_graphs(30)
+    colours = np.array([i % 10 for i in range(len(ids))])
+    hits = 0
+    for q in vectors[:50]:
+        result = index.search(q, 10, filters=c1)
+        assert result.plan == "hnsw_value_graph" and all(int(i[1:]) % 10 == 1 for i in result.ids)
+        hits += len(set(result.ids) & {ids[i] for i in exact_top(vectors, q, 10, colours == 1)})
+    assert hits / 500 >= 0.95
+
+    index.upsert(["new"], vectors[2:3], [{"colour": ["c1"]}])  # joins c1
+    index.upsert(["i11"], vectors[11:12], [{"colour": ["c2"]}])  # leaves c1
+    index.upsert(["i21"], vectors[5:6], [{"colour": ["c1"]}])  # stays, moves
+    index.delete(["i31"])
+    assert index.search(vectors[2], 1, filters=c1).ids == ["new"]
+    assert index.search(vectors[5], 1, filters=c1).ids == ["i21"]
+    for gone in (11, 31):
+        assert f"i{gone}" not in index.search(vectors[gone], 10, filters=c1).ids
+    # Anything besides the value itself is applied as a label filter on its graph.
+    result = index.search(vectors[2], 10, filters=c1, exclude=["new"])
+    assert result.plan == "hnsw_value_graph" and "new" not in result.ids and len(result.ids) == 10
+    # Two values, one of them without a graph yet: the plain filtered walk answers.
+    assert index.search(vectors[2], 10, filters=[("colour", ["c1", "c2"])]).plan == "hnsw_filtered"
+
+
+def test_writes_during_a_value_graph_build_are_caught_up():
+    index, vectors, ids = value_graph_index()
+    c1 = [("colour", ["c1"])]
+    stop = threading.Event()
+    moved_in, moved_out = [], []
+
+    def writer():
+        # Moves c2 items into c1 (with a new vector) and c1 items out, while the graph is built.
+        for j in range(200):
+            if stop.is_set():
+                break
+            index.upsert([f"i{10 * j + 2}"], vectors[10 * j + 3 : 10 * j + 4], [{"colour": ["c1"]}])
+            index.upsert([f"i{10 * j + 1}"], vectors[10 * j + 1 : 10 * j + 2], [{"colour": ["c2"]}])
+            moved_in.append(j)
+            moved_out.append(j)
+
+    index.search(vectors[0], 10, filters=c1)
+    thread = threading.Thread(target=writer)
+    thread.start()
+    index.wait_for_filter_graphs(60)
+    stop.set()
+    thread.join(60)
+    assert index.search(vectors[0], 10, filters=c1).plan == "hnsw_value_graph"
+    for j in moved_in[::7]:
+        assert index.search(vectors[10 * j + 3], 1, filters=c1).ids == [f"i{10 * j + 2}"]
+    for j in moved_out[::7]:
+        assert f"i{10 * j + 1}" not in index.search(vectors[10 * j + 1], 10, filters=c1).ids
+
+
+def test_value_graphs_stay_within_their_budget():
+    index, vectors, ids = value_graph_index()
+    index.filter_graph_share = 0.15  # room for one 10% value
+    for value in ("c1", "c2"):
+        index.search(vectors[0], 10, filters=[("colour", [value])])
+        index.wait_for_filter_graphs(30)
+    assert index.search(vectors[0], 10, filters=[("colour", ["c1"])]).plan == "hnsw_value_graph"
+    assert index.search(vectors[0], 10, filters=[("colour", ["c2"])]).plan == "hnsw_filtered"
+
+
+def test_exact_scans_read_hnswlib_rows_without_a_copy():
+    vectors = clustered(300, 16, seed=12)
+    plain = VectorIndex(16, exact_scan_threshold=1_000)
+    plain.upsert([f"i{i}" for i in range(300)], vectors)
+    result = plain.search(vectors[3], 20)
+    assert result.plan == "exact"
+    expected = np.sort(normalize(vectors) @ normalize(vectors[3])[0])[::-1][:20]
+    np.testing.assert_allclose(result.scores, expected, atol=1e-5)
