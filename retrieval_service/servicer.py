@@ -20,13 +20,16 @@ MAX_FILTER_VALUES = 1_000
 MAX_ATTRIBUTE_KEYS = 64
 MAX_ATTRIBUTE_VALUES = 256
 MAX_QUERY_ITEMS = 1_000
+# Concurrent writes that can share one fsync.
+WRITE_THREADS = 8
 
 
 class RetrievalServicer(retrieval_service_pb2_grpc.RetrievalServiceServicer):
     """Args:
     store: the index and its durability.
     shard_index, shard_count: which items this server owns (`lmrec.sharding.shard_for`).
-    search_threads: threads running searches; writes run on one thread of their own, in arrival order.
+    search_threads: threads running searches. Writes run on `WRITE_THREADS` threads of their own: the
+        store applies them one at a time, and writers waiting for their fsync share one (group commit).
     """
 
     def __init__(self, store: IndexStore, shard_index: int = 0, shard_count: int = 1, search_threads: int = 4) -> None:
@@ -35,7 +38,7 @@ class RetrievalServicer(retrieval_service_pb2_grpc.RetrievalServiceServicer):
         self._shard_index = shard_index
         self._shard_count = shard_count
         self._readers = ThreadPoolExecutor(search_threads, thread_name_prefix="retrieval-search")
-        self._writer = ThreadPoolExecutor(1, thread_name_prefix="retrieval-write")
+        self._writer = ThreadPoolExecutor(WRITE_THREADS, thread_name_prefix="retrieval-write")
 
     def close(self) -> None:
         self._readers.shutdown(wait=True)

@@ -30,8 +30,11 @@ log = logging.getLogger(__name__)
 class IndexStore:
     """A `VectorIndex` whose writes are durable when the call returns.
 
-    Writes are serialised: each one is appended to the log and fsynced, then applied to the index.
-    Searches go straight to the index. Without a `data_dir` it is a plain in-memory index.
+    Writes are appended to the log and applied to the index one at a time, in the same order; each call
+    then waits for an fsync covering its record, and concurrent calls share one (group commit). A
+    write is visible to searches from the moment it is applied, so a search may see a write that a
+    crash before its fsync loses; it is never acknowledged before then. Searches go straight to the
+    index. Without a `data_dir` it is a plain in-memory index.
     """
 
     def __init__(self, index: VectorIndex, data_dir: Path | None = None, snapshot_every: int = 10_000) -> None:
@@ -63,10 +66,13 @@ class IndexStore:
         wal_path = self._wal_path(self._generation)
         records, valid = read_records(wal_path, self.index.dimension)
         for record in records:
-            if record.op == UPSERT:
-                self.index.upsert(record.ids, record.vectors, record.attributes)
-            else:
-                self.index.delete(record.ids)
+            try:
+                if record.op == UPSERT:
+                    self.index.upsert(record.ids, record.vectors, record.attributes)
+                else:
+                    self.index.delete(record.ids)
+            except ValueError as exc:
+                log.warning("skipping a logged write that was rejected when made: %s", exc)
         self._wal = WriteAheadLog(wal_path, valid, len(records))
         log.info(
             "recovered generation %d: %d items, %d log records replayed",
@@ -101,18 +107,21 @@ class IndexStore:
     def upsert(self, ids: Sequence[str], vectors: np.ndarray, attributes: Sequence[Attributes | None] | None) -> int:
         vectors = np.asarray(vectors, dtype=np.float32)
         attrs = [{k: list(v) for k, v in a.items()} if a else None for a in (attributes or [None] * len(ids))]
-        with self._write_mutex:
-            if self._wal is not None:
-                self._wal.append(upsert_record(ids, vectors, attrs))
-            count = self.index.upsert(ids, vectors, attrs)
-        self._maybe_snapshot()
-        return count
+        return self._write(upsert_record(ids, vectors, attrs), self.index.upsert, ids, vectors, attrs)
 
     def delete(self, ids: Sequence[str]) -> int:
+        return self._write(delete_record(ids), self.index.delete, ids)
+
+    def _write(self, record, apply, *args) -> int:
         with self._write_mutex:
-            if self._wal is not None:
-                self._wal.append(delete_record(ids))
-            count = self.index.delete(ids)
+            wal = self._wal
+            seq = wal.append(record) if wal is not None else 0
+            # Applied in log order. A write the index rejects (ValueError) is in the log too; replay
+            # skips it, as the call that made it failed.
+            count = apply(*args)
+        if wal is not None:
+            # A snapshot may have replaced the log meanwhile; closing it made this record durable first.
+            wal.wait_durable(seq)
         self._maybe_snapshot()
         return count
 

@@ -11,6 +11,7 @@ import json
 import logging
 import os
 import struct
+import threading
 import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -77,7 +78,13 @@ def read_records(path: Path, dimension: int) -> tuple[list[WalRecord], int]:
 
 
 class WriteAheadLog:
-    """An open log file; `append` returns once the record is on stable storage."""
+    """An open log file with group commit.
+
+    `append` writes a record and returns its sequence number; `wait_durable(seq)` returns once an fsync
+    that began after that record was written has finished. Concurrent writers waiting together share
+    one fsync: whoever finds none running starts one covering everything written so far, the others
+    wait for it (or for the next one). Appends must be serialised by the caller; waits need not be.
+    """
 
     def __init__(self, path: Path, valid_length: int, record_count: int) -> None:
         self.path = path
@@ -88,18 +95,63 @@ class WriteAheadLog:
         os.lseek(fd, valid_length, os.SEEK_SET)
         os.fsync(fd)
         self._fd = fd
+        self._cond = threading.Condition(threading.Lock())
+        self._written = 0
+        self._synced = 0
+        self._syncing = False
+        self.fsync_count = 0
 
-    def append(self, record: WalRecord) -> None:
+    def append(self, record: WalRecord) -> int:
+        """Writes `record` (not yet durable) and returns its sequence number for `wait_durable`."""
         data = encode(record)
         view = memoryview(data)
         while view:
             written = os.write(self._fd, view)
             view = view[written:]
-        os.fsync(self._fd)
         self.record_count += 1
+        with self._cond:
+            self._written += 1
+            return self._written
+
+    def wait_durable(self, seq: int) -> None:
+        """Returns once record `seq` is on stable storage.
+
+        Raises:
+            OSError: the fsync failed (the record may or may not be durable).
+        """
+        with self._cond:
+            while self._synced < seq:
+                if self._syncing:
+                    self._cond.wait()
+                    continue
+                self._sync_locked()
+
+    def _sync_locked(self) -> None:
+        """One fsync covering every record written so far; called and returns holding `_cond`."""
+        self._syncing = True
+        target = self._written
+        done = False
+        self._cond.release()
+        try:
+            os.fsync(self._fd)
+            done = True
+        finally:
+            self._cond.acquire()
+            self._syncing = False
+            if done:
+                self._synced = max(self._synced, target)
+                self.fsync_count += 1
+            self._cond.notify_all()
 
     def close(self) -> None:
-        if self._fd >= 0:
+        """Makes everything written durable, then closes the file."""
+        with self._cond:
+            while self._syncing:
+                self._cond.wait()
+            if self._fd < 0:
+                return
+            if self._synced < self._written:
+                self._sync_locked()
             os.close(self._fd)
             self._fd = -1
 

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import threading
+import time
+
 import numpy as np
 import pytest
 
@@ -95,3 +99,57 @@ def test_in_memory_store_has_no_log():
     store = IndexStore(VectorIndex(DIM))
     store.upsert(["a"], vecs(1), None)
     assert store.wal_records == 0 and len(store.index) == 1
+
+
+def test_no_write_is_acknowledged_before_the_fsync_that_covers_it(tmp_path, monkeypatch):
+    store = open_store(tmp_path)
+    release = threading.Event()
+    real_fsync = os.fsync
+
+    def held_fsync(fd):
+        release.wait(10)
+        real_fsync(fd)
+
+    monkeypatch.setattr("retrieval_service.wal.os.fsync", held_fsync)
+    writer = threading.Thread(target=store.upsert, args=(["a"], vecs(1), None))
+    writer.start()
+    writer.join(0.3)
+    assert writer.is_alive()  # written and applied, but not acknowledged: its fsync has not returned
+    release.set()
+    writer.join(10)
+    assert not writer.is_alive()
+
+
+def test_concurrent_writers_share_fsyncs_and_are_all_durable(tmp_path, monkeypatch):
+    store = open_store(tmp_path, snapshot_every=10**6)
+    real_fsync = os.fsync
+
+    def slow_fsync(fd):
+        time.sleep(0.02)  # a disk's flush: long enough that writers arriving meanwhile queue up
+        real_fsync(fd)
+
+    monkeypatch.setattr("retrieval_service.wal.os.fsync", slow_fsync)
+    wal = store._wal
+    writers, per_writer = 8, 10
+    acknowledged: list[str] = []
+    lock = threading.Lock()
+    v = vecs(writers * per_writer)
+
+    def write(w):
+        for i in range(per_writer):
+            item = w * per_writer + i
+            store.upsert([f"i{item}"], v[item : item + 1], [{"w": [str(w)]}])
+            with lock:
+                acknowledged.append(f"i{item}")
+
+    threads = [threading.Thread(target=write, args=(w,)) for w in range(writers)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert len(acknowledged) == writers * per_writer
+    assert wal.fsync_count < writers * per_writer / 2  # group commit: one fsync served several writes
+    # No close(): as if the process died after the last acknowledgement.
+    recovered = open_store(tmp_path)
+    assert all(item in recovered.index for item in acknowledged)
+    assert len(recovered.index.search(v[0], 100, filters=[("w", ["3"])]).ids) == per_writer
