@@ -207,7 +207,7 @@ class VectorIndex:
         # Writes applied while a rebuild copies the graph; replayed onto the new graph before the swap.
         self._rebuild_log: list[tuple[str, tuple]] | None = None
         self._rebuild_thread: threading.Thread | None = None
-        self._filter_queue: list[tuple[_Graph, str, str]] = []
+        self._filter_queue: list[tuple[_Graph, str, str, int]] = []
         self._filter_mutex = threading.Lock()
         self._filter_thread: threading.Thread | None = None
 
@@ -392,12 +392,13 @@ class VectorIndex:
             return
         budget = self.filter_graph_share * g.live_count
         with self._filter_mutex:
-            if any(r[0] is g and r[1:] == (key, value) for r in self._filter_queue):
+            queued = [r for r in self._filter_queue if r[0] is g]
+            if any(r[1:3] == (key, value) for r in queued):
                 return
-            planned = sum(fg.size for fg in g.filter_graphs.values())
+            planned = sum(fg.size for fg in g.filter_graphs.values()) + sum(r[3] for r in queued)
             if planned + count > budget:
                 return
-            self._filter_queue.append((g, key, value))
+            self._filter_queue.append((g, key, value, count))
             if self._filter_thread is None or not self._filter_thread.is_alive():
                 self._filter_thread = threading.Thread(target=self._build_filter_graphs, name="retrieval-filter-graph", daemon=True)
                 self._filter_thread.start()
@@ -407,7 +408,7 @@ class VectorIndex:
             with self._filter_mutex:
                 if not self._filter_queue:
                     return
-                g, key, value = self._filter_queue[0]
+                g, key, value, _ = self._filter_queue[0]
             try:
                 self._build_filter_graph(g, key, value)
             finally:
