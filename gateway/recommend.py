@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import grpc
 import numpy as np
@@ -19,6 +20,9 @@ from gateway.settings import GatewaySettings
 from gateway.store import GatewayStore
 from lmrec.errors import DeadlineExceeded
 from lmrec.v1 import common_pb2, gateway_service_pb2 as gw, retrieval_service_pb2 as rt
+
+if TYPE_CHECKING:
+    from gateway.metrics import GatewayMetrics
 
 log = logging.getLogger(__name__)
 
@@ -35,8 +39,9 @@ class Candidates:
 
 class RecommendPipeline:
     def __init__(self, settings: GatewaySettings, store: GatewayStore, ranking: RankingClient,
-                 retrieval: ShardedRetrievalClient) -> None:
+                 retrieval: ShardedRetrievalClient, metrics: GatewayMetrics | None = None) -> None:
         self.settings = settings
+        self.metrics = metrics
         self.store = store
         self.ranking = ranking
         self.retrieval = retrieval
@@ -45,7 +50,8 @@ class RecommendPipeline:
         self._popular_at = 0.0
 
     async def recommend(self, request: gw.RecommendRequest, budget: Budget) -> gw.RecommendResponse:
-        reasons: list[str] = []
+        started = time.perf_counter()
+        reasons: list[tuple[str, str]] = []  # (kind for metrics, text for the client)
         with budget.stage("history"):
             events = self.store.history(request.user_id)
             history = _dedupe_keep_last([e.item_id for e in events] + list(request.recent_item_ids))
@@ -63,7 +69,8 @@ class RecommendPipeline:
                 self.model_version = encoded.model_version or self.model_version
             except grpc.aio.AioRpcError as exc:
                 ranking_ok = False
-                reasons.append(f"ranking unavailable for the context ({describe_rpc_error(exc)})")
+                reasons.append(("ranking_unavailable",
+                                f"ranking unavailable for the context ({describe_rpc_error(exc)})"))
 
         want = max(self.settings.num_candidates, request.k)
         if query_vector or (not ranking_ok and history):
@@ -74,7 +81,7 @@ class RecommendPipeline:
             with budget.stage("retrieval"):
                 found = await self.retrieval.search(search, budget.timeout("retrieval"))
             if found.failed_shards:
-                reasons.append(f"retrieval partial: {', '.join(found.failed_shards)} missing")
+                reasons.append(("retrieval_partial", f"retrieval partial: {', '.join(found.failed_shards)} missing"))
             found_ids = [i for i, _ in found.results if i in self.store.catalog]
             scores = dict(found.results)
             candidates = Candidates(found_ids, [scores[i] for i in found_ids], "retrieval")
@@ -88,16 +95,20 @@ class RecommendPipeline:
                     candidates = _order_by(candidates, list(ranked.scores))
                     self.model_version = ranked.model_version or self.model_version
                 except grpc.aio.AioRpcError as exc:
-                    reasons.append(f"ranking failed, retrieval order served ({describe_rpc_error(exc)})")
+                    reasons.append(("ranking_failed",
+                                    f"ranking failed, retrieval order served ({describe_rpc_error(exc)})"))
                 except DeadlineExceeded as exc:
-                    reasons.append(f"{exc}; retrieval order served")
+                    reasons.append(("ranking_deadline", f"{exc}; retrieval order served"))
 
         top = candidates.ids[: request.k]
         items = [gw.RecommendedItem(item_id=i, score=s, title=self.store.catalog[i].title)
                  for i, s in zip(top, candidates.scores[: request.k])]
+        if self.metrics is not None:
+            self.metrics.observe_recommend(time.perf_counter() - started, budget.timings, candidates.source,
+                                           [kind for kind, _ in reasons])
         return gw.RecommendResponse(
             items=items, model_version=self.model_version or "none", degraded=bool(reasons),
-            degraded_reason="; ".join(reasons), source=candidates.source,
+            degraded_reason="; ".join(text for _, text in reasons), source=candidates.source,
             timings=[common_pb2.StageTiming(stage=s, millis=ms) for s, ms in budget.timings])
 
     def _popularity(self, excluded: set[str], filters, want: int) -> Candidates:

@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import logging
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from gateway.downstream import RankingClient, ShardedRetrievalClient
 from gateway.servicer import GatewayServicer
@@ -13,19 +14,24 @@ from gateway.settings import GatewaySettings
 from gateway.store import GatewayStore
 from lmrec.grpc_server import add_health_and_reflection, bind, new_server, serve_until_signalled, set_health
 from lmrec.logging_setup import configure_logging
+from lmrec.metrics_http import MetricsServer, start_metrics
 from lmrec.service_flags import settings_from_flags, write_port_file
 from lmrec.v1 import gateway_service_pb2, gateway_service_pb2_grpc
+
+if TYPE_CHECKING:
+    from gateway.metrics import GatewayMetrics
 
 log = logging.getLogger(__name__)
 SERVICE_NAME = gateway_service_pb2.DESCRIPTOR.services_by_name["GatewayService"].full_name
 
 
 def create_server(settings: GatewaySettings, store: GatewayStore, ranking: RankingClient,
-                  retrieval: ShardedRetrievalClient):
+                  retrieval: ShardedRetrievalClient, metrics: GatewayMetrics | None = None):
     """Builds the gateway server, not yet started; returns it, the bound port and the health servicer."""
     server = new_server()
-    gateway_service_pb2_grpc.add_GatewayServiceServicer_to_server(
-        GatewayServicer(settings, store, ranking, retrieval), server)
+    servicer = GatewayServicer(settings, store, ranking, retrieval)
+    servicer.pipeline.metrics = metrics
+    gateway_service_pb2_grpc.add_GatewayServiceServicer_to_server(servicer, server)
     health = add_health_and_reflection(server, [SERVICE_NAME])
     port = bind(server, settings.host, settings.port)
     return server, port, health
@@ -35,7 +41,8 @@ async def serve(settings: GatewaySettings) -> None:
     store = GatewayStore(Path(settings.state_dir) / "gateway.sqlite")
     ranking = RankingClient(settings.ranking_address)
     retrieval = ShardedRetrievalClient(settings.retrieval_addresses)
-    server, port, health = create_server(settings, store, ranking, retrieval)
+    metrics, metrics_server = metrics_for(settings)
+    server, port, health = create_server(settings, store, ranking, retrieval, metrics)
     await server.start()
     await set_health(health, [SERVICE_NAME], serving=True)
     log.info("gateway serving on %s:%d (ranking %s, retrieval %s)", settings.host, port,
@@ -48,6 +55,17 @@ async def serve(settings: GatewaySettings) -> None:
         await ranking.close()
         await retrieval.close()
         store.close()
+        if metrics_server is not None:
+            metrics_server.close()
+
+
+def metrics_for(settings: GatewaySettings) -> tuple[GatewayMetrics | None, MetricsServer | None]:
+    """Recommend's Prometheus metrics and their HTTP endpoint, or (None, None) when metrics_port is 0."""
+    if not settings.metrics_port:
+        return None, None
+    from gateway.metrics import GatewayMetrics  # prometheus_client is needed only when metrics are on
+
+    return start_metrics(GatewayMetrics, settings.host, settings.metrics_port, "gateway")
 
 
 def parse_settings(argv: list[str] | None) -> GatewaySettings:
@@ -57,6 +75,7 @@ def parse_settings(argv: list[str] | None) -> GatewaySettings:
     parser.add_argument("--ranking-address")
     parser.add_argument("--retrieval-addresses", help="comma-separated, one per shard in shard order")
     parser.add_argument("--state-dir", type=Path)
+    parser.add_argument("--metrics-port", type=int, help="Prometheus /metrics port (0 = off)")
     parser.add_argument("--port-file", type=Path, help="write the bound port here once serving")
     return settings_from_flags(parser, argv, GatewaySettings)
 

@@ -115,6 +115,10 @@ class SystemLayout:
     ranking_port: int = 50052
     retrieval_port: int = 50053
     dimension: int = 384
+    # Ranking on Ray Serve: replicas behind the gRPC front-end (`python -m ranking_service.ray_serve`).
+    ranking_on_ray: bool = False
+    # Extra flags per service name ("gateway", "ranking", "retrieval-0", ...), e.g. --metrics-port.
+    extra_args: dict[str, list[str]] = field(default_factory=dict)
 
 
 def start_system(group: ProcessGroup, layout: SystemLayout) -> Service:
@@ -124,11 +128,13 @@ def start_system(group: ProcessGroup, layout: SystemLayout) -> Service:
         port = 0 if layout.retrieval_port == 0 else layout.retrieval_port + shard * 10
         svc = group.start(f"retrieval-{shard}", "retrieval_service", [
             "--port", str(port), "--data-dir", str(layout.state_dir / f"retrieval-{shard}"),
-            "--shard-index", str(shard), "--shard-count", str(layout.shards), "--dimension", str(layout.dimension)])
+            "--shard-index", str(shard), "--shard-count", str(layout.shards), "--dimension", str(layout.dimension),
+            *layout.extra_args.get(f"retrieval-{shard}", [])])
         shard_addresses.append(svc.address)
-    ranking = group.start("ranking", "ranking_service", [
+    ranking = group.start("ranking", "ranking_service.ray_serve" if layout.ranking_on_ray else "ranking_service", [
         "--port", str(layout.ranking_port), "--bundle-dir", str(layout.bundle_dir),
-        "--state-dir", str(layout.state_dir / "ranking")])
+        "--state-dir", str(layout.state_dir / "ranking"), *layout.extra_args.get("ranking", [])])
     return group.start("gateway", "gateway", [
         "--port", str(layout.gateway_port), "--ranking-address", ranking.address,
-        "--retrieval-addresses", ",".join(shard_addresses), "--state-dir", str(layout.state_dir / "gateway")])
+        "--retrieval-addresses", ",".join(shard_addresses), "--state-dir", str(layout.state_dir / "gateway"),
+        *layout.extra_args.get("gateway", [])])

@@ -13,10 +13,14 @@ from collections import Counter, deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from lmrec.errors import DeadlineExceeded, Overloaded
+
+if TYPE_CHECKING:
+    from ranking_service.metrics import RankingMetrics
 
 
 @dataclass
@@ -40,7 +44,7 @@ class BatcherStats:
 
 class MicroBatcher:
     def __init__(self, run_batch: Callable[[list[str]], np.ndarray], max_batch: int, max_wait_ms: float,
-                 max_queue: int) -> None:
+                 max_queue: int, metrics: RankingMetrics | None = None) -> None:
         self._run_batch = run_batch
         self.max_batch = max_batch
         self.max_wait = max_wait_ms / 1000.0
@@ -51,6 +55,9 @@ class MicroBatcher:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="onnx")
         self._worker: asyncio.Task | None = None
         self.stats = BatcherStats()
+        self._metrics = metrics
+        if metrics is not None:
+            metrics.watch_queue(lambda: len(self._queue))
 
     @property
     def queue_depth(self) -> int:
@@ -71,6 +78,8 @@ class MicroBatcher:
         """Encodes texts as part of some batch. `deadline` is a time.monotonic() value."""
         if len(self._queue) >= self.max_queue:
             self.stats.rejected_overload += 1
+            if self._metrics is not None:
+                self._metrics.refused.inc()
             raise Overloaded(f"ranking queue is full ({self.max_queue} requests waiting); retry later")
         future = asyncio.get_running_loop().create_future()
         self._queue.append(_Pending(list(texts), future, deadline))
@@ -124,6 +133,8 @@ class MicroBatcher:
             if p.deadline is not None and p.deadline <= now:
                 self._queue.popleft()
                 self.stats.dropped_expired += 1
+                if self._metrics is not None:
+                    self._metrics.expired.inc()
                 p.future.set_exception(DeadlineExceeded("deadline passed while queued for the ranking model"))
                 continue
             if batch and size + len(p.texts) > self.max_batch:
@@ -138,9 +149,13 @@ class MicroBatcher:
         return np.concatenate(parts) if len(parts) > 1 else parts[0]
 
     def _record(self, batch: list[_Pending], n_texts: int, started: float) -> None:
+        run_s = time.monotonic() - started
+        waits_s = [started - p.enqueued for p in batch]
         s = self.stats
         s.batches += 1
         s.texts += n_texts
         s.batch_size_histogram[n_texts] += 1
-        s.queue_wait_ms_total += sum((started - p.enqueued) * 1000 for p in batch)
-        s.run_ms_total += (time.monotonic() - started) * 1000
+        s.queue_wait_ms_total += sum(waits_s) * 1000
+        s.run_ms_total += run_s * 1000
+        if self._metrics is not None:
+            self._metrics.observe_batch(n_texts, waits_s, run_s)

@@ -6,17 +6,22 @@ import argparse
 import asyncio
 import logging
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import grpc
 
 from lmrec.grpc_server import add_health_and_reflection, bind, new_server, serve_until_signalled, set_health
 from lmrec.logging_setup import configure_logging
+from lmrec.metrics_http import MetricsServer, start_metrics
 from lmrec.service_flags import settings_from_flags, write_port_file
 from lmrec.v1 import ranking_service_pb2, ranking_service_pb2_grpc
 from ranking_service.batcher import MicroBatcher
 from ranking_service.model import LoadedModel, load_model
 from ranking_service.servicer import RankingServicer
 from ranking_service.settings import RankingSettings
+
+if TYPE_CHECKING:
+    from ranking_service.metrics import RankingMetrics
 
 log = logging.getLogger(__name__)
 SERVICE_NAME = ranking_service_pb2.DESCRIPTOR.services_by_name["RankingService"].full_name
@@ -31,13 +36,24 @@ def create_server(settings: RankingSettings, model: LoadedModel, batcher: MicroB
     return server, port, health
 
 
-def new_batcher(settings: RankingSettings, model: LoadedModel) -> MicroBatcher:
-    return MicroBatcher(model.encoder.encode, settings.max_batch_texts, settings.max_wait_ms, settings.max_queue)
+def new_batcher(settings: RankingSettings, model: LoadedModel, metrics: RankingMetrics | None = None) -> MicroBatcher:
+    return MicroBatcher(model.encoder.encode, settings.max_batch_texts, settings.max_wait_ms, settings.max_queue,
+                        metrics)
+
+
+def metrics_for(settings: RankingSettings) -> tuple[RankingMetrics | None, MetricsServer | None]:
+    """The batcher's Prometheus metrics and their HTTP endpoint, or (None, None) when metrics_port is 0."""
+    if not settings.metrics_port:
+        return None, None
+    from ranking_service.metrics import RankingMetrics  # prometheus_client is needed only when metrics are on
+
+    return start_metrics(RankingMetrics, settings.host, settings.metrics_port, "ranking")
 
 
 async def serve(settings: RankingSettings) -> None:
     model = await asyncio.to_thread(load_model, settings)
-    batcher = new_batcher(settings, model)
+    metrics, metrics_server = metrics_for(settings)
+    batcher = new_batcher(settings, model, metrics)
     batcher.start()
     server, port, health = create_server(settings, model, batcher)
     await server.start()
@@ -50,18 +66,26 @@ async def serve(settings: RankingSettings) -> None:
     finally:
         await batcher.close()
         model.store.close()
+        if metrics_server is not None:
+            metrics_server.close()
 
 
-def parse_settings(argv: list[str] | None) -> RankingSettings:
-    parser = argparse.ArgumentParser(prog="lmrec-ranking", description="lmrec ranking worker")
+def worker_parser(prog: str, description: str) -> argparse.ArgumentParser:
+    """The ranking worker's flags; the Ray Serve front-end adds its own to them."""
+    parser = argparse.ArgumentParser(prog=prog, description=description)
     parser.add_argument("--host")
     parser.add_argument("--port", type=int)
     parser.add_argument("--bundle-dir", type=Path)
     parser.add_argument("--state-dir", type=Path)
     parser.add_argument("--precision")
     parser.add_argument("--device")
+    parser.add_argument("--metrics-port", type=int, help="Prometheus /metrics port (0 = off)")
     parser.add_argument("--port-file", type=Path, help="write the bound port here once serving")
-    return settings_from_flags(parser, argv, RankingSettings)
+    return parser
+
+
+def parse_settings(argv: list[str] | None) -> RankingSettings:
+    return settings_from_flags(worker_parser("lmrec-ranking", "lmrec ranking worker"), argv, RankingSettings)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import socket
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -37,9 +39,11 @@ class RunningSystem:
         self.group.stop_all()
 
 
-def start(state_dir: Path, bundle_dir: Path, dataset: Dataset | None, shards: int = 1) -> RunningSystem:
+def start(state_dir: Path, bundle_dir: Path, dataset: Dataset | None, shards: int = 1,
+          **layout_options) -> RunningSystem:
+    """`layout_options`: further `SystemLayout` fields (ranking_on_ray, extra_args)."""
     layout = SystemLayout(state_dir=state_dir, bundle_dir=bundle_dir, shards=shards,
-                          gateway_port=0, ranking_port=0, retrieval_port=0)
+                          gateway_port=0, ranking_port=0, retrieval_port=0, **layout_options)
     group = ProcessGroup(state_dir / "run")
     try:
         gateway = start_system(group, layout)
@@ -72,11 +76,37 @@ def small_system_factory(tmp_path, bundle_dir, ml100k):
     """Throwaway systems over the first 300 ML-100K items, for tests that kill or restart processes."""
     systems: list[RunningSystem] = []
 
-    def make(shards: int = 1, n_items: int = 300) -> RunningSystem:
-        system = start(tmp_path / f"sys{len(systems)}", bundle_dir, subset(ml100k, n_items), shards)
+    def make(shards: int = 1, n_items: int = 300, histories: bool = True, **layout_options) -> RunningSystem:
+        """`histories=False` loads the items only (the ~47k interactions of 300 items take minutes)."""
+        dataset = subset(ml100k, n_items)
+        if not histories:
+            dataset = Dataset(dataset.name, dataset.items, [])
+        system = start(tmp_path / f"sys{len(systems)}", bundle_dir, dataset, shards, **layout_options)
         systems.append(system)
         return system
 
     yield make
     for system in systems:
         system.close()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def scrape(port: int) -> dict[tuple[str, frozenset], float]:
+    """One Prometheus scrape of http://127.0.0.1:port/metrics: (sample name, label items) -> value."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as reply:
+        text = reply.read().decode()
+    return {(s.name, frozenset(s.labels.items())): s.value
+            for family in text_string_to_metric_families(text) for s in family.samples}
+
+
+@pytest.fixture
+def metrics_scraper():
+    """`free_port` and `scrape`, for tests that start services with --metrics-port."""
+    return free_port, scrape
