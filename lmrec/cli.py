@@ -46,7 +46,8 @@ def cmd_serve(args: argparse.Namespace, passthrough: list[str]) -> int:
         return 2
     group = ProcessGroup(args.state_dir / "run")
     layout = SystemLayout(state_dir=args.state_dir, bundle_dir=args.bundle, shards=args.shards,
-                          gateway_port=args.port, ranking_port=args.ranking_port, retrieval_port=args.retrieval_port)
+                          gateway_port=args.port, ranking_port=args.ranking_port, retrieval_port=args.retrieval_port,
+                          ranking_on_ray=args.ray, extra_args={"ranking": _ray_flags(args) if args.ray else []})
     stopping = False
 
     def on_signal(signum, frame):
@@ -56,7 +57,8 @@ def cmd_serve(args: argparse.Namespace, passthrough: list[str]) -> int:
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
     try:
-        print(f"starting {args.shards} retrieval shard(s), the ranking worker and the gateway ...", flush=True)
+        ranking = "the ranking tier on Ray Serve" if args.ray else "the ranking worker"
+        print(f"starting {args.shards} retrieval shard(s), {ranking} and the gateway ...", flush=True)
         gateway = start_system(group, layout)
         stub = _gateway_stub(gateway.address)
         if args.load != "never":
@@ -79,6 +81,20 @@ def cmd_serve(args: argparse.Namespace, passthrough: list[str]) -> int:
     finally:
         print("stopping ...", flush=True)
         group.stop_all()
+
+
+# Flags of `python -m ranking_service.ray_serve` that `lmrec serve --ray` passes on when given.
+RAY_FLAGS = {"ray_address": str, "ray_num_cpus": int, "num_replicas": int, "min_replicas": int, "max_replicas": int,
+             "target_ongoing_requests": float, "replica_num_cpus": float, "replica_num_gpus": float}
+
+
+def _ray_flags(args: argparse.Namespace) -> list[str]:
+    flags = ["--autoscaling"] if args.autoscaling else []
+    for name in RAY_FLAGS:
+        value = getattr(args, name)
+        if value is not None:
+            flags += [f"--{name.replace('_', '-')}", str(value)]
+    return flags
 
 
 def _load_if_needed(stub, args, load_dataset, DatasetError) -> None:
@@ -195,6 +211,13 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     serve.add_argument("--data", help="dataset directory (default $LMREC_DATA or ../shared/data/ml-100k)")
     serve.add_argument("--sample-user", default="1")
     serve.add_argument("--no-sample", action="store_true")
+    ray = serve.add_argument_group("ranking on Ray Serve (lmrec[ray])")
+    ray.add_argument("--ray", action="store_true",
+                     help="run the ranking tier as Ray Serve replicas behind a gRPC front-end on --ranking-port")
+    ray.add_argument("--autoscaling", action="store_true",
+                     help="autoscale replicas on ongoing requests between --min-replicas and --max-replicas")
+    for name, kind in RAY_FLAGS.items():
+        ray.add_argument(f"--{name.replace('_', '-')}", type=kind)
 
     rec = subs.add_parser("recommend", help="ask a running gateway for recommendations")
     rec.add_argument("--target", default="127.0.0.1:50051")

@@ -15,8 +15,12 @@ import numpy as np
 
 
 class ItemStore:
+    # The table of representations; ray_serve/store_sync.py puts its change-log triggers on it.
+    TABLE = "item_repr"
+
     def __init__(self, path: Path, dimension: int) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
         self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
@@ -73,13 +77,36 @@ class ItemStore:
         with self._lock:
             with self._db:
                 self._db.executemany("DELETE FROM item_repr WHERE item_id = ?", [(i,) for i in item_ids])
-            removed = 0
-            for item_id in item_ids:
-                row = self._rows.pop(item_id, None)
-                if row is not None:
-                    self._free.append(row)
-                    removed += 1
-            return removed
+            return self._drop_memory(item_ids)
+
+    def _drop_memory(self, item_ids) -> int:
+        removed = 0
+        for item_id in item_ids:
+            row = self._rows.pop(item_id, None)
+            if row is not None:
+                self._free.append(row)
+                removed += 1
+        return removed
+
+    def refresh(self, item_ids, model_version: str, chunk: int = 500) -> None:
+        ids = list(dict.fromkeys(item_ids))
+        with self._lock:
+            for start in range(0, len(ids), chunk):
+                part = ids[start:start + chunk]
+                marks = ",".join("?" * len(part))
+                stored = {item_id: np.frombuffer(blob, dtype=np.float32) for item_id, blob in self._db.execute(
+                    f"SELECT item_id, vector FROM item_repr WHERE model_version = ? AND item_id IN ({marks})",
+                    [model_version, *part])}
+                fresh = [i for i, v in stored.items() if v.shape[0] == self.dimension]
+                if fresh:
+                    self._put_memory(fresh, np.stack([stored[i] for i in fresh]))
+                self._drop_memory(set(part).difference(fresh))
+
+    def stored_ids(self) -> list[str]:
+        return [row[0] for row in self._db.execute("SELECT item_id FROM item_repr")]
+
+    def known_ids(self) -> list[str]:
+        return list(self._rows)
 
     def gather(self, item_ids: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
         """Vectors for the ids (zeros where unknown) and a boolean mask of which were known."""

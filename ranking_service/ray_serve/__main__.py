@@ -1,0 +1,3 @@
+from ranking_service.ray_serve.frontend import main
+
+main()

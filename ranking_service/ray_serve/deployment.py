@@ -1,0 +1,134 @@
+"""The ranking model as a Ray Serve deployment. Each replica runs the ordinary `RankingServicer`.
+
+Methods are named after the RPCs. They take and return serialized protobuf bytes, so the wire format
+between the front-end and a replica is the contract's own, and wrap the answer in a `ReplicaReply` that
+names the replica (the front-end counts calls per replica) and carries a refusal's status (an
+`LmrecError` becomes a status here, not a Ray task error).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from ray import serve
+
+from lmrec.errors import LmrecError
+from lmrec.v1 import ranking_service_pb2 as pb
+from ranking_service.ray_serve.settings import RayRankingSettings
+from ranking_service.ray_serve.store_sync import ItemStoreFollower
+from ranking_service.settings import RankingSettings
+
+log = logging.getLogger(__name__)
+
+DEPLOYMENT_NAME = "RankingReplica"
+REQUESTS = {"Encode": pb.EncodeRequest, "EncodeContext": pb.EncodeContextRequest, "Rank": pb.RankRequest,
+            "ForgetItems": pb.ForgetItemsRequest, "GetModelInfo": pb.GetModelInfoRequest}
+
+
+@dataclass(frozen=True)
+class ReplicaReply:
+    replica: str
+    payload: bytes = b""
+    code: str = ""  # grpc.StatusCode name when the servicer refused the call
+    message: str = ""
+
+
+class _CallContext:
+    """The part of a gRPC servicer context that `RankingServicer` reads: the time left."""
+
+    def __init__(self, timeout_s: float | None) -> None:
+        self._deadline = None if timeout_s is None else time.monotonic() + timeout_s
+
+    def time_remaining(self) -> float | None:
+        return None if self._deadline is None else max(0.0, self._deadline - time.monotonic())
+
+
+class RankingReplica:
+    def __init__(self, worker_settings: dict[str, Any]) -> None:
+        # Imported here: the replica process needs onnxruntime, the process that builds the app does not.
+        from ranking_service.model import load_model
+        from ranking_service.server import new_batcher
+        from ranking_service.servicer import RankingServicer
+
+        settings = RankingSettings(**worker_settings)
+        self.replica_id = serve.get_replica_context().replica_id.unique_id
+        model = load_model(settings)
+        self._follower = ItemStoreFollower(model.store, model.store.path, model.manifest.model_version)
+        self._batcher = new_batcher(settings, model)
+        self._servicer = RankingServicer(model, self._batcher)
+        log.info("ranking replica %s ready: %s, %d items", self.replica_id, model.manifest.model_version,
+                 len(model.store))
+
+    async def _call(self, rpc: str, data: bytes, timeout_s: float | None) -> ReplicaReply:
+        self._batcher.start()  # idempotent; needs the replica's running event loop, so not in __init__
+        self._follower.catch_up()
+        request = REQUESTS[rpc].FromString(data)
+        try:
+            response = await getattr(self._servicer, rpc)(request, _CallContext(timeout_s))
+        except LmrecError as exc:
+            return ReplicaReply(self.replica_id, code=exc.grpc_code.name, message=str(exc))
+        return ReplicaReply(self.replica_id, payload=response.SerializeToString())
+
+    async def Encode(self, data: bytes, timeout_s: float | None = None) -> ReplicaReply:
+        return await self._call("Encode", data, timeout_s)
+
+    async def EncodeContext(self, data: bytes, timeout_s: float | None = None) -> ReplicaReply:
+        return await self._call("EncodeContext", data, timeout_s)
+
+    async def Rank(self, data: bytes, timeout_s: float | None = None) -> ReplicaReply:
+        return await self._call("Rank", data, timeout_s)
+
+    async def ForgetItems(self, data: bytes, timeout_s: float | None = None) -> ReplicaReply:
+        return await self._call("ForgetItems", data, timeout_s)
+
+    async def GetModelInfo(self, data: bytes, timeout_s: float | None = None) -> ReplicaReply:
+        return await self._call("GetModelInfo", data, timeout_s)
+
+
+def replica_gpus(settings: RayRankingSettings) -> float:
+    """GPUs per replica: as set, or one when the cluster has any (needs a connected Ray)."""
+    if settings.replica_num_gpus is not None:
+        return settings.replica_num_gpus
+    import ray
+
+    return 1.0 if ray.cluster_resources().get("GPU", 0) > 0 else 0.0
+
+
+def deployment_options(settings: RayRankingSettings, num_gpus: float) -> dict[str, Any]:
+    options: dict[str, Any] = {
+        "name": DEPLOYMENT_NAME,
+        "max_ongoing_requests": settings.max_ongoing_requests,
+        "ray_actor_options": {"num_cpus": settings.replica_num_cpus, "num_gpus": num_gpus},
+    }
+    if settings.autoscaling:
+        options["autoscaling_config"] = {
+            "min_replicas": settings.min_replicas, "max_replicas": settings.max_replicas,
+            "initial_replicas": max(settings.min_replicas, 1),
+            "target_ongoing_requests": settings.target_ongoing_requests}
+    else:
+        options["num_replicas"] = settings.num_replicas
+    return options
+
+
+def worker_settings(settings: RayRankingSettings, num_gpus: float) -> dict[str, Any]:
+    """The plain worker's settings each replica loads its model with; paths absolute, threads per replica."""
+    worker = settings.model_dump(include=set(RankingSettings.model_fields), exclude={"port_file", "metrics_port"})
+    worker["bundle_dir"] = str(settings.bundle_dir.resolve())
+    worker["state_dir"] = str(settings.state_dir.resolve())
+    if num_gpus == 0:
+        worker["device"] = "cpu" if settings.device == "auto" else settings.device
+    if settings.intra_op_threads == 0:  # ONNX Runtime would use every core in every replica
+        worker["intra_op_threads"] = max(1, int(settings.replica_num_cpus))
+    return worker
+
+
+def build_app(args: dict[str, Any]) -> serve.Application:
+    """Application builder: `import_path: ranking_service.ray_serve.deployment:build_app` in a Serve config,
+    with `args` holding `RayRankingSettings` fields (bundle_dir, state_dir, num_replicas, autoscaling ...)."""
+    settings = RayRankingSettings(**args)
+    gpus = replica_gpus(settings)
+    return serve.deployment(RankingReplica).options(**deployment_options(settings, gpus)).bind(
+        worker_settings(settings, gpus))

@@ -1,0 +1,174 @@
+"""The ranking tier on a real local Ray cluster: two CPU replicas of the Serve deployment behind the
+gRPC front-end, with the gateway in front (`lmrec serve --ray`, as the supervisor starts it).
+
+Checks that calls spread over both replicas, that items encoded through one replica are known to the
+other (shared SQLite store), and that a replica killed with `ray.kill` under load is replaced while the
+client sees no failed call.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import grpc
+import pytest
+
+ray = pytest.importorskip("ray", reason="the Ray Serve ranking tier needs lmrec[ray] (ray[serve])")
+serve = pytest.importorskip("ray.serve", reason="the Ray Serve ranking tier needs lmrec[ray] (ray[serve])")
+
+from lmrec.v1 import common_pb2, gateway_service_pb2 as gw  # noqa: E402
+from lmrec.v1 import ranking_service_pb2 as rk, ranking_service_pb2_grpc as rk_grpc  # noqa: E402
+from ranking_service.ray_serve.deployment import DEPLOYMENT_NAME  # noqa: E402
+
+pytestmark = [pytest.mark.integration, pytest.mark.ray, pytest.mark.timeout(240)]
+
+APP = "lmrec-ranking-test"
+REPLICA_PREFIX = f"SERVE_REPLICA::{APP}#{DEPLOYMENT_NAME}#"
+
+
+@pytest.fixture(scope="module")
+def ray_cluster():
+    """A small local cluster this test owns: 3 logical CPUs (2 replicas + room for a replacement)."""
+    ray.init(num_cpus=3, include_dashboard=False, log_to_driver=False)
+    try:
+        yield ray.get_runtime_context().gcs_address
+    finally:
+        serve.shutdown()
+        ray.shutdown()
+
+
+def replica_actor_names() -> set[str]:
+    return {a["name"] for a in ray.util.list_named_actors(all_namespaces=True)
+            if a["name"].startswith(REPLICA_PREFIX)}
+
+
+def running_replicas() -> int:
+    app = serve.status().applications.get(APP)
+    if app is None:
+        return 0
+    return app.deployments[DEPLOYMENT_NAME].replica_states.get("RUNNING", 0)
+
+
+def calls_by_replica(samples) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for (name, labels), value in samples.items():
+        if name == "lmrec_ranking_frontend_calls_total":
+            replica = dict(labels)["replica"]
+            out[replica] = out.get(replica, 0) + value
+    return out
+
+
+def metric_sum(samples, name: str) -> float:
+    return sum(value for (n, _), value in samples.items() if n == name)
+
+
+def rank_request(items: list[str], user: int) -> rk.RankRequest:
+    return rk.RankRequest(context=common_pb2.UserContext(
+        user_id=str(user), history_item_ids=items[user % 50: user % 50 + 5], query="a funny animated movie"),
+        candidate_item_ids=items)
+
+
+def test_replicas_share_load_survive_a_kill_and_serve_the_gateway(ray_cluster, small_system_factory,
+                                                                   metrics_scraper):
+    free_port, scrape = metrics_scraper
+    metrics_port = free_port()
+    system = small_system_factory(histories=False, ranking_on_ray=True, extra_args={"ranking": [
+        "--ray-address", ray_cluster, "--app-name", APP, "--num-replicas", "2", "--replica-num-cpus", "1",
+        "--metrics-port", str(metrics_port)]})
+    items = [i.item_id for i in system.stub.GetItems(gw.GetItemsRequest(
+        item_ids=[str(n) for n in range(1, 301)]), timeout=10).items]
+    assert len(items) == 300
+    channel = grpc.insecure_channel(system.group.services["ranking"].address)
+    stub = rk_grpc.RankingServiceStub(channel)
+
+    # Spread, and one store: the catalogue was encoded through both replicas; each knows every item.
+    for user in range(40):
+        reply = stub.Rank(rank_request(items, user), timeout=10)
+        assert not reply.unknown_item_ids and len(reply.scores) == 300
+    spread = calls_by_replica(scrape(metrics_port))
+    assert len(spread) == 2 and min(spread.values()) >= 5, spread
+
+    # A write on one replica is seen by the other at once.
+    stub.Encode(rk.EncodeRequest(inputs=[rk.EncodeInput(item_id="ray-new-1", text="A kayak trip across glaciers")]),
+                timeout=10)
+    for user in range(6):
+        assert not stub.Rank(rank_request([*items[:20], "ray-new-1"], user), timeout=10).unknown_item_ids
+
+    # Kill one replica under load from four client threads.
+    before = replica_actor_names()
+    assert len(before) == 2
+    ok, failed, stop = [0], [], threading.Event()
+    lock = threading.Lock()
+
+    def load(worker: int) -> None:
+        user = worker
+        while not stop.is_set():
+            user += 4
+            try:
+                if user % 8 < 4:  # a longer model call now and then, so the kill is likely to catch one in flight
+                    texts = [f"load text {user}-{n} about a space adventure" for n in range(32)]
+                    assert len(stub.Encode(rk.EncodeRequest(inputs=[rk.EncodeInput(text=t) for t in texts]),
+                                           timeout=10).vectors) == 32
+                else:
+                    reply = stub.Rank(rank_request(items, user), timeout=10)
+                    assert len(reply.scores) == 300 and not reply.unknown_item_ids
+                with lock:
+                    ok[0] += 1
+            except Exception as exc:  # counted: the test asserts there are none
+                with lock:
+                    failed.append(repr(exc))
+
+    threads = [threading.Thread(target=load, args=(w,), daemon=True) for w in range(4)]
+    for t in threads:
+        t.start()
+    time.sleep(2.0)
+    victim = sorted(before)[0]
+    ray.kill(ray.get_actor(victim, namespace="serve"), no_restart=True)
+    killed_at = time.monotonic()
+    replaced_after = None
+    while time.monotonic() - killed_at < 120:
+        names = replica_actor_names()
+        if victim not in names and len(names - before) == 1 and running_replicas() == 2:
+            replaced_after = time.monotonic() - killed_at
+            break
+        time.sleep(0.5)
+    time.sleep(3.0)  # keep the load on while the new replica takes its share
+    stop.set()
+    for t in threads:
+        t.join(30)
+    samples = scrape(metrics_port)
+    retries = metric_sum(samples, "lmrec_ranking_frontend_retries_total")
+    print(f"\nload during the kill: {ok[0]} calls ok, {len(failed)} failed, {retries:.0f} retried on another "
+          f"replica; replacement RUNNING after {replaced_after}s; calls by replica {calls_by_replica(samples)}")
+    assert replaced_after is not None, "the killed replica was not replaced within 120 s"
+    assert not failed, failed[:5]
+    assert ok[0] > 20
+    new_replica = (replica_actor_names() - before).pop().removeprefix(REPLICA_PREFIX)
+    for user in range(20):
+        stub.Rank(rank_request(items, user), timeout=10)
+    assert calls_by_replica(scrape(metrics_port)).get(new_replica, 0) > 0, "the new replica got no calls"
+    channel.close()
+
+    # The gateway ranks through the front-end: answers are ranked, not degraded.
+    for user in ("1", "2", "3"):
+        response = system.stub.Recommend(gw.RecommendRequest(user_id=user, k=10, query="space adventure"), timeout=10)
+        assert not response.degraded, response.degraded_reason
+        assert response.source == "ranked" and len(response.items) == 10
+
+
+@pytest.mark.gpu
+def test_gpu_replica_runs_on_cuda(ray_cluster, bundle_dir, tmp_path):
+    """With GPUs in the cluster, a replica gets one (replica_num_gpus unset) and runs ONNX on CUDA."""
+    if ray.cluster_resources().get("GPU", 0) < 1:
+        pytest.skip("no GPU in this Ray cluster")
+    from ranking_service.ray_serve.deployment import build_app
+
+    handle = serve.run(build_app({"bundle_dir": str(bundle_dir), "state_dir": str(tmp_path), "num_replicas": 1}),
+                       name="lmrec-ranking-gpu-test", route_prefix=None)
+    try:
+        reply = handle.GetModelInfo.remote(rk.GetModelInfoRequest().SerializeToString(), 30).result()
+        info = rk.GetModelInfoResponse.FromString(reply.payload)
+        assert info.execution_provider == "CUDAExecutionProvider" and info.precision == "fp16"
+    finally:
+        serve.delete("lmrec-ranking-gpu-test")

@@ -1,0 +1,85 @@
+"""Two ItemStores on one SQLite file (two Ray Serve replicas): the follower keeps each one's memory in
+step with what the other writes."""
+
+from __future__ import annotations
+
+import inspect
+
+import numpy as np
+import pytest
+
+from ranking_service.item_store import ItemStore
+from ranking_service.ray_serve.store_sync import ItemStoreFollower
+
+VERSION = "v1"
+
+
+# The store is becoming one per model version (hot swap: the version moves from each call to the
+# constructor); both shapes are accepted until that change lands.
+PER_VERSION = "model_version" in inspect.signature(ItemStore).parameters
+
+
+def store_at(path) -> ItemStore:
+    return ItemStore(path, 4, VERSION) if PER_VERSION else ItemStore(path, 4)
+
+
+def put(store: ItemStore, ids: list[str], vectors: np.ndarray) -> None:
+    if PER_VERSION:
+        store.put(ids, ids, vectors)
+    else:
+        store.put(ids, ids, vectors, VERSION)
+
+
+def known(store: ItemStore, ids: list[str]) -> list[bool]:
+    return store.gather(ids)[1].tolist()
+
+
+@pytest.fixture
+def pair(tmp_path):
+    path = tmp_path / "item_repr.sqlite"
+    a, b = store_at(path), store_at(path)
+    put(a, ["before"], np.ones((1, 4), dtype=np.float32))  # written before any follower existed
+    followers = ItemStoreFollower(a, path, VERSION), ItemStoreFollower(b, path, VERSION)
+    yield a, b, followers
+    for f in followers:
+        f.close()
+    a.close()
+    b.close()
+
+
+def test_writes_deletes_and_updates_reach_the_other_replica(pair):
+    a, b, (fa, fb) = pair
+    assert known(b, ["before"]) == [True]  # the follower's first full read
+    assert fb.catch_up() == 0  # nothing new: one PRAGMA, no reads
+
+    put(a, ["x1", "x2"], np.eye(4, dtype=np.float32)[:2])
+    assert known(b, ["x1", "x2"]) == [False, False]
+    assert fb.catch_up() == 2
+    assert known(b, ["x1", "x2"]) == [True, True]
+    np.testing.assert_array_equal(b.gather(["x2"])[0], np.eye(4, dtype=np.float32)[1:2])
+
+    put(b, ["x2"], np.full((1, 4), 7, dtype=np.float32))  # update on the other side
+    fa.catch_up()
+    np.testing.assert_array_equal(a.gather(["x2"])[0], np.full((1, 4), 7, dtype=np.float32))
+
+    a.delete(["x1"])
+    fb.catch_up()
+    assert known(b, ["x1", "x2", "before"]) == [False, True, True]
+
+
+def test_a_follower_behind_the_pruned_log_reads_everything(tmp_path):
+    path = tmp_path / "item_repr.sqlite"
+    a, b = store_at(path), store_at(path)
+    ItemStoreFollower(a, path, VERSION, log_keep=2).close()  # the triggers keep the last 2 changes
+    fb = ItemStoreFollower(b, path, VERSION)
+    for n in range(5):  # more changes than the log keeps: b's next sequence number is gone
+        put(a, [f"y{n}"], np.ones((1, 4), dtype=np.float32))
+    a.delete(["y0"])
+    reloads = fb.full_reloads
+    fb.catch_up()
+    assert fb.full_reloads == reloads + 1
+    assert known(b, ["y0", "y1", "y4"]) == [False, True, True]
+    assert fb._db.execute("SELECT count(*) FROM item_repr_log").fetchone()[0] <= 3
+    fb.close()
+    a.close()
+    b.close()
