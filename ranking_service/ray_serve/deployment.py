@@ -46,6 +46,41 @@ class _CallContext:
         return None if self._deadline is None else max(0.0, self._deadline - time.monotonic())
 
 
+class ReplicaMetrics:
+    """`RankingMetrics` for the micro-batcher inside a replica, on Ray's metrics: each node's metrics agent
+    exports them (as ray_lmrec_ranking_*, tagged with application, deployment and replica)."""
+
+    def __init__(self) -> None:
+        from ray.serve import metrics
+
+        from lmrec.metrics_http import LATENCY_BUCKETS_S
+        from ranking_service.metrics import BATCH_BUCKETS
+
+        self.batch_texts = metrics.Histogram("lmrec_ranking_batch_texts", "Texts per ONNX Runtime call",
+                                             boundaries=list(BATCH_BUCKETS))
+        self.queue_depth = metrics.Gauge("lmrec_ranking_queue_depth", "Requests waiting for the model")
+        self.queue_wait = metrics.Histogram("lmrec_ranking_queue_wait_seconds", "Time queued before the batch ran",
+                                            boundaries=list(LATENCY_BUCKETS_S))
+        self.model_run = metrics.Histogram("lmrec_ranking_model_run_seconds", "Wall time of one batch's model run",
+                                           boundaries=list(LATENCY_BUCKETS_S))
+        self.refused = metrics.Counter("lmrec_ranking_refused", "Requests refused because the queue was full")
+        self.expired = metrics.Counter("lmrec_ranking_expired", "Queued requests dropped at their deadline")
+        self._depth = lambda: 0
+
+    def watch_queue(self, depth) -> None:
+        self._depth = depth  # Ray gauges hold a value, not a callback: sampled per call and per batch
+
+    def sample_queue(self) -> None:
+        self.queue_depth.set(self._depth())
+
+    def observe_batch(self, n_texts: int, waits_s, run_s: float) -> None:
+        self.batch_texts.observe(n_texts)
+        for wait in waits_s:
+            self.queue_wait.observe(wait)
+        self.model_run.observe(run_s)
+        self.sample_queue()
+
+
 class RankingReplica:
     def __init__(self, worker_settings: dict[str, Any]) -> None:
         # Imported here: the replica process needs onnxruntime, the process that builds the app does not.
@@ -57,7 +92,8 @@ class RankingReplica:
         self.replica_id = serve.get_replica_context().replica_id.unique_id
         model = load_model(settings)
         self._follower = ItemStoreFollower(model.store, model.store.path, model.manifest.model_version)
-        self._batcher = new_batcher(settings, model)
+        self._metrics = ReplicaMetrics()
+        self._batcher = new_batcher(settings, model, self._metrics)
         self._servicer = RankingServicer(model, self._batcher)
         log.info("ranking replica %s ready: %s, %d items", self.replica_id, model.manifest.model_version,
                  len(model.store))
@@ -65,6 +101,7 @@ class RankingReplica:
     async def _call(self, rpc: str, data: bytes, timeout_s: float | None) -> ReplicaReply:
         self._batcher.start()  # idempotent; needs the replica's running event loop, so not in __init__
         self._follower.catch_up()
+        self._metrics.sample_queue()
         request = REQUESTS[rpc].FromString(data)
         try:
             response = await getattr(self._servicer, rpc)(request, _CallContext(timeout_s))

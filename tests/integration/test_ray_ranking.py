@@ -8,8 +8,10 @@ client sees no failed call.
 
 from __future__ import annotations
 
+import socket
 import threading
 import time
+from dataclasses import dataclass
 
 import grpc
 import pytest
@@ -27,15 +29,28 @@ APP = "lmrec-ranking-test"
 REPLICA_PREFIX = f"SERVE_REPLICA::{APP}#{DEPLOYMENT_NAME}#"
 
 
+@dataclass
+class RayCluster:
+    address: str
+    metrics_port: int  # where its metrics agent exports the replicas' metrics
+
+
 @pytest.fixture(scope="module")
 def ray_cluster():
     """A small local cluster this test owns: 3 logical CPUs (2 replicas + room for a replacement)."""
-    ray.init(num_cpus=3, include_dashboard=False, log_to_driver=False)
+    metrics_port = free_port()
+    ray.init(num_cpus=3, include_dashboard=False, log_to_driver=False, _metrics_export_port=metrics_port)
     try:
-        yield ray.get_runtime_context().gcs_address
+        yield RayCluster(ray.get_runtime_context().gcs_address, metrics_port)
     finally:
         serve.shutdown()
         ray.shutdown()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def replica_actor_names() -> set[str]:
@@ -50,13 +65,17 @@ def running_replicas() -> int:
     return app.deployments[DEPLOYMENT_NAME].replica_states.get("RUNNING", 0)
 
 
-def calls_by_replica(samples) -> dict[str, float]:
+def by_replica(samples, name: str) -> dict[str, float]:
     out: dict[str, float] = {}
-    for (name, labels), value in samples.items():
-        if name == "lmrec_ranking_frontend_calls_total":
+    for (sample, labels), value in samples.items():
+        if sample == name:
             replica = dict(labels)["replica"]
             out[replica] = out.get(replica, 0) + value
     return out
+
+
+def calls_by_replica(samples) -> dict[str, float]:
+    return by_replica(samples, "lmrec_ranking_frontend_calls_total")
 
 
 def metric_sum(samples, name: str) -> float:
@@ -74,7 +93,7 @@ def test_replicas_share_load_survive_a_kill_and_serve_the_gateway(ray_cluster, s
     free_port, scrape = metrics_scraper
     metrics_port = free_port()
     system = small_system_factory(histories=False, ranking_on_ray=True, extra_args={"ranking": [
-        "--ray-address", ray_cluster, "--app-name", APP, "--num-replicas", "2", "--replica-num-cpus", "1",
+        "--ray-address", ray_cluster.address, "--app-name", APP, "--num-replicas", "2", "--replica-num-cpus", "1",
         "--metrics-port", str(metrics_port)]})
     items = [i.item_id for i in system.stub.GetItems(gw.GetItemsRequest(
         item_ids=[str(n) for n in range(1, 301)]), timeout=10).items]
@@ -149,6 +168,15 @@ def test_replicas_share_load_survive_a_kill_and_serve_the_gateway(ray_cluster, s
         stub.Rank(rank_request(items, user), timeout=10)
     assert calls_by_replica(scrape(metrics_port)).get(new_replica, 0) > 0, "the new replica got no calls"
     channel.close()
+
+    # Each replica's micro-batcher reports through Ray's metrics agent (exported every few seconds).
+    batches: dict[str, float] = {}
+    deadline = time.monotonic() + 45
+    while len(batches) < 2 and time.monotonic() < deadline:
+        time.sleep(2)
+        batches = by_replica(scrape(ray_cluster.metrics_port), "ray_lmrec_ranking_batch_texts_count")
+    print(f"batches by replica (Ray metrics agent): {batches}")
+    assert len(batches) >= 2 and all(count > 0 for count in batches.values()), batches
 
     # The gateway ranks through the front-end: answers are ranked, not degraded.
     for user in ("1", "2", "3"):
