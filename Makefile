@@ -3,13 +3,14 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 BUNDLE ?= artifacts/minilm-zeroshot
+TRAINED ?= artifacts/lmrec-ml100k
 # The CPU build of torch: a plain `torch` requirement would pull multi-GB CUDA wheels. Where no local
 # wheel exists, add `--index-url https://download.pytorch.org/whl/cpu` via TORCH_PIP_ARGS.
 TORCH_SPEC ?= torch==2.13.0
 TORCH_PIP_ARGS ?=
 export HF_HUB_OFFLINE ?= 1
 
-.PHONY: install run test unit integration protos lint-protos bundle bench clean
+.PHONY: install run test unit integration protos lint-protos bundle train evaluate bench clean
 
 install: $(VENV)/.installed
 
@@ -27,8 +28,19 @@ bundle: $(BUNDLE)/manifest.json
 $(BUNDLE)/manifest.json: | install
 	$(BIN)/lmrec export-encoder --out $(BUNDLE)
 
-run: install bundle
-	$(BIN)/lmrec serve --bundle $(BUNDLE)
+# The fine-tuned LM recommender (ML-100K from $$LMREC_DATA or ../shared/data/ml-100k; ~10-15 min on 2 cores,
+# once). A running `make run` hot-swaps to a bundle retrained into the same folder.
+train: $(TRAINED)/manifest.json
+
+$(TRAINED)/manifest.json: | install
+	$(BIN)/lmrec train --out $(TRAINED)
+
+run: install bundle train
+	$(BIN)/lmrec serve --bundle $(TRAINED)
+
+# Every model (baselines, lmrec INT8 and FP32) on the same split: docs/evaluation.md + docs/evaluation/.
+evaluate: install
+	$(BIN)/lmrec evaluate
 
 test: install bundle
 	$(BIN)/python -m pytest

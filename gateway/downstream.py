@@ -58,6 +58,9 @@ class RankingClient:
     async def forget(self, item_ids: Sequence[str], timeout: float) -> None:
         await self._stub.ForgetItems(rk.ForgetItemsRequest(item_ids=item_ids), timeout=timeout)
 
+    async def model_info(self, timeout: float) -> rk.GetModelInfoResponse:
+        return await self._stub.GetModelInfo(rk.GetModelInfoRequest(), timeout=timeout)
+
     async def close(self) -> None:
         await self._channel.close()
 

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from gateway.downstream import RankingClient, ShardedRetrievalClient
+from gateway.reindex import IndexReconciler
 from gateway.servicer import GatewayServicer
 from gateway.settings import GatewaySettings
 from gateway.store import GatewayStore
@@ -49,9 +50,15 @@ async def serve(settings: GatewaySettings) -> None:
              settings.ranking_address, settings.retrieval_addresses)
     if settings.port_file:
         write_port_file(settings.port_file, port)
+    reindex = None
+    if settings.reindex_interval_s:
+        reindex = asyncio.create_task(IndexReconciler(store, ranking, retrieval).run(settings.reindex_interval_s))
     try:
         await serve_until_signalled(server, health, [SERVICE_NAME], settings.grace_seconds)
     finally:
+        if reindex is not None:
+            reindex.cancel()
+            await asyncio.gather(reindex, return_exceptions=True)
         await ranking.close()
         await retrieval.close()
         store.close()

@@ -26,6 +26,9 @@ class GatewaySettings(BaseSettings):
     # Time kept back from downstream calls for assembling the answer.
     reserve_ms: float = Field(5.0, ge=0)
     grace_seconds: float = Field(5.0, ge=0)
+    # How often to check that the retrieval index holds the served model's vectors (re-index on a
+    # model change, see gateway/reindex.py); 0 = never.
+    reindex_interval_s: float = Field(5.0, ge=0)
     # Prometheus exposition at http://host:metrics_port/metrics; 0 = off.
     metrics_port: int = Field(0, ge=0, le=65535)
     # Written (atomically) with the bound port once serving; lets a supervisor use port 0.

@@ -36,6 +36,7 @@ CREATE TABLE IF NOT EXISTS events (
     seq INTEGER PRIMARY KEY AUTOINCREMENT, user_id TEXT NOT NULL, item_id TEXT NOT NULL,
     event_type INTEGER NOT NULL, value REAL NOT NULL, ts_ms INTEGER NOT NULL, scenario TEXT NOT NULL);
 CREATE INDEX IF NOT EXISTS events_by_user ON events (user_id, ts_ms, seq);
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
 
 
@@ -63,6 +64,14 @@ class GatewayStore:
                 "title=excluded.title, text=excluded.text, attributes=excluded.attributes", rows)
             for item in items:
                 self.catalog[item.item_id] = item
+
+    def get_meta(self, key: str) -> str | None:
+        row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return row[0] if row else None
+
+    def set_meta(self, key: str, value: str) -> None:
+        with self._lock, self._db:
+            self._db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, value))
 
     def delete_items(self, item_ids: Sequence[str]) -> int:
         with self._lock, self._db:

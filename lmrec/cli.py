@@ -31,6 +31,8 @@ def print_recommendations(response, header: str) -> None:
 
 
 # serve ----------------------------------------------------------------------------------------
+DEFAULT_BUNDLES = (Path("artifacts/lmrec-ml100k"), Path("artifacts/minilm-zeroshot"))
+
 def cmd_serve(args: argparse.Namespace, passthrough: list[str]) -> int:
     if args.only:
         module = {"gateway": "gateway.server", "ranking": "ranking_service.server",
@@ -40,12 +42,20 @@ def cmd_serve(args: argparse.Namespace, passthrough: list[str]) -> int:
     from lmrec.datasets import DatasetError, load_dataset
     from lmrec.supervisor import ProcessGroup, StartupError, SystemLayout, start_system
 
-    if not (args.bundle / "manifest.json").is_file():
-        print(f"no model bundle at {args.bundle}; create one with `lmrec export-encoder --out {args.bundle}` "
-              "(needs the training extra) or `make run`", file=sys.stderr)
+    from lmrec.errors import ArtifactMismatch
+    from lmrec.manifest import load_manifest
+
+    args.bundle = args.bundle or next((b for b in DEFAULT_BUNDLES if (b / "manifest.json").is_file()), DEFAULT_BUNDLES[-1])
+    try:
+        manifest = load_manifest(args.bundle, verify_checksums=False)  # the ranking worker verifies them
+    except ArtifactMismatch as exc:
+        print(f"{exc}\ncreate a bundle with `lmrec train` or `lmrec export-encoder` (training extra), "
+              "or run `make run`", file=sys.stderr)
         return 2
+    print(f"model bundle {args.bundle}: {manifest.model_version} ({manifest.ranker_kind})", flush=True)
     group = ProcessGroup(args.state_dir / "run")
     layout = SystemLayout(state_dir=args.state_dir, bundle_dir=args.bundle, shards=args.shards,
+                          dimension=manifest.served_dimension,
                           gateway_port=args.port, ranking_port=args.ranking_port, retrieval_port=args.retrieval_port,
                           ranking_on_ray=args.ray, extra_args={"ranking": _ray_flags(args) if args.ray else []})
     stopping = False
@@ -200,7 +210,9 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     serve = subs.add_parser("serve", help="run the whole system (or one service with --only)")
     serve.add_argument("--only", choices=["gateway", "ranking", "retrieval"],
                        help="run one service in this process; other flags go to it")
-    serve.add_argument("--bundle", type=Path, default=Path("artifacts/minilm-zeroshot"))
+    serve.add_argument("--bundle", type=Path, default=None,
+                       help="model bundle (default: the trained artifacts/lmrec-ml100k if present, else the "
+                            "zero-shot artifacts/minilm-zeroshot); watched for hot swap")
     serve.add_argument("--state-dir", type=Path, default=Path("var"))
     serve.add_argument("--shards", type=int, default=1)
     serve.add_argument("--port", type=int, default=50051)

@@ -67,6 +67,11 @@ class Manifest(_Strict):
     extra_files: dict[str, str] = Field(default_factory=dict)
     index_params: dict[str, Any] = Field(default_factory=dict)
 
+    @property
+    def served_dimension(self) -> int:
+        """Length of the item and context vectors this bundle serves: the retrieval index's dimension."""
+        return int(self.index_params.get("dimension", self.encoder.dimension))
+
     def model_file(self, role: str, precision: Precision) -> ModelFile:
         try:
             return self.models[role][precision]

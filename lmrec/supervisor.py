@@ -127,7 +127,10 @@ def start_system(group: ProcessGroup, layout: SystemLayout) -> Service:
     for shard in range(layout.shards):
         port = 0 if layout.retrieval_port == 0 else layout.retrieval_port + shard * 10
         svc = group.start(f"retrieval-{shard}", "retrieval_service", [
-            "--port", str(port), "--data-dir", str(layout.state_dir / f"retrieval-{shard}"),
+            "--port", str(port), "--data-dir",
+            # One index per vector length: a bundle serving another length starts an empty index, which the
+            # gateway fills from its catalogue (gateway/reindex.py), instead of failing on the old snapshot.
+            str(layout.state_dir / f"retrieval-{layout.dimension}d-{shard}"),
             "--shard-index", str(shard), "--shard-count", str(layout.shards), "--dimension", str(layout.dimension),
             *layout.extra_args.get(f"retrieval-{shard}", [])])
         shard_addresses.append(svc.address)

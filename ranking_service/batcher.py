@@ -67,6 +67,14 @@ class MicroBatcher:
         if self._worker is None:
             self._worker = asyncio.get_running_loop().create_task(self._loop())
 
+    async def drain(self, timeout_s: float) -> None:
+        """Waits until every queued request has been run (or `timeout_s` passes): before a close that
+        must not fail the callers already waiting, e.g. when a hot swap retires this batcher."""
+        loop = asyncio.get_running_loop()
+        end = loop.time() + timeout_s
+        while self._queue and loop.time() < end:
+            await asyncio.sleep(0.005)
+
     async def close(self) -> None:
         if self._worker is not None:
             self._worker.cancel()

@@ -1,64 +1,89 @@
 """Durable store of candidate-side item representations, so Rank never re-encodes a catalogue item.
 
-SQLite holds (item_id, text, model_version, vector); memory holds a dense matrix for fast gathers. On a
-model change the stored texts are re-encoded, so a new bundle never ranks with stale vectors.
+SQLite holds (item_id, model_version, text, vector) rows; memory holds one model version's vectors as a
+dense matrix for fast gathers. Rows are kept per model version so a new bundle can be loaded and its
+vectors computed while the old one still serves from its own rows (hot swap); `reconcile` then catches up
+with writes the old model took meanwhile, and `prune` drops the old version's rows.
 """
 
 from __future__ import annotations
 
 import sqlite3
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
 import numpy as np
 
+Reencode = Callable[[list[str], list[str]], np.ndarray]  # (item ids, texts) -> vectors
+
 
 class ItemStore:
     # The table of representations; ray_serve/store_sync.py puts its change-log triggers on it.
-    TABLE = "item_repr"
+    TABLE = "item_vectors"
 
-    def __init__(self, path: Path, dimension: int) -> None:
+    def __init__(self, path: Path, dimension: int, model_version: str) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
-        self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
+        self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None, timeout=30)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.execute(
-            "CREATE TABLE IF NOT EXISTS item_repr (item_id TEXT PRIMARY KEY, text TEXT NOT NULL, "
-            "model_version TEXT NOT NULL, vector BLOB NOT NULL)"
+            "CREATE TABLE IF NOT EXISTS item_vectors (item_id TEXT NOT NULL, model_version TEXT NOT NULL, "
+            "text TEXT NOT NULL, vector BLOB NOT NULL, PRIMARY KEY (item_id, model_version))"
         )
+        self._migrate_single_version_table()
         self.dimension = dimension
+        self.model_version = model_version
         self._lock = threading.Lock()
         self._rows: dict[str, int] = {}
         self._free: list[int] = []
         self._matrix = np.zeros((1024, dimension), dtype=np.float32)
 
+    def _migrate_single_version_table(self) -> None:
+        """State written before rows were versioned: keep the texts, their vectors get re-encoded."""
+        if self._db.execute("SELECT 1 FROM sqlite_master WHERE name = 'item_repr'").fetchone():
+            with self._db:
+                self._db.execute("INSERT OR IGNORE INTO item_vectors SELECT item_id, model_version, text, vector "
+                                 "FROM item_repr")
+                self._db.execute("DROP TABLE item_repr")
+
     def __len__(self) -> int:
         return len(self._rows)
 
-    def load(self, model_version: str, reencode: Callable[[list[str]], np.ndarray], batch: int = 256) -> int:
-        """Loads every stored item; re-encodes those written by another model version. Returns that count."""
-        stale_ids, stale_texts = [], []
-        for item_id, text, version, blob in self._db.execute("SELECT item_id, text, model_version, vector FROM item_repr"):
+    def load(self, reencode: Reencode, batch: int = 256) -> int:
+        """Loads this version's rows; encodes items only stored under other versions. Returns that count."""
+        for item_id, blob in self._db.execute(
+                "SELECT item_id, vector FROM item_vectors WHERE model_version = ?", (self.model_version,)):
             vector = np.frombuffer(blob, dtype=np.float32)
-            if version == model_version and vector.shape[0] == self.dimension:
+            if vector.shape[0] == self.dimension:
                 self._put_memory([item_id], vector[None, :])
-            else:
-                stale_ids.append(item_id)
-                stale_texts.append(text)
-        for start in range(0, len(stale_ids), batch):
-            ids, texts = stale_ids[start:start + batch], stale_texts[start:start + batch]
-            self.put(ids, texts, reencode(texts), model_version)
-        return len(stale_ids)
+        return self.reconcile(reencode, batch)
 
-    def put(self, item_ids: Sequence[str], texts: Sequence[str], vectors: np.ndarray, model_version: str) -> None:
-        rows = [(i, t, model_version, v.astype(np.float32).tobytes()) for i, t, v in zip(item_ids, texts, vectors)]
+    def reconcile(self, reencode: Reencode, batch: int = 256) -> int:
+        """Brings memory in line with the table: encodes items this version lacks (written through another
+        model meanwhile), drops items deleted meanwhile. Returns how many were encoded."""
+        stored = dict(self._db.execute(
+            "SELECT item_id, text FROM item_vectors WHERE rowid IN (SELECT max(rowid) FROM item_vectors GROUP BY item_id)"))
+        missing = [i for i in stored if i not in self._rows]
+        for start in range(0, len(missing), batch):
+            ids = missing[start:start + batch]
+            texts = [stored[i] for i in ids]
+            self.put(ids, texts, reencode(ids, texts))
+        with self._lock:
+            self._drop_memory([i for i in self._rows if i not in stored])
+        return len(missing)
+
+    def prune(self) -> int:
+        """Drops the rows of every other model version (after a swap to this one)."""
+        with self._lock, self._db:
+            return self._db.execute("DELETE FROM item_vectors WHERE model_version != ?", (self.model_version,)).rowcount
+
+    def put(self, item_ids: Sequence[str], texts: Sequence[str], vectors: np.ndarray) -> None:
+        rows = [(i, self.model_version, t, v.astype(np.float32).tobytes()) for i, t, v in zip(item_ids, texts, vectors)]
         with self._lock:
             with self._db:
-                self._db.executemany(
-                    "INSERT INTO item_repr VALUES (?, ?, ?, ?) ON CONFLICT(item_id) DO UPDATE SET "
-                    "text=excluded.text, model_version=excluded.model_version, vector=excluded.vector", rows)
+                self._db.executemany("INSERT OR REPLACE INTO item_vectors VALUES (?, ?, ?, ?)", rows)
             self._put_memory(item_ids, vectors)
 
     def _put_memory(self, item_ids: Sequence[str], vectors: np.ndarray) -> None:
@@ -76,10 +101,10 @@ class ItemStore:
     def delete(self, item_ids: Sequence[str]) -> int:
         with self._lock:
             with self._db:
-                self._db.executemany("DELETE FROM item_repr WHERE item_id = ?", [(i,) for i in item_ids])
+                self._db.executemany("DELETE FROM item_vectors WHERE item_id = ?", [(i,) for i in item_ids])
             return self._drop_memory(item_ids)
 
-    def _drop_memory(self, item_ids) -> int:
+    def _drop_memory(self, item_ids: Iterable[str]) -> int:
         removed = 0
         for item_id in item_ids:
             row = self._rows.pop(item_id, None)
@@ -88,14 +113,19 @@ class ItemStore:
                 removed += 1
         return removed
 
-    def refresh(self, item_ids, model_version: str, chunk: int = 500) -> None:
+    def refresh(self, item_ids: Iterable[str], model_version: str, chunk: int = 500) -> None:
+        """Re-reads these items from SQLite into memory: loaded where stored, dropped where gone.
+
+        For workers that share one SQLite file (Ray Serve replicas): each picks up what another wrote.
+        Rows of another model version count as gone, so a vector from another model is never ranked.
+        """
         ids = list(dict.fromkeys(item_ids))
         with self._lock:
             for start in range(0, len(ids), chunk):
                 part = ids[start:start + chunk]
                 marks = ",".join("?" * len(part))
                 stored = {item_id: np.frombuffer(blob, dtype=np.float32) for item_id, blob in self._db.execute(
-                    f"SELECT item_id, vector FROM item_repr WHERE model_version = ? AND item_id IN ({marks})",
+                    f"SELECT item_id, vector FROM item_vectors WHERE model_version = ? AND item_id IN ({marks})",
                     [model_version, *part])}
                 fresh = [i for i, v in stored.items() if v.shape[0] == self.dimension]
                 if fresh:
@@ -103,7 +133,7 @@ class ItemStore:
                 self._drop_memory(set(part).difference(fresh))
 
     def stored_ids(self) -> list[str]:
-        return [row[0] for row in self._db.execute("SELECT item_id FROM item_repr")]
+        return [row[0] for row in self._db.execute("SELECT DISTINCT item_id FROM item_vectors")]
 
     def known_ids(self) -> list[str]:
         return list(self._rows)

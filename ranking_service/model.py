@@ -9,6 +9,7 @@ from pathlib import Path
 from lmrec.manifest import Manifest, load_manifest
 from ranking_service.item_store import ItemStore
 from ranking_service.onnx_session import RuntimeChoice, choose_runtime
+from ranking_service import seq_ranker  # noqa: F401  (registers the trained ranker kind)
 from ranking_service.ranker import Ranker, build_ranker
 from ranking_service.settings import RankingSettings
 from ranking_service.text_encoder import TextEncoder
@@ -30,9 +31,10 @@ def load_model(settings: RankingSettings) -> LoadedModel:
     manifest = load_manifest(settings.bundle_dir)
     runtime = choose_runtime(settings.device, settings.precision)
     encoder = TextEncoder(settings.bundle_dir, manifest, runtime, settings.intra_op_threads, settings.inter_op_threads)
-    store = ItemStore(Path(settings.state_dir) / "item_repr.sqlite", manifest.encoder.dimension)
-    ranker = build_ranker(settings.bundle_dir, manifest, store, runtime)
-    reencoded = store.load(manifest.model_version, lambda texts: ranker.item_vectors(encoder.encode(texts)))
+    store = ItemStore(Path(settings.state_dir) / "item_repr.sqlite", manifest.served_dimension, manifest.model_version)
+    ranker = build_ranker(settings.bundle_dir, manifest, store, runtime,
+                          {"intra_op_threads": settings.intra_op_threads or 1})
+    reencoded = store.load(lambda ids, texts: ranker.item_vectors(encoder.encode(texts), ids))
     log.info("bundle %s (%s, %s on %s): %d items known, %d re-encoded", manifest.model_version,
              manifest.ranker_kind, runtime.precision, runtime.providers[0], len(store), reencoded)
     if settings.warmup:

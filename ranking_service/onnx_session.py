@@ -46,6 +46,9 @@ def new_session(path: Path, runtime: RuntimeChoice, intra_op_threads: int, inter
     options.intra_op_num_threads = intra_op_threads
     options.inter_op_num_threads = inter_op_threads
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    # Idle intra-op threads spin-wait by default; on a few shared cores that spinning steals CPU from the
+    # gateway and retrieval processes (seen in the py-spy profile, docs/benchmarks.md).
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     session = ort.InferenceSession(str(path), sess_options=options, providers=runtime.providers)
     log.info("loaded %s on %s", path.name, session.get_providers()[0])
     return session

@@ -38,8 +38,14 @@ class Ranker(ABC):
     def model_version(self) -> str:
         return self.manifest.model_version
 
-    def item_vectors(self, text_vectors: np.ndarray) -> np.ndarray:
-        """Candidate-side representation (also the retrieval vector) from the item text's LM vector."""
+    @property
+    def vector_dimension(self) -> int:
+        """Length of item and context vectors (what the retrieval index must be built with)."""
+        return self.manifest.encoder.dimension
+
+    def item_vectors(self, text_vectors: np.ndarray, item_ids: list[str] | None = None) -> np.ndarray:
+        """Candidate-side representation (also the retrieval vector) from the item text's LM vector;
+        trained rankers add what they learnt about known `item_ids`."""
         return text_vectors
 
     @abstractmethod

@@ -16,6 +16,7 @@ from lmrec.metrics_http import MetricsServer, start_metrics
 from lmrec.service_flags import settings_from_flags, write_port_file
 from lmrec.v1 import ranking_service_pb2, ranking_service_pb2_grpc
 from ranking_service.batcher import MicroBatcher
+from ranking_service.hot_swap import BundleWatcher, Serving, ServingHolder
 from ranking_service.model import LoadedModel, load_model
 from ranking_service.servicer import RankingServicer
 from ranking_service.settings import RankingSettings
@@ -27,10 +28,11 @@ log = logging.getLogger(__name__)
 SERVICE_NAME = ranking_service_pb2.DESCRIPTOR.services_by_name["RankingService"].full_name
 
 
-def create_server(settings: RankingSettings, model: LoadedModel, batcher: MicroBatcher):
+def create_server(settings: RankingSettings, model: LoadedModel, batcher: MicroBatcher,
+                  holder: ServingHolder | None = None):
     """Builds the ranking server, not yet started; returns it, the bound port and the health servicer."""
     server = new_server()
-    ranking_service_pb2_grpc.add_RankingServiceServicer_to_server(RankingServicer(model, batcher), server)
+    ranking_service_pb2_grpc.add_RankingServiceServicer_to_server(RankingServicer(model, batcher, holder), server)
     health = add_health_and_reflection(server, [SERVICE_NAME])
     port = bind(server, settings.host, settings.port)
     return server, port, health
@@ -55,17 +57,25 @@ async def serve(settings: RankingSettings) -> None:
     metrics, metrics_server = metrics_for(settings)
     batcher = new_batcher(settings, model, metrics)
     batcher.start()
-    server, port, health = create_server(settings, model, batcher)
+    holder = ServingHolder(Serving(model, batcher))
+    server, port, health = create_server(settings, model, batcher, holder)
     await server.start()
     await set_health(health, [SERVICE_NAME], serving=True)
     log.info("ranking worker serving on %s:%d", settings.host, port)
     if settings.port_file:
         write_port_file(settings.port_file, port)
+    watcher = None
+    if settings.reload_interval_s:
+        swapper = BundleWatcher(settings, holder, lambda m: new_batcher(settings, m, metrics))
+        watcher = asyncio.create_task(swapper.run(settings.reload_interval_s))
     try:
         await serve_until_signalled(server, health, [SERVICE_NAME], settings.grace_seconds)
     finally:
-        await batcher.close()
-        model.store.close()
+        if watcher is not None:
+            watcher.cancel()
+            await asyncio.gather(watcher, return_exceptions=True)
+        await holder.current.batcher.close()
+        holder.current.model.store.close()
         if metrics_server is not None:
             metrics_server.close()
 
@@ -79,6 +89,7 @@ def worker_parser(prog: str, description: str) -> argparse.ArgumentParser:
     parser.add_argument("--state-dir", type=Path)
     parser.add_argument("--precision")
     parser.add_argument("--device")
+    parser.add_argument("--reload-interval-s", type=float, help="seconds between checks for a new bundle (0 = off)")
     parser.add_argument("--metrics-port", type=int, help="Prometheus /metrics port (0 = off)")
     parser.add_argument("--port-file", type=Path, help="write the bound port here once serving")
     return parser

@@ -12,6 +12,7 @@ from lmrec.v1 import ranking_service_pb2 as pb
 from lmrec.v1 import ranking_service_pb2_grpc as pb_grpc
 from lmrec.v1.common_pb2 import UserContext
 from ranking_service.batcher import MicroBatcher
+from ranking_service.hot_swap import Serving, ServingHolder
 from ranking_service.model import LoadedModel
 from ranking_service.ranker import RankContext
 
@@ -31,14 +32,21 @@ def rank_context(ctx: UserContext, field: str) -> RankContext:
 
 
 class RankingServicer(pb_grpc.RankingServiceServicer):
-    def __init__(self, model: LoadedModel, batcher: MicroBatcher) -> None:
-        self._model = model
-        self._batcher = batcher
+    """Every call reads `holder.current` once, so a hot swap never mixes two models within one call."""
 
-    async def _query_vector(self, ctx: RankContext, deadline: float | None) -> np.ndarray | None:
+    def __init__(self, model: LoadedModel, batcher: MicroBatcher, holder: ServingHolder | None = None) -> None:
+        self._holder = holder or ServingHolder(Serving(model, batcher))
+
+    @staticmethod
+    async def _query_vector(serving: Serving, ctx: RankContext, deadline: float | None) -> np.ndarray | None:
         if not ctx.query:
             return None
-        return (await self._batcher.submit([ctx.query], deadline))[0]
+        # A Recommend asks for the same query twice (EncodeContext, then Rank): encode it once.
+        cached = serving.query_cache.get(ctx.query)
+        if cached is None:
+            cached = (await serving.batcher.submit([ctx.query], deadline))[0]
+            serving.query_cache.put(ctx.query, cached)
+        return cached
 
     async def Encode(self, request: pb.EncodeRequest, context) -> pb.EncodeResponse:
         v.check_batch(len(request.inputs), "inputs")
@@ -51,46 +59,50 @@ class RankingServicer(pb_grpc.RankingServiceServicer):
                 v.require_id(item.item_id, f"inputs[{i}].item_id")
             texts.append(item.text)
             ids.append(item.item_id)
-        model = self._model
-        vectors = model.ranker.item_vectors(await self._batcher.submit(texts, _deadline(context)))
+        serving = self._holder.current
+        model = serving.model
+        vectors = model.ranker.item_vectors(await serving.batcher.submit(texts, _deadline(context)), ids)
         keyed = [i for i, item_id in enumerate(ids) if item_id]
         if keyed:
-            model.store.put([ids[i] for i in keyed], [texts[i] for i in keyed], vectors[keyed], model.manifest.model_version)
+            model.store.put([ids[i] for i in keyed], [texts[i] for i in keyed], vectors[keyed])
         return pb.EncodeResponse(vectors=[pb.Vector(values=row) for row in vectors],
                                  model_version=model.manifest.model_version)
 
     async def EncodeContext(self, request: pb.EncodeContextRequest, context) -> pb.EncodeContextResponse:
         ctx = rank_context(request.context, "context")
-        query_vector = await self._query_vector(ctx, _deadline(context))
-        vector = self._model.ranker.context_vector(ctx, query_vector)
+        serving = self._holder.current
+        query_vector = await self._query_vector(serving, ctx, _deadline(context))
+        vector = serving.model.ranker.context_vector(ctx, query_vector)
         return pb.EncodeContextResponse(vector=[] if vector is None else vector,
-                                        model_version=self._model.manifest.model_version)
+                                        model_version=serving.model.manifest.model_version)
 
     async def Rank(self, request: pb.RankRequest, context) -> pb.RankResponse:
         ctx = rank_context(request.context, "context")
         candidates = v.check_ids(request.candidate_item_ids, "candidate_item_ids", MAX_CANDIDATES)
-        query_vector = await self._query_vector(ctx, _deadline(context))
-        reps, known = self._model.store.gather(candidates)
-        scores = self._model.ranker.score(ctx, query_vector, reps).astype(np.float32)
+        serving = self._holder.current
+        model = serving.model
+        query_vector = await self._query_vector(serving, ctx, _deadline(context))
+        reps, known = model.store.gather(candidates)
+        scores = model.ranker.score(ctx, query_vector, reps).astype(np.float32)
         scores[~known] = -np.inf
         return pb.RankResponse(
             scores=scores,
             unknown_item_ids=[c for c, k in zip(candidates, known) if not k],
-            model_version=self._model.manifest.model_version,
+            model_version=model.manifest.model_version,
         )
 
     async def ForgetItems(self, request: pb.ForgetItemsRequest, context) -> pb.ForgetItemsResponse:
         ids = v.check_ids(request.item_ids, "item_ids", v.MAX_BATCH)
         v.check_batch(len(ids), "item_ids")
-        return pb.ForgetItemsResponse(forgotten_count=self._model.store.delete(ids))
+        return pb.ForgetItemsResponse(forgotten_count=self._holder.current.model.store.delete(ids))
 
     async def GetModelInfo(self, request, context) -> pb.GetModelInfoResponse:
-        m = self._model
+        m = self._holder.current.model
         return pb.GetModelInfoResponse(
             model_version=m.manifest.model_version,
             encoder_name=m.manifest.encoder.base_model,
             ranker_kind=m.manifest.ranker_kind,
-            dimension=m.manifest.encoder.dimension,
+            dimension=m.manifest.served_dimension,
             precision=m.runtime.precision,
             execution_provider=m.runtime.providers[0],
             known_item_count=len(m.store),

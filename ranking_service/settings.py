@@ -26,6 +26,8 @@ class RankingSettings(BaseSettings):
     max_queue: int = Field(2048, ge=1)
     warmup: bool = True
     grace_seconds: float = Field(5.0, ge=0)
+    # How often to look for a new bundle in bundle_dir (hot swap; SIGHUP checks at once); 0 = never.
+    reload_interval_s: float = Field(5.0, ge=0)
     # Prometheus exposition at http://host:metrics_port/metrics; 0 = off.
     metrics_port: int = Field(0, ge=0, le=65535)
     # Written (atomically) with the bound port once serving; lets a supervisor use port 0.

@@ -39,7 +39,7 @@ from training.baselines import BASELINES
 from training.protocols import Recommender
 from training.split import Phase, SplitConfig, SplitData, build_split
 
-DEFAULT_MODELS = "mostpop,itemknn,ease,als,bpr,sasrec,lmrec"
+DEFAULT_MODELS = "mostpop,itemknn,ease,als,bpr,sasrec,lmrec,lmrec-fp32"
 DEFAULT_OUT = Path("docs/evaluation")
 TUNING_METRIC = "ndcg@10"
 SIGNIFICANCE_METRICS = ("ndcg@10", "hr@10")
@@ -57,16 +57,20 @@ class ModelEntry:
     factory: ModelFactory
     grid: GridFn = field(default=lambda quick: [{}])
     baseline: bool = False
+    # Overrides `grid` when set: the grid may depend on the CLI options (e.g. none for a pre-trained model).
+    grid_from_args: Callable[[argparse.Namespace], list[dict]] | None = None
 
 
 MODEL_FACTORIES: dict[str, ModelEntry] = {}
 # Imported on demand when a requested model is not registered yet; the module must call register_model.
-PLUGIN_MODULES: dict[str, str] = {"lmrec": "training.lm_recommender"}
+PLUGIN_MODULES: dict[str, str] = {"lmrec": "training.lm_recommender", "lmrec-fp32": "training.lm_recommender",
+                                  "served": "training.remote_eval"}
 EXTRA_EVALUATIONS: list[Callable[[argparse.Namespace, SplitData, dict[str, Recommender]], dict]] = []
 EXTRA_ARGUMENT_HOOKS: list[Callable[[argparse.ArgumentParser], None]] = []
 
 
-def register_model(name: str, factory: ModelFactory, grid: GridFn | None = None, baseline: bool = False) -> None:
+def register_model(name: str, factory: ModelFactory, grid: GridFn | None = None, baseline: bool = False,
+                   grid_from_args: Callable[[argparse.Namespace], list[dict]] | None = None) -> None:
     """Makes `name` available to `--models`.
 
     Args:
@@ -76,8 +80,9 @@ def register_model(name: str, factory: ModelFactory, grid: GridFn | None = None,
         grid: `grid(quick) -> list[params]` tuned on validation NDCG@10; default `[{}]` (one validation
             fit, reported but nothing to choose); `[]` skips the validation phase altogether.
         baseline: whether the model competes for "best baseline" in the significance tests.
+        grid_from_args: like `grid` but given the parsed CLI arguments; wins over `grid` when set.
     """
-    MODEL_FACTORIES[name] = ModelEntry(factory, grid or (lambda quick: [{}]), baseline)
+    MODEL_FACTORIES[name] = ModelEntry(factory, grid or (lambda quick: [{}]), baseline, grid_from_args)
 
 
 def _baseline_factory(cls: type) -> ModelFactory:
@@ -137,7 +142,7 @@ def tune(name: str, entry: ModelEntry, data: SplitData, args: argparse.Namespace
 
     An empty grid skips the validation phase (for a model tuned elsewhere) and returns ({}, []).
     """
-    grid = entry.grid(args.quick)
+    grid = entry.grid_from_args(args) if entry.grid_from_args else entry.grid(args.quick)
     if not grid:
         return {}, []
     users = data.eval_users("validation")
@@ -277,6 +282,12 @@ def add_evaluate_arguments(parser: argparse.ArgumentParser) -> argparse.Argument
     parser.add_argument("--quick", action="store_true", help="tiny grids and epochs, for CI smoke runs")
     parser.add_argument("--seed", type=int, default=0, help="seed for the split, models and resampling")
     parser.add_argument("--cold-fraction", type=float, default=0.1, help="share of items held out as cold")
+    parser.add_argument("--target", default=None, metavar="HOST:PORT",
+                        help="a running gateway to evaluate through its public API as model 'served' "
+                             "(add 'served' to --models; its catalogue must hold the dataset's items)")
+    parser.add_argument("--merge", action="store_true",
+                        help="keep the models of the earlier run on this dataset (same split) that this run "
+                             "does not evaluate; slices and significance are recomputed over all of them")
     parser.add_argument("--model-option", action="append", default=[], metavar="KEY=VALUE",
                         help="free option for plug-in model factories (repeatable), e.g. checkpoint=runs/lm; "
                              "factories read args.model_options")
@@ -304,7 +315,36 @@ def _command_line(args: argparse.Namespace) -> str:
         parts.append(f"--cold-fraction {args.cold_fraction}")
     if args.quick:
         parts.append("--quick")
+    if getattr(args, "target", None):
+        parts.append(f"--target {args.target}")
+    parts += [f"--model-option {k}={v}" for k, v in (getattr(args, "model_options", {}) or {}).items()]
     return " ".join(parts)
+
+
+def _merge_earlier_run(result: dict, tuning: dict, results_path: Path, per_user_path: Path, data: SplitData,
+                       baselines: set[str], seed: int) -> dict:
+    """Adds the models of the earlier run on this dataset that this run did not evaluate.
+
+    Only a run on the same data fingerprint and split qualifies (else ValueError); slices and significance
+    are recomputed over the union from the saved per-user metrics, so they compare like with like.
+    """
+    earlier = json.loads(results_path.read_text()).get(data.dataset_name) if results_path.is_file() else None
+    if earlier is None or not per_user_path.is_file():
+        raise ValueError(f"--merge: no earlier run on {data.dataset_name} in {results_path.parent}")
+    if earlier["run"]["fingerprint"] != data.fingerprint or earlier["protocol"]["seed"] != data.config.seed:
+        raise ValueError("--merge: the earlier run used other data or another split")
+    saved = np.load(per_user_path)
+    for name, row in earlier["models"].items():
+        if name in result["models"]:
+            continue
+        result["models"][name] = row
+        result["per_user"][name] = {k.split("|", 1)[1]: saved[k] for k in saved.files if k.split("|", 1)[0] == name}
+        tuning = {**tuning, name: earlier["tuning"].get(name, {})}
+        if name in MODEL_FACTORIES and MODEL_FACTORIES[name].baseline:
+            baselines = baselines | {name}
+    result["slices"] = compute_slices(data, result["per_user"])
+    result["significance"] = compute_significance(result["models"], result["per_user"], baselines, seed)
+    return tuning
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
@@ -333,7 +373,15 @@ def run_evaluate(args: argparse.Namespace) -> int:
             print(f"{name}: best {best} (val {TUNING_METRIC} "
                   f"{max(t[f'val_{TUNING_METRIC}'] for t in trace):.4f})", file=sys.stderr)
         models[name] = entry.factory(args, **best)
-    result = evaluate_models(data, models, seed=args.seed, baselines={n for n, e in entries.items() if e.baseline})
+    baselines = {n for n, e in entries.items() if e.baseline}
+    result = evaluate_models(data, models, seed=args.seed, baselines=baselines)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    per_user_path = out / f"{data.dataset_name}_per_user.npz"
+    if args.merge:
+        tuning = _merge_earlier_run(result, tuning, out / "results.json", per_user_path, data, baselines, args.seed)
+    np.savez_compressed(per_user_path, **{f"{m}|{k}": v for m, metrics_ in result["per_user"].items()
+                                          for k, v in metrics_.items()})
     result.pop("per_user")
     result["tuning"] = tuning
     result["extra"] = {hook.__name__: hook(args, data, models) for hook in EXTRA_EVALUATIONS}
@@ -348,8 +396,6 @@ def run_evaluate(args: argparse.Namespace) -> int:
         "machine": machine_description(),
     }
 
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     results_path = out / "results.json"
     # One results.json holds every dataset evaluated; a run replaces only its own dataset's entry.
     all_results = json.loads(results_path.read_text()) if results_path.is_file() else {}

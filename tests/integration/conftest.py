@@ -13,6 +13,7 @@ import pytest
 
 from lmrec.catalog_loader import load_catalog
 from lmrec.datasets import Dataset
+from lmrec.manifest import load_manifest
 from lmrec.supervisor import ProcessGroup, SystemLayout, start_system
 from lmrec.v1 import gateway_service_pb2_grpc as gw_grpc
 
@@ -42,6 +43,7 @@ class RunningSystem:
 def start(state_dir: Path, bundle_dir: Path, dataset: Dataset | None, shards: int = 1,
           **layout_options) -> RunningSystem:
     """`layout_options`: further `SystemLayout` fields (ranking_on_ray, extra_args)."""
+    layout_options.setdefault("dimension", load_manifest(bundle_dir, verify_checksums=False).served_dimension)
     layout = SystemLayout(state_dir=state_dir, bundle_dir=bundle_dir, shards=shards,
                           gateway_port=0, ranking_port=0, retrieval_port=0, **layout_options)
     group = ProcessGroup(state_dir / "run")

@@ -40,7 +40,7 @@ def test_quick_run_end_to_end(generic_dataset, tmp_path, capsys):
                         "--models", "mostpop,itemknn,ease,als,bpr,sasrec,lmrec"])
     assert rc == 0
     results = json.loads((out / "results.json").read_text())["tiny"]
-    assert set(results["models"]) == {"mostpop", "itemknn", "ease", "als", "bpr", "sasrec"}
+    assert set(results["models"]) == {"mostpop", "itemknn", "ease", "als", "bpr", "sasrec", "lmrec"}
     row = results["models"]["ease"]
     for metric in ("hr@10", "ndcg@10", "hr@20", "ndcg@20", "mrr@10", "coverage@10"):
         assert 0.0 <= row[metric] <= 1.0
@@ -51,8 +51,10 @@ def test_quick_run_end_to_end(generic_dataset, tmp_path, capsys):
     assert sum(sizes) + results["slices"]["cold_start:cold"]["n_users"] == results["protocol"]["n_users"]
     assert results["significance"]["best_baseline"] in results["models"]
     assert set(results["tuning"]) == set(results["models"])
-    assert "lmrec" in results["skipped"]
-    assert "skipping model 'lmrec'" in capsys.readouterr().err
+    assert not results["skipped"]
+    # The LM model is scored through its exported bundle; it ranks, and is compared with the best baseline.
+    assert 0.0 <= results["models"]["lmrec"]["ndcg@10"] <= 1.0
+    assert "lmrec" in results["significance"]["comparisons"]
     for png in ("tiny_metrics.png", "tiny_popularity.png", "tiny_cold_warm.png"):
         assert (out / png).stat().st_size > 1000
     report = (tmp_path / "evaluation.md").read_text()
@@ -103,3 +105,18 @@ def test_model_options_reach_plugin_factories():
     assert evaluate.parse_model_options(["checkpoint=runs/lm", "k=a=b"]) == {"checkpoint": "runs/lm", "k": "a=b"}
     with pytest.raises(ValueError, match="KEY=VALUE"):
         evaluate.parse_model_options(["novalue"])
+
+
+def test_merge_keeps_earlier_models_of_the_same_split(generic_dataset, tmp_path):
+    out = tmp_path / "evaluation"
+    common = ["--data", str(generic_dataset), "--out", str(out), "--quick"]
+    assert evaluate.main([*common, "--models", "mostpop,ease"]) == 0
+    assert evaluate.main([*common, "--models", "itemknn", "--merge"]) == 0
+    results = json.loads((out / "results.json").read_text())["tiny"]
+    assert set(results["models"]) == {"mostpop", "ease", "itemknn"}
+    assert set(results["tuning"]) == {"mostpop", "ease", "itemknn"}
+    for group in results["slices"].values():
+        assert set(group["models"]) == {"mostpop", "ease", "itemknn"}
+    assert results["significance"]["best_baseline"] in {"mostpop", "ease", "itemknn"}
+    with pytest.raises(ValueError, match="other data or another split"):
+        evaluate.main([*common, "--models", "mostpop", "--merge", "--seed", "1"])

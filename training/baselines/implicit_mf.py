@@ -50,8 +50,9 @@ class ALS(_ImplicitMF):
     def param_grid(quick: bool = False) -> list[dict]:
         if quick:
             return [{"factors": 8, "regularization": 0.1, "alpha": 1.0, "iterations": 3}]
+        # Widened after the first run picked factors=256, alpha=5 at the grid's edges.
         return [{"factors": f, "regularization": r, "alpha": a, "iterations": 15}
-                for f in (64, 128, 256) for r in (1.0, 10.0, 50.0) for a in (1.0, 5.0)]
+                for f in (64, 128, 256, 512) for r in (1.0, 10.0, 50.0) for a in (1.0, 5.0, 20.0)]
 
     def _build(self):
         return AlternatingLeastSquares(factors=self.factors, regularization=self.regularization, alpha=self.alpha,
@@ -73,8 +74,9 @@ class BPR(_ImplicitMF):
     def param_grid(quick: bool = False) -> list[dict]:
         if quick:
             return [{"factors": 8, "learning_rate": 0.05, "regularization": 0.01, "iterations": 5}]
-        return [{"factors": f, "learning_rate": lr, "regularization": r, "iterations": it}
-                for f in (64, 128) for lr in (0.005, 0.01) for r in (0.001, 0.01) for it in (100, 200)]
+        # Widened after the first run picked learning_rate=0.01, regularization=0.001 at the grid's edges.
+        return [{"factors": f, "learning_rate": lr, "regularization": r, "iterations": 100}
+                for f in (64, 128) for lr in (0.005, 0.01, 0.02) for r in (0.0001, 0.001, 0.01)]
 
     def _build(self):
         # One thread: BPR's parallel SGD is Hogwild, so more threads would make results seed-unstable.

@@ -10,8 +10,6 @@ longer histories for exactly that many epochs, because the test phase has no hel
 from __future__ import annotations
 
 import math
-from contextlib import contextmanager
-
 import numpy as np
 import torch
 from torch import nn
@@ -19,9 +17,9 @@ from tqdm.auto import tqdm
 
 from training.metrics import mask_history, per_user_metrics, target_ranks
 from training.protocols import Recommender
+from training.sequences import PAD, left_pad, length_bucketed_batches, torch_threads, training_windows
 from training.split import Phase, SplitData
 
-PAD = 0
 
 
 class _SASRecNet(nn.Module):
@@ -61,58 +59,6 @@ class _SASRecNet(nn.Module):
         return hidden @ self.item_emb.weight[1:].T
 
 
-@contextmanager
-def _torch_threads(threads: int | None):
-    """Runs with `threads` intra-op threads, restoring the previous count.
-
-    One thread is the default because on a small shared CPU the per-op sync of a second thread costs
-    more than it gains for these small matrices (measured 3x slower per step under load).
-    """
-    previous = torch.get_num_threads()
-    if threads:
-        torch.set_num_threads(threads)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
-
-
-def _left_pad(seqs: list[np.ndarray], length: int) -> np.ndarray:
-    out = np.zeros((len(seqs), length), dtype=np.int64)
-    for row, seq in enumerate(seqs):
-        seq = seq[-length:]
-        if len(seq):
-            out[row, length - len(seq):] = seq + 1
-    return out
-
-
-def _training_windows(seqs: list[np.ndarray], length: int, all_windows: bool) -> list[np.ndarray]:
-    """The last `length` items of each history, plus (all_windows) the earlier non-overlapping windows."""
-    windows = []
-    for seq in seqs:
-        end = len(seq)
-        while end >= 2:
-            windows.append(seq[max(0, end - length):end])
-            if not all_windows:
-                break
-            end -= length - 1
-    return windows
-
-
-def _length_bucketed_batches(windows: list[np.ndarray], batch_size: int, rng: np.random.Generator):
-    """Batches of similar-length windows, padded only to the batch's longest, in random order.
-
-    Padding to a fixed max_len wastes most of the compute when histories are short; sorting with a
-    random jitter keeps batches tight while still varying their composition from epoch to epoch.
-    """
-    lengths = np.array([len(w) for w in windows]) + rng.uniform(0, 8, size=len(windows))
-    order = np.argsort(lengths)
-    batches = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
-    for b in rng.permutation(len(batches)):
-        chosen = [windows[i] for i in batches[b]]
-        yield _left_pad(chosen, max(len(w) for w in chosen))
-
-
 class SASRec(Recommender):
     name = "sasrec"
 
@@ -143,7 +89,7 @@ class SASRec(Recommender):
         return {"fixed_epochs": self._best_epoch} if self._best_epoch else {}
 
     def fit(self, data: SplitData, phase: Phase) -> None:
-        with _torch_threads(self.threads):
+        with torch_threads(self.threads):
             self._fit(data, phase)
 
     def _fit(self, data: SplitData, phase: Phase) -> None:
@@ -153,7 +99,7 @@ class SASRec(Recommender):
         net = _SASRecNet(data.n_items, self.hidden, self.layers, self.heads, self.dropout, self.max_len)
         self._net = net
         optimizer = torch.optim.Adam(net.parameters(), lr=self.lr)
-        windows = _training_windows(self._history, self.max_len + 1, self.all_windows)
+        windows = training_windows(self._history, self.max_len + 1, self.all_windows)
         early_stop = phase == "validation" and self.fixed_epochs is None
         epochs = self.fixed_epochs or self.max_epochs
         val_users = data.eval_users("validation") if early_stop else None
@@ -162,7 +108,7 @@ class SASRec(Recommender):
         bar = tqdm(range(1, epochs + 1), desc=f"sasrec[{phase}]", leave=False)
         for epoch in bar:
             net.train()
-            for batch in _length_bucketed_batches(windows, self.batch_size, rng):
+            for batch in length_bucketed_batches(windows, self.batch_size, rng):
                 batch = torch.from_numpy(batch)
                 inputs, targets = batch[:, :-1], batch[:, 1:]
                 hidden = net(inputs)
@@ -193,7 +139,7 @@ class SASRec(Recommender):
         return float(per_user_metrics(target_ranks(scores, data.val_items[users]))["ndcg@10"].mean())
 
     def score(self, user_idx: np.ndarray) -> np.ndarray:
-        with _torch_threads(self.threads):
+        with torch_threads(self.threads):
             return self._score(user_idx)
 
     @torch.no_grad()
@@ -202,7 +148,7 @@ class SASRec(Recommender):
         out = []
         for start in range(0, len(user_idx), 256):
             users = user_idx[start:start + 256]
-            seq = torch.from_numpy(_left_pad([self._history[u] for u in users], self.max_len))
+            seq = torch.from_numpy(left_pad([self._history[u] for u in users], self.max_len))
             out.append(self._net.logits(self._net(seq)[:, -1]).numpy())
         return np.concatenate(out, axis=0) if out else np.zeros((0, self._net.item_emb.num_embeddings - 1),
                                                                  dtype=np.float32)

@@ -1,0 +1,185 @@
+"""The trained LM recommender end to end: `lmrec train` (tiny config) -> bundle -> serve -> recommend.
+
+Checks what the offline evaluation relies on: the served system ranks exactly as the offline scorer does
+for the same input, new items are served by their text alone, and a newly trained bundle is hot-swapped
+in while requests keep succeeding.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import threading
+import time
+from pathlib import Path
+
+import grpc
+import numpy as np
+import pytest
+
+from lmrec.manifest import load_manifest, write_manifest
+from lmrec.v1 import common_pb2, gateway_service_pb2 as gw
+from tests.integration.conftest import start, subset
+
+# The served catalogue: enough items for a meaningful ranking, few enough to encode quickly twice (start
+# and hot swap) on a small CI machine. The offline side uses the same items (a split of the same subset).
+N_ITEMS = 400
+
+pytest.importorskip("torch", reason="training needs the training extra")
+# Training, export and two full encodings of the served catalogue: minutes on a small shared CI machine.
+pytestmark = pytest.mark.timeout(900)
+
+
+@pytest.fixture(scope="module")
+def tiny_bundle(tmp_path_factory, ml100k) -> Path:
+    """A bundle made by the `lmrec train` entry point with the tiny CI configuration."""
+    from lmrec.datasets import resolve_data_path
+    from training.train import main
+
+    out = tmp_path_factory.mktemp("trained") / "lmrec-tiny"
+    assert main(["--config", "tiny", "--data", str(resolve_data_path()), "--out", str(out)]) == 0
+    return out
+
+
+@pytest.fixture(scope="module")
+def split(ml100k):
+    from training.split import SplitConfig, build_split
+
+    return build_split(ml100k, SplitConfig())
+
+
+@pytest.fixture(scope="module")
+def served_split(ml100k):
+    from training.split import SplitConfig, build_split
+
+    return build_split(subset(ml100k, N_ITEMS), SplitConfig())
+
+
+@pytest.fixture(scope="module")
+def trained_system(tmp_path_factory, tiny_bundle, ml100k):
+    watched = tmp_path_factory.mktemp("watched") / "bundle"
+    shutil.copytree(tiny_bundle, watched)
+    system = start(tmp_path_factory.mktemp("system"), watched, subset(ml100k, N_ITEMS),
+                   extra_args={"ranking": ["--reload-interval-s", "1"]})
+    yield system, watched
+    system.close()
+
+
+def test_bundle_manifest_records_parity_and_index_params(tiny_bundle, split):
+    manifest = load_manifest(tiny_bundle)
+    assert manifest.ranker_kind == "lm_seq"
+    assert manifest.data_fingerprint == split.fingerprint
+    assert set(manifest.models) == {"encoder", "item_tower", "context"}
+    assert all(set(by_precision) == {"fp32", "int8", "fp16"} for by_precision in manifest.models.values())
+    parity = manifest.parity
+    assert parity["encoder_fp32_vs_torch_min_cosine"] > 0.9999
+    assert parity["encoder_int8_vs_torch_min_cosine"] > 0.9
+    assert parity["item_tower_fp32_vs_torch_max_abs"] < 1e-4
+    assert parity["context_fp32_vs_torch_max_abs"] < 1e-4
+    ranking = parity["ranking"]
+    assert ranking["fp32_vs_torch_max_abs_score_diff"] < 1e-3
+    assert ranking["fp32_ndcg@10"] == pytest.approx(ranking["torch_ndcg@10"], abs=1e-6)
+    assert "int8_ndcg@10" in ranking
+    extra = 0 if manifest.hyperparameters["unit"] else 1  # raw heads add a norm-equalising coordinate
+    assert manifest.index_params["dimension"] == manifest.hyperparameters["dim"] + manifest.encoder.dimension + extra
+    vectors = np.load(tiny_bundle / "item_vectors.npy")
+    if extra:
+        np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), np.sqrt(manifest.hyperparameters["max_norm"] ** 2 + 1),
+                                   rtol=1e-4)
+    ids = json.loads((tiny_bundle / "item_ids.json").read_text())
+    assert len(ids) == np.load(tiny_bundle / "id_embeddings.npy").shape[0]
+    assert not set(ids) & {split.item_ids[i] for i in np.flatnonzero(split.cold_items)}, "cold items have no id embedding"
+    assert np.load(tiny_bundle / "item_vectors.npy").shape == (split.n_items, manifest.served_dimension)
+
+
+def test_served_ranking_equals_offline_ranking(trained_system, tiny_bundle, served_split):
+    from training.lm_recommender import BundleScorer
+    from training.metrics import mask_history
+    from training.remote_eval import ServedRecommender
+
+    system, _ = trained_system
+    split = served_split
+    users = np.arange(12)
+    offline = BundleScorer(tiny_bundle, "int8", split, "test").score(users)
+    mask_history(offline, split.history_matrix("test"), users)
+    history = split.history_sequences("test")
+    version = load_manifest(tiny_bundle).model_version
+    for row, u in enumerate(users[:4]):
+        recent = [split.item_ids[i] for i in history[u]]
+        reply = system.stub.Recommend(gw.RecommendRequest(user_id=f"check-{u}", k=10, recent_item_ids=recent), timeout=30)
+        assert not reply.degraded and reply.source == "ranked" and reply.model_version == version
+        top = np.argsort(-offline[row], kind="stable")[:10]
+        assert [i.item_id for i in reply.items] == [split.item_ids[i] for i in top]
+        np.testing.assert_allclose([i.score for i in reply.items], offline[row, top], atol=1e-4)
+
+    served = ServedRecommender(system.gateway_address)
+    served.fit(split, "test")
+    got = served.score(users)
+    assert served.degraded == 0 and served.model_versions == {version}
+    for row in range(len(users)):
+        served_top = np.argsort(-got[row], kind="stable")[:20]
+        offline_top = np.argsort(-offline[row], kind="stable")[:20]
+        assert list(served_top) == list(offline_top)
+
+
+def test_new_item_is_served_from_its_text(trained_system, ml100k):
+    system, _ = trained_system
+    text = "Moonlight Harbour (2031) Genres: Animation, Children's, Musical."
+    system.stub.UpsertItems(gw.UpsertItemsRequest(items=[
+        common_pb2.Item(item_id="new-2031", title="Moonlight Harbour (2031)", text=text,
+                        attributes={"genre": common_pb2.AttributeValues(values=["Animation"])})]), timeout=30)
+    reply = system.stub.Recommend(gw.RecommendRequest(user_id="1", k=10, query=text), timeout=30)
+    assert not reply.degraded
+    assert "new-2031" in [i.item_id for i in reply.items]
+
+
+def test_free_text_request_steers_a_cold_user(trained_system, ml100k):
+    system, _ = trained_system
+    genres = {i.item_id: set(i.attributes.get("genre", [])) for i in ml100k.items[:N_ITEMS]}
+    reply = system.stub.Recommend(gw.RecommendRequest(user_id="cold-user-x", k=10,
+                                                      query="an animated movie for young children"), timeout=30)
+    hits = sum(bool(genres.get(i.item_id, set()) & {"Animation", "Children's"}) for i in reply.items)
+    assert hits >= 5, [i.title for i in reply.items]
+
+
+def test_hot_swap_keeps_every_call_succeeding(trained_system, tiny_bundle, tmp_path):
+    system, watched = trained_system
+    old_version = load_manifest(watched).model_version
+    errors, versions, stop = [], [], threading.Event()
+
+    def hammer() -> None:
+        with grpc.insecure_channel(system.gateway_address) as channel:
+            from lmrec.v1 import gateway_service_pb2_grpc as gw_grpc
+
+            stub = gw_grpc.GatewayServiceStub(channel)
+            while not stop.is_set():
+                try:
+                    reply = stub.Recommend(gw.RecommendRequest(user_id="1", k=10), timeout=10)
+                    versions.append(reply.model_version)
+                except grpc.RpcError as exc:
+                    errors.append(exc.code())
+
+    worker = threading.Thread(target=hammer)
+    worker.start()
+    try:
+        # A "newly trained" bundle: same weights, new version, swapped in the way `lmrec train` does it.
+        staged = tmp_path / "staged"
+        shutil.copytree(tiny_bundle, staged)
+        manifest = load_manifest(staged)
+        new_version = manifest.model_version + "-retrained"
+        write_manifest(staged, manifest.model_copy(update={"model_version": new_version}))
+        retired = watched.parent / "retired"
+        watched.rename(retired)
+        staged.rename(watched)
+        shutil.rmtree(retired)
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and (not versions or versions[-1] != new_version):
+            time.sleep(0.5)
+        time.sleep(2)
+    finally:
+        stop.set()
+        worker.join(timeout=30)
+    assert not errors, errors
+    assert versions and versions[0] == old_version and versions[-1] == new_version
+    reply = system.stub.Recommend(gw.RecommendRequest(user_id="1", k=10), timeout=30)
+    assert not reply.degraded and reply.model_version == new_version

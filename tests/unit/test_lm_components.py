@@ -1,0 +1,82 @@
+"""The LM recommender's parts: co-occurrence pairs, the towers' masking, and the versioned item store."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from ranking_service.item_store import ItemStore
+
+torch = pytest.importorskip("torch", reason="the model code needs the training extra")
+
+from training.lm_finetune import co_occurrence_pairs  # noqa: E402
+from training.lm_model import ContextModel, LMSeqNet, UserTower  # noqa: E402
+
+
+def test_co_occurrence_pairs_are_nearby_distinct_items_in_order():
+    pairs = co_occurrence_pairs([np.array([1, 2, 2, 3]), np.array([7])], window=2)
+    # gap 1: (1,2) (2,3) [(2,2) dropped]; gap 2: (1,2) (2,3)
+    assert sorted(map(tuple, pairs.tolist())) == [(1, 2), (1, 2), (2, 3), (2, 3)]
+    assert len(co_occurrence_pairs([np.array([5])], window=3)) == 0
+
+
+def test_context_model_ignores_left_padding():
+    torch.manual_seed(0)
+    context = ContextModel(UserTower(dim=8, layers=2, heads=2, dropout=0.0, max_len=10)).eval()
+    history = torch.randn(1, 4, 8)
+    padded = torch.cat([torch.randn(1, 3, 8), history], dim=1)
+    mask = torch.cat([torch.zeros(1, 3), torch.ones(1, 4)], dim=1)
+    with torch.no_grad():
+        plain = context(history, torch.ones(1, 4))
+        with_pad = context(padded, mask)
+    torch.testing.assert_close(plain, with_pad, atol=1e-5, rtol=1e-5)
+    assert torch.allclose(plain.norm(dim=-1), torch.ones(1))
+
+
+def test_items_without_an_id_embedding_are_represented_by_text_alone():
+    torch.manual_seed(0)
+    text = torch.nn.functional.normalize(torch.randn(5, 12), dim=-1)
+    known = torch.tensor([True, True, False, True, False])
+    net = LMSeqNet(text, known, dim=8, layers=1, heads=1, dropout=0.0, max_len=6).eval()
+    with torch.no_grad():
+        items = net.item_vectors()
+        text_only = net.head(text, torch.zeros(5, 8))
+        all_dropped = net.item_vectors(torch.zeros(5))
+    torch.testing.assert_close(items[~known], text_only[~known])
+    assert not torch.allclose(items[known], text_only[known])
+    torch.testing.assert_close(all_dropped, text_only)
+    with torch.no_grad():
+        logits = net.logits(net.hidden(torch.tensor([[0, 1, 2]]), items)[:, -1], items)
+    assert logits.shape == (1, 5) and torch.isfinite(logits).all()
+
+
+def _vectors(n: int, value: float) -> np.ndarray:
+    return np.full((n, 3), value, dtype=np.float32)
+
+
+def test_item_store_keeps_versions_apart_and_catches_up(tmp_path):
+    path = tmp_path / "items.sqlite"
+    old = ItemStore(path, 3, "v1")
+    assert old.load(lambda ids, texts: _vectors(len(ids), 1.0)) == 0
+    old.put(["a", "b"], ["text a", "text b"], _vectors(2, 1.0))
+
+    new = ItemStore(path, 3, "v2")
+    encoded = []
+    assert new.load(lambda ids, texts: encoded.extend(texts) or _vectors(len(ids), 2.0)) == 2
+    assert sorted(encoded) == ["text a", "text b"]
+    # While both are loaded, each serves its own vectors.
+    assert old.gather(["a"])[0][0, 0] == 1.0 and new.gather(["a"])[0][0, 0] == 2.0
+
+    old.put(["c"], ["text c"], _vectors(1, 1.0))  # written through the old model during the swap
+    old.delete(["b"])
+    assert new.reconcile(lambda ids, texts: _vectors(len(ids), 2.0)) == 1
+    vectors, known = new.gather(["a", "b", "c"])
+    assert known.tolist() == [True, False, True] and vectors[2, 0] == 2.0
+    assert new.prune() == 2  # v1 rows of a and c
+    old.close()
+    new.close()
+
+    reopened = ItemStore(path, 3, "v2")
+    assert reopened.load(lambda ids, texts: pytest.fail("nothing to re-encode")) == 0
+    assert sorted(reopened.known_ids()) == ["a", "c"]
+    reopened.close()

@@ -1,0 +1,180 @@
+"""Exports a trained LM recommender as a serving bundle, checking every exported graph on the way.
+
+The bundle holds, besides manifest.json:
+  * encoder.{onnx,int8.onnx,fp16.onnx} + tokenizer/: the fine-tuned LM (token ids -> unit text vector);
+  * item_tower.*.onnx and context.*.onnx: see ranking_service/seq_ranker.py;
+  * item_ids.json + id_embeddings.npy: the collaborative part of the items seen in training;
+  * item_vectors.npy + catalogue_ids.json: the served vector of every catalogue item at training time
+    (FP32), for bulk index builds and offline checks; index_params: the HNSW build parameters;
+  * hf_model/: the fine-tuned encoder in HF format (PyTorch baselines and benchmarks; not served).
+Parity recorded in the manifest: each ONNX graph against PyTorch, and INT8 / FP16 against FP32 as
+scores and as NDCG@10 over whole-catalogue rankings.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from lmrec.manifest import FORMAT_VERSION, EncoderSpec, Manifest, write_manifest
+from training.export_encoder import export_encoder_files, save_tokenizer
+from training.lm_model import ContextModel, ItemTower
+from training.metrics import mask_history, per_user_metrics, target_ranks
+from training.onnx_export import convert_fp16, describe, export_module, quantize_int8
+
+log = logging.getLogger(__name__)
+
+PARITY_USERS = 300
+INDEX_PARAMS = {"space": "cosine", "m": 16, "ef_construction": 200, "ef_search": 128}
+
+
+def _export_variants(module: torch.nn.Module, example: tuple, out: Path, role: str, input_names: list[str],
+                     output_name: str, dynamic_axes: dict) -> dict:
+    fp32 = out / f"{role}.onnx"
+    export_module(module, example, fp32, input_names, [output_name], dynamic_axes)
+    int8, fp16 = out / f"{role}.int8.onnx", out / f"{role}.fp16.onnx"
+    quantize_int8(fp32, int8)
+    convert_fp16(fp32, fp16)
+    return {p: describe(f, out, p) for p, f in (("fp32", fp32), ("int8", int8), ("fp16", fp16))}
+
+
+def _graph_parity(path: Path, feeds: dict[str, np.ndarray], reference: np.ndarray) -> float:
+    import onnxruntime as ort
+
+    got = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, feeds)[0]
+    return float(np.abs(got - reference).max())
+
+
+def _ranking_parity(trained, data, out: Path) -> dict:
+    """NDCG@10 of whole-catalogue rankings by PyTorch and by each ONNX precision, on the same users.
+
+    Uses validation targets with validation histories. The test-phase model has trained on those
+    targets, so the NDCG values are inflated: they measure agreement between precisions, not quality.
+    """
+    from training.lm_recommender import BundleScorer, torch_scores
+
+    users = data.eval_users("validation")[:PARITY_USERS]
+    history = data.history_matrix("validation")
+    seqs = data.history_sequences("validation")
+
+    def ndcg(scores: np.ndarray) -> float:
+        mask_history(scores, history, users)
+        return float(per_user_metrics(target_ranks(scores, data.val_items[users]))["ndcg@10"].mean())
+
+    reference = torch_scores(trained, [seqs[u] for u in users])
+    result = {"users": int(len(users)), "torch_ndcg@10": ndcg(reference.copy())}
+    fp32_scores = None
+    for precision in trained.config.parity_precisions:
+        try:
+            scores = BundleScorer(out, precision, data, "validation").score(users)
+        except Exception as exc:  # noqa: BLE001 - FP16 kernels are missing on some CPU builds; say so
+            result[f"{precision}_error"] = f"{type(exc).__name__}: {str(exc)[:200]}"
+            continue
+        if precision == "fp32":
+            fp32_scores = scores
+        result[f"{precision}_ndcg@10"] = ndcg(scores.copy())
+        result[f"{precision}_vs_torch_max_abs_score_diff"] = float(np.abs(scores - reference).max())
+        if fp32_scores is not None and precision != "fp32":
+            result[f"{precision}_vs_fp32_max_abs_score_diff"] = float(np.abs(scores - fp32_scores).max())
+            base = result["fp32_ndcg@10"]
+            result[f"{precision}_vs_fp32_ndcg_rel_diff"] = (result[f"{precision}_ndcg@10"] - base) / base if base else 0.0
+    return result
+
+
+def export_bundle(trained, data, out_dir: Path) -> Path:
+    """Writes the bundle next to `out_dir`, then swaps it in with renames, so a ranking worker watching
+    `out_dir` never loads a half-written bundle."""
+    out_dir = Path(out_dir)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out_dir.parent / f".{out_dir.name}.tmp-{os.getpid()}"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir()
+    config, lm, net = trained.config, trained.lm, trained.net.eval()
+    text_dim, dim = lm.text.shape[1], config.dim
+
+    save_tokenizer(lm.tokenizer, tmp / "tokenizer")
+    lm.pooled.encoder.save_pretrained(str(tmp / "hf_model"))
+    lm.tokenizer.save_pretrained(str(tmp / "hf_model"))
+    encoder = export_encoder_files(lm.pooled, lm.tokenizer, tmp, config.max_length)
+
+    text = torch.from_numpy(lm.text[:8].copy())
+    ids = torch.randn(len(text), dim) * 0.1
+    with torch.no_grad():
+        norms = net.item_vectors().norm(dim=-1).numpy()
+    max_norm = float(norms.max())
+    # The query channel's weight is relative to the collaborative scores' scale (|e| for raw heads).
+    query_scale = 1.0 if config.unit else float(norms[trained.known].mean())
+    item_tower = ItemTower(net.head, None if config.unit else max_norm).eval()
+    item_files = _export_variants(item_tower, (text, ids), tmp, "item_tower", ["text_embedding", "id_embedding"],
+                                  "item_vector", {"text_embedding": {0: "batch"}, "id_embedding": {0: "batch"},
+                                                  "item_vector": {0: "batch"}})
+    history = torch.randn(3, 7, dim)
+    mask = torch.ones(3, 7)
+    mask[0, :4] = 0
+    context = ContextModel(net.tower).eval()
+    context_files = _export_variants(context, (history, mask), tmp, "context", ["history", "mask"], "context",
+                                     {"history": {0: "batch", 1: "sequence"}, "mask": {0: "batch", 1: "sequence"},
+                                      "context": {0: "batch"}})
+    with torch.no_grad():
+        item_ref = item_tower(text, ids).numpy()
+        context_ref = context(history, mask).numpy()
+        id_table = (net.ids * net.known[:, None]).numpy()
+        served = item_tower(torch.from_numpy(lm.text), torch.from_numpy(id_table)).numpy()
+    parity = {f"encoder_{k}": v for k, v in encoder["parity"].items()}
+    parity["item_tower_fp32_vs_torch_max_abs"] = _graph_parity(tmp / "item_tower.onnx", {
+        "text_embedding": text.numpy(), "id_embedding": ids.numpy()}, item_ref)
+    parity["context_fp32_vs_torch_max_abs"] = _graph_parity(tmp / "context.onnx", {
+        "history": history.numpy(), "mask": mask.numpy()}, context_ref)
+
+    known = np.flatnonzero(trained.known)
+    (tmp / "item_ids.json").write_text(json.dumps([data.item_ids[i] for i in known]))
+    np.save(tmp / "id_embeddings.npy", id_table[known].astype(np.float32))
+    (tmp / "catalogue_ids.json").write_text(json.dumps(list(data.item_ids)))
+    np.save(tmp / "item_vectors.npy", served.astype(np.float32))
+
+    now = dt.datetime.now(dt.timezone.utc)
+    name = Path(config.model or "all-MiniLM-L6-v2").name
+    hyper = config.as_dict()
+    hyper.update({"epochs": trained.epochs, "fit_phase": trained.phase, "lm_source": lm.source,
+                  "split": data.config.as_dict(), "query_scale": query_scale, "max_norm": max_norm})
+    manifest = Manifest(
+        format_version=FORMAT_VERSION,
+        model_version=f"lmrec-{name}-{data.dataset_name}-{now:%Y%m%d%H%M%S}",
+        ranker_kind="lm_seq",
+        encoder=EncoderSpec(base_model=config.model or "all-MiniLM-L6-v2", tokenizer_dir="tokenizer",
+                            max_length=config.max_length, dimension=int(text_dim), pooling="mean", normalized=True),
+        models={"encoder": encoder["files"], "item_tower": item_files, "context": context_files},
+        created_at=now.isoformat(),
+        data_fingerprint=data.fingerprint,
+        hyperparameters=hyper,
+        metrics={"lm_finetune": lm.stats, "validation_curve": trained.curve, "train_seconds": trained.seconds,
+                 "known_items": int(len(known)), "catalogue_items": int(data.n_items)},
+        parity=parity,
+        extra_files={"item_ids": "item_ids.json", "id_embeddings": "id_embeddings.npy",
+                     "item_vectors": "item_vectors.npy", "catalogue_ids": "catalogue_ids.json"},
+        index_params={"dimension": int(served.shape[1]), **INDEX_PARAMS},
+    )
+    write_manifest(tmp, manifest)
+    ranking = _ranking_parity(trained, data, tmp)
+    manifest = manifest.model_copy(update={"parity": {**parity, "ranking": ranking}})
+    write_manifest(tmp, manifest)
+    log.info("bundle %s parity: %s", manifest.model_version, manifest.parity)
+    _swap_in(tmp, out_dir)
+    return out_dir
+
+
+def _swap_in(tmp: Path, out_dir: Path) -> None:
+    old = out_dir.parent / f".{out_dir.name}.old-{os.getpid()}"
+    if out_dir.exists():
+        out_dir.rename(old)
+    tmp.rename(out_dir)
+    if old.exists():
+        shutil.rmtree(old)
