@@ -39,7 +39,14 @@ class RayCluster:
 def ray_cluster():
     """A small local cluster this test owns: 3 logical CPUs (2 replicas + room for a replacement)."""
     metrics_port = free_port()
-    ray.init(num_cpus=3, include_dashboard=False, log_to_driver=False, _metrics_export_port=metrics_port)
+    for attempt in (1, 2):
+        try:
+            ray.init(num_cpus=3, include_dashboard=False, log_to_driver=False, _metrics_export_port=metrics_port)
+            break
+        except Exception as exc:  # Ray gives its raylet a fixed 30 s to register; a loaded CI box may need more
+            ray.shutdown()
+            if attempt == 2 or "timed out during startup" not in str(exc):
+                raise
     try:
         yield RayCluster(ray.get_runtime_context().gcs_address, metrics_port)
     finally:
