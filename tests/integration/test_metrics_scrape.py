@@ -18,8 +18,8 @@ def test_ranking_and_gateway_metrics_after_real_calls(small_system_factory, metr
     system = small_system_factory(histories=False, extra_args={
         "ranking": ["--metrics-port", str(ranking_port)], "gateway": ["--metrics-port", str(gateway_port)]})
     for user in range(10):
-        response = system.stub.Recommend(gw.RecommendRequest(user_id=str(user), k=10, query="space adventure"),
-                                         timeout=10)
+        query = f"space adventure number {user}"  # distinct: the worker caches query vectors
+        response = system.stub.Recommend(gw.RecommendRequest(user_id=str(user), k=10, query=query), timeout=10)
         assert not response.degraded and response.source == "ranked"
 
     ranking = scrape(ranking_port)

@@ -3,8 +3,6 @@ step with what the other writes."""
 
 from __future__ import annotations
 
-import inspect
-
 import numpy as np
 import pytest
 
@@ -14,20 +12,12 @@ from ranking_service.ray_serve.store_sync import ItemStoreFollower
 VERSION = "v1"
 
 
-# The store is becoming one per model version (hot swap: the version moves from each call to the
-# constructor); both shapes are accepted until that change lands.
-PER_VERSION = "model_version" in inspect.signature(ItemStore).parameters
-
-
 def store_at(path) -> ItemStore:
-    return ItemStore(path, 4, VERSION) if PER_VERSION else ItemStore(path, 4)
+    return ItemStore(path, 4, VERSION)
 
 
 def put(store: ItemStore, ids: list[str], vectors: np.ndarray) -> None:
-    if PER_VERSION:
-        store.put(ids, ids, vectors)
-    else:
-        store.put(ids, ids, vectors, VERSION)
+    store.put(ids, ids, vectors)
 
 
 def known(store: ItemStore, ids: list[str]) -> list[bool]:
