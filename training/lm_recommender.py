@@ -31,7 +31,7 @@ from training.lm_finetune import FinetuneConfig, embed_texts, finetune_encoder
 from training.lm_model import LMSeqNet
 from training.metrics import mask_history, per_user_metrics, target_ranks
 from training.protocols import Recommender
-from training.sequences import PAD, left_pad, length_bucketed_batches, torch_threads, training_windows
+from training.sequences import PAD, EarlyStopping, left_pad, length_bucketed_batches, torch_threads, training_windows
 from training.split import Phase, SplitData
 
 log = logging.getLogger(__name__)
@@ -149,7 +149,7 @@ def _fit_sequence_model(data: SplitData, phase: Phase, config: LMRecConfig, lm: 
     early_stop = phase == "validation" and fixed_epochs is None
     epochs = fixed_epochs or config.max_epochs
     users = data.eval_users("validation") if early_stop else None
-    best, best_state, best_epoch, stale, curve = -1.0, None, epochs, 0, []
+    stopper, curve = EarlyStopping(config.patience), []
     trained = TrainedLM(config, lm, net, phase, known, epochs, curve, {})
     bar = tqdm(range(1, epochs + 1), desc=f"lmrec[{phase}]", leave=False)
     for epoch in bar:
@@ -169,17 +169,11 @@ def _fit_sequence_model(data: SplitData, phase: Phase, config: LMRecConfig, lm: 
             ndcg = _validation_ndcg(trained, data, users)
             curve.append((epoch, ndcg))
             bar.set_postfix(ndcg10=f"{ndcg:.4f}")
-            if ndcg > best:
-                best, best_epoch, stale = ndcg, epoch, 0
-                best_state = {k: v.detach().clone() for k, v in net.state_dict().items()}
-            else:
-                stale += 1
-                if stale >= config.patience:
-                    break
-    if best_state is not None:
-        net.load_state_dict(best_state)
+            if stopper.update(epoch, ndcg, net):
+                break
+    stopper.restore(net)
     net.eval()
-    trained.epochs = best_epoch if early_stop else epochs
+    trained.epochs = (stopper.best_epoch or epochs) if early_stop else epochs
     return trained
 
 

@@ -63,3 +63,28 @@ def length_bucketed_batches(windows: list[np.ndarray], batch_size: int, rng: np.
     for b in rng.permutation(len(batches)):
         chosen = [windows[i] for i in batches[b]]
         yield left_pad(chosen, max(len(w) for w in chosen))
+
+
+class EarlyStopping:
+    """Keeps the network state with the best validation score; says when `patience` checks in a row
+    have not improved on it."""
+
+    def __init__(self, patience: int) -> None:
+        self.patience = patience
+        self.best = -1.0
+        self.best_epoch: int | None = None
+        self._state: dict | None = None
+        self._stale = 0
+
+    def update(self, epoch: int, score: float, net: torch.nn.Module) -> bool:
+        """Records one validation check; returns True when training should stop."""
+        if score > self.best:
+            self.best, self.best_epoch, self._stale = score, epoch, 0
+            self._state = {k: v.detach().clone() for k, v in net.state_dict().items()}
+            return False
+        self._stale += 1
+        return self._stale >= self.patience
+
+    def restore(self, net: torch.nn.Module) -> None:
+        if self._state is not None:
+            net.load_state_dict(self._state)

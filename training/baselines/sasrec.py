@@ -17,7 +17,7 @@ from tqdm.auto import tqdm
 
 from training.metrics import mask_history, per_user_metrics, target_ranks
 from training.protocols import Recommender
-from training.sequences import PAD, left_pad, length_bucketed_batches, torch_threads, training_windows
+from training.sequences import PAD, EarlyStopping, left_pad, length_bucketed_batches, torch_threads, training_windows
 from training.split import Phase, SplitData
 
 
@@ -103,7 +103,7 @@ class SASRec(Recommender):
         early_stop = phase == "validation" and self.fixed_epochs is None
         epochs = self.fixed_epochs or self.max_epochs
         val_users = data.eval_users("validation") if early_stop else None
-        best_score, best_state, stale = -1.0, None, 0
+        stopper = EarlyStopping(self.patience)
         self.curve = []
         bar = tqdm(range(1, epochs + 1), desc=f"sasrec[{phase}]", leave=False)
         for epoch in bar:
@@ -122,15 +122,11 @@ class SASRec(Recommender):
                 ndcg = self._validation_ndcg(data, val_users)
                 self.curve.append((epoch, ndcg))
                 bar.set_postfix(ndcg10=f"{ndcg:.4f}")
-                if ndcg > best_score:
-                    best_score, stale, self._best_epoch = ndcg, 0, epoch
-                    best_state = {k: v.detach().clone() for k, v in net.state_dict().items()}
-                else:
-                    stale += 1
-                    if stale >= self.patience:
-                        break
-        if best_state is not None:
-            net.load_state_dict(best_state)
+                stop = stopper.update(epoch, ndcg, net)
+                self._best_epoch = stopper.best_epoch
+                if stop:
+                    break
+        stopper.restore(net)
         net.eval()
 
     def _validation_ndcg(self, data: SplitData, users: np.ndarray) -> float:
