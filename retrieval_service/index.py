@@ -690,29 +690,42 @@ class VectorIndex:
     def load(self, directory: Path) -> None:
         """Replaces the contents with a snapshot written by `save`.
 
+        Reads format 1 (before the numpy tables) too; its float16 copy, if any, is not needed.
+
         Raises:
             SnapshotMismatch: the snapshot was written for another dimension, metric or format.
         """
         with open(directory / "meta.json", encoding="utf-8") as f:
             meta = json.load(f)
-        for key, expected in (("format", SNAPSHOT_FORMAT), ("metric", METRIC), ("dimension", self.dimension)):
+        if meta.get("format") not in (1, SNAPSHOT_FORMAT):
+            raise SnapshotMismatch(f"snapshot {directory} has format={meta.get('format')!r}, this index reads 1 and {SNAPSHOT_FORMAT}")
+        for key, expected in (("metric", METRIC), ("dimension", self.dimension)):
             if meta.get(key) != expected:
                 raise SnapshotMismatch(f"snapshot {directory} has {key}={meta.get(key)!r}, this index needs {expected!r}")
         capacity = max(meta["capacity"], self.initial_capacity)
         hnsw = hnswlib.Index(space="ip", dim=self.dimension)
         hnsw.load_index(str(directory / "graph.hnsw"), max_elements=capacity)
         g = self._empty_graph(capacity, hnsw=hnsw)
-        with np.load(directory / "slots.npz") as slots:
-            names, live, combo, free = slots["names"], slots["live"], slots["combo"], slots["free"]
-        used = meta["next_label"]
-        g.next_label = used
-        g.free = free.tolist()
-        for attributes in meta["combos"][1:]:
-            g.attributes.number(attributes)
-        g.attributes.combo[:used] = combo
-        g.live[:used] = live
-        for label in np.flatnonzero(live).tolist():
-            g.ids.add(names[label].decode("utf-8"), label)
+        g.next_label = meta["next_label"]
+        if meta["format"] == 1:
+            # Written before the numpy tables: one [label, id, attributes] entry per live item.
+            g.free = list(meta["free"])
+            labels = np.array([label for label, _, _ in meta["items"]], dtype=np.int64)
+            for label, item_id, _ in meta["items"]:
+                g.ids.add(item_id, label)
+            numbers = np.array([g.attributes.number(_clean_attributes(a)) for _, _, a in meta["items"]], np.int32)
+            g.live[labels] = True
+            g.attributes.combo[labels] = numbers
+        else:
+            with np.load(directory / "slots.npz") as slots:
+                names, live, combo, free = slots["names"], slots["live"], slots["combo"], slots["free"]
+            g.free = free.tolist()
+            for attributes in meta["combos"][1:]:
+                g.attributes.number(attributes)
+            g.attributes.combo[: g.next_label] = combo
+            g.live[: g.next_label] = live
+            for label in np.flatnonzero(live).tolist():
+                g.ids.add(names[label].decode("utf-8"), label)
         if g.shadow is not None:
             labels = np.flatnonzero(live)
             for start in range(0, len(labels), _COPY_CHUNK):

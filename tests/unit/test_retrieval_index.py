@@ -369,3 +369,31 @@ def test_exact_scans_read_hnswlib_rows_without_a_copy():
     assert result.plan == "exact"
     expected = np.sort(normalize(vectors) @ normalize(vectors[3])[0])[::-1][:20]
     np.testing.assert_allclose(result.scores, expected, atol=1e-5)
+
+
+def test_loads_a_format_1_snapshot(tmp_path):
+    """Snapshots written before the numpy tables (one JSON entry per item) still load."""
+    import json
+
+    dim = 16
+    vectors = clustered(200, dim, seed=13)
+    ids = [f"i{i}" for i in range(200)]
+    index = VectorIndex(dim, exact_scan_threshold=0, auto_rebuild=False)
+    index.upsert(ids, vectors, [{"g": [str(i % 4)]} for i in range(200)])
+    index.delete(ids[:5])
+    index.save(tmp_path)
+    meta = json.loads((tmp_path / "meta.json").read_text())
+    old = {
+        "format": 1, "metric": meta["metric"], "dimension": dim, "m": meta["m"], "capacity": meta["capacity"],
+        "next_label": meta["next_label"], "free": index._graph.free,
+        "items": [[index._graph.ids.get(i), i, {"g": [str(n % 4)]}] for n, i in enumerate(ids) if n >= 5],
+    }
+    (tmp_path / "meta.json").write_text(json.dumps(old))
+    (tmp_path / "slots.npz").unlink()
+    loaded = VectorIndex(dim, exact_scan_threshold=0, auto_rebuild=False)
+    loaded.load(tmp_path)
+    assert loaded.stats() == index.stats()
+    for q in vectors[50:55]:
+        assert loaded.search(q, 10, filters=[("g", ["2"])]) == index.search(q, 10, filters=[("g", ["2"])])
+    loaded.upsert(["new"], vectors[:1], None)  # revives a saved tombstone
+    assert loaded.stats().tombstone_count == 4 and loaded.search(vectors[0], 1).ids == ["new"]
