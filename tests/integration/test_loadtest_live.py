@@ -11,7 +11,7 @@ import pytest
 
 from lmrec.loadtest import RequestMix, run_load
 
-pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]  # the session system (ML-100K loaded) may be built here
 
 RATE = 20.0
 DURATION_S = 3.0

@@ -23,7 +23,7 @@ from lmrec.v1 import common_pb2, gateway_service_pb2 as gw  # noqa: E402
 from lmrec.v1 import ranking_service_pb2 as rk, ranking_service_pb2_grpc as rk_grpc  # noqa: E402
 from ranking_service.ray_serve.deployment import DEPLOYMENT_NAME  # noqa: E402
 
-pytestmark = [pytest.mark.integration, pytest.mark.ray, pytest.mark.timeout(240)]
+pytestmark = [pytest.mark.integration, pytest.mark.ray, pytest.mark.timeout(600)]
 
 APP = "lmrec-ranking-test"
 REPLICA_PREFIX = f"SERVE_REPLICA::{APP}#{DEPLOYMENT_NAME}#"
