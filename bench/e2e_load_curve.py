@@ -20,7 +20,7 @@ import os
 import sys
 from pathlib import Path
 
-from lmrec.loadtest import MixShares, default_mix, is_loopback_target, rates_arg, run_load
+from lmrec.loadtest import MixShares, add_rate_sweep_arguments, default_mix, is_loopback_target, run_load
 from lmrec.loadtest_report import LoadReport, describe_machine
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -31,16 +31,8 @@ PLOTTED = ("p50", "p90", "p99", "p99.9")
 
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--target", default="127.0.0.1:50051")
-    parser.add_argument("--allow-remote", action="store_true")
-    parser.add_argument("--rates", type=rates_arg, default=rates_arg("5,10,20,30,40,60"), help="offered req/s")
-    parser.add_argument("--duration", type=float, default=15.0, help="seconds per rate")
-    parser.add_argument("--warmup", type=float, default=2.0, help="seconds at the lowest rate, not reported")
+    add_rate_sweep_arguments(parser, "5,10,20,30,40,60", 15.0)
     parser.add_argument("--pause", type=float, default=1.0, help="idle seconds between rates, to drain queues")
-    parser.add_argument("--timeout", type=float, default=5.0, help="per-call deadline, seconds")
-    parser.add_argument("-k", type=int, default=10)
-    parser.add_argument("--data")
-    parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--stop-error-rate", type=float, default=0.5,
                         help="skip higher rates once this share of calls fails (default %(default)s)")
     parser.add_argument("--png", type=Path, default=DEFAULT_PNG)
@@ -93,7 +85,7 @@ def curve_document(args: argparse.Namespace, reports: list[LoadReport], loads: l
     return {
         "generated": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "tool": "bench/e2e_load_curve.py",
-        "target": args.target,
+        "address": args.target,
         "label": args.label,
         "machine": machine,
         "durationPerRateS": args.duration,

@@ -19,21 +19,13 @@ import json
 import sys
 from pathlib import Path
 
-from lmrec.loadtest import MixShares, default_mix, is_loopback_target, rates_arg, run_load
+from lmrec.loadtest import MixShares, add_rate_sweep_arguments, default_mix, is_loopback_target, run_load
 from lmrec.loadtest_report import LoadReport, describe_machine
 
 
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--target", default="127.0.0.1:50051")
-    parser.add_argument("--allow-remote", action="store_true")
-    parser.add_argument("--rates", type=rates_arg, default=rates_arg("5,10,20"), help="offered req/s, comma-separated")
-    parser.add_argument("--duration", type=float, default=10.0, help="seconds per rate")
-    parser.add_argument("--warmup", type=float, default=2.0, help="seconds at the first rate, not reported")
-    parser.add_argument("--timeout", type=float, default=5.0, help="per-call deadline, seconds")
-    parser.add_argument("-k", type=int, default=10)
-    parser.add_argument("--data", help="dataset for the request mix (default: the loadtest default)")
-    parser.add_argument("--seed", type=int, default=0)
+    add_rate_sweep_arguments(parser, "5,10,20", 10.0)
     parser.add_argument("--out", help="also write the markdown section here")
     parser.add_argument("--json-out", help="also write the raw loadtest reports here")
     parser.add_argument("--label", default="", help="what was measured (build, flags), printed in the section")

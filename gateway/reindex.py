@@ -17,7 +17,8 @@ import grpc
 
 from gateway.downstream import RankingClient, ShardedRetrievalClient
 from gateway.store import GatewayStore
-from lmrec.v1 import common_pb2, retrieval_service_pb2 as rt
+from lmrec.catalog_loader import attribute_values
+from lmrec.v1 import retrieval_service_pb2 as rt
 
 log = logging.getLogger(__name__)
 INDEX_VERSION_KEY = "index_model_version"
@@ -49,8 +50,7 @@ class IndexReconciler:
             batch = items[start:start + BATCH]
             vectors = await self.ranking.encode_items([(i.item_id, i.text) for i in batch], CALL_TIMEOUT_S)
             await self.retrieval.upsert([
-                rt.IndexedItem(item_id=i.item_id, vector=vec, attributes={
-                    k: common_pb2.AttributeValues(values=vs) for k, vs in i.attributes.items()})
+                rt.IndexedItem(item_id=i.item_id, vector=vec, attributes=attribute_values(i.attributes))
                 for i, vec in zip(batch, vectors)], CALL_TIMEOUT_S)
         # Recorded only now: a crash midway leaves the old version, so the next pass redoes the work; a
         # model swapped again midway shows up as another mismatch at the next pass.

@@ -12,9 +12,10 @@ from gateway.recommend import RecommendPipeline
 from gateway.settings import GatewaySettings
 from gateway.store import Event, GatewayStore, now_ms
 from lmrec import validation as v
+from lmrec.catalog_loader import item_message
 from lmrec.datasets import CatalogItem
 from lmrec.errors import InvalidArgument
-from lmrec.v1 import common_pb2, gateway_service_pb2 as gw, gateway_service_pb2_grpc as gw_grpc
+from lmrec.v1 import gateway_service_pb2 as gw, gateway_service_pb2_grpc as gw_grpc
 from lmrec.v1 import retrieval_service_pb2 as rt
 
 MAX_K = 1000
@@ -127,8 +128,7 @@ class GatewayServicer(gw_grpc.GatewayServiceServicer):
             if item is None:
                 missing.append(item_id)
                 continue
-            found.append(common_pb2.Item(item_id=item.item_id, title=item.title, text=item.text,
-                                 attributes={k: common_pb2.AttributeValues(values=vs) for k, vs in item.attributes.items()}))
+            found.append(item_message(item))
         return gw.GetItemsResponse(items=found, missing_item_ids=missing)
 
     async def RecordFeedback(self, request: gw.RecordFeedbackRequest, context) -> gw.RecordFeedbackResponse:

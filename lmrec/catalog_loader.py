@@ -13,9 +13,14 @@ ITEM_BATCH = 256
 EVENT_BATCH = 5000
 
 
-def item_message(item) -> gw.Item:
+def attribute_values(attributes: dict[str, list[str]]) -> dict[str, common_pb2.AttributeValues]:
+    return {k: common_pb2.AttributeValues(values=v) for k, v in attributes.items()}
+
+
+def item_message(item) -> common_pb2.Item:
+    """The contract's Item for a CatalogItem."""
     return common_pb2.Item(item_id=item.item_id, title=item.title, text=item.text,
-                   attributes={k: common_pb2.AttributeValues(values=v) for k, v in item.attributes.items()})
+                           attributes=attribute_values(item.attributes))
 
 
 def event_message(x) -> gw.FeedbackEvent:

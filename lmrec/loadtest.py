@@ -454,6 +454,19 @@ def rates_arg(text: str) -> list[float]:
     return rates
 
 
+def add_rate_sweep_arguments(parser: argparse.ArgumentParser, rates: str, duration: float) -> None:
+    """Flags the rate-sweep benchmarks (bench/recommend_latency.py, bench/e2e_load_curve.py) share."""
+    parser.add_argument("--target", default="127.0.0.1:50051")
+    parser.add_argument("--allow-remote", action="store_true")
+    parser.add_argument("--rates", type=rates_arg, default=rates_arg(rates), help="offered req/s, comma-separated")
+    parser.add_argument("--duration", type=float, default=duration, help="seconds per rate")
+    parser.add_argument("--warmup", type=float, default=2.0, help="seconds at the lowest rate, not reported")
+    parser.add_argument("--timeout", type=float, default=5.0, help="per-call deadline, seconds")
+    parser.add_argument("-k", type=int, default=10)
+    parser.add_argument("--data", help="dataset for the request mix (default: the loadtest default)")
+    parser.add_argument("--seed", type=int, default=0)
+
+
 def _positive_float(text: str) -> float:
     value = float(text)
     if not math.isfinite(value) or value <= 0:

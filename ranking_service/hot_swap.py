@@ -112,8 +112,7 @@ class BundleWatcher:
         self._holder.swaps += 1
         await old.batcher.drain(DRAIN_TIMEOUT_S)
         await old.batcher.close()
-        reencode = lambda ids, texts: new.ranker.item_vectors(new.encoder.encode(texts), ids)  # noqa: E731
-        caught_up = await asyncio.to_thread(new.store.reconcile, reencode)
+        caught_up = await asyncio.to_thread(new.store.reconcile, new.encode_items)
         pruned = await asyncio.to_thread(new.store.prune)
         old.model.store.close()
         log.info("hot-swapped %s -> %s (%d items caught up, %d old rows dropped)",

@@ -6,6 +6,8 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 from lmrec.manifest import Manifest, load_manifest
 from ranking_service.item_store import ItemStore
 from ranking_service.onnx_session import RuntimeChoice, choose_runtime
@@ -25,6 +27,10 @@ class LoadedModel:
     ranker: Ranker
     store: ItemStore
 
+    def encode_items(self, item_ids: list[str], texts: list[str]) -> np.ndarray:
+        """Served item vectors: the LM text vectors plus what the ranker learnt about known ids."""
+        return self.ranker.item_vectors(self.encoder.encode(texts), item_ids)
+
 
 def load_model(settings: RankingSettings) -> LoadedModel:
     """Loads and checks the bundle, builds the ranker, reloads (and if needed re-encodes) item vectors."""
@@ -34,9 +40,10 @@ def load_model(settings: RankingSettings) -> LoadedModel:
     store = ItemStore(Path(settings.state_dir) / "item_repr.sqlite", manifest.served_dimension, manifest.model_version)
     ranker = build_ranker(settings.bundle_dir, manifest, store, runtime,
                           {"intra_op_threads": settings.intra_op_threads or 1})
-    reencoded = store.load(lambda ids, texts: ranker.item_vectors(encoder.encode(texts), ids))
+    model = LoadedModel(manifest, runtime, encoder, ranker, store)
+    reencoded = store.load(model.encode_items)
     log.info("bundle %s (%s, %s on %s): %d items known, %d re-encoded", manifest.model_version,
              manifest.ranker_kind, runtime.precision, runtime.providers[0], len(store), reencoded)
     if settings.warmup:
         encoder.warm_up(settings.max_batch_texts)
-    return LoadedModel(manifest, runtime, encoder, ranker, store)
+    return model

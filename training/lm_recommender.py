@@ -19,19 +19,19 @@ from __future__ import annotations
 import argparse
 import logging
 import tempfile
+import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch.nn import functional as F
-from tqdm.auto import tqdm
 
 from training.lm_finetune import FinetuneConfig, embed_texts, finetune_encoder
 from training.lm_model import LMSeqNet
 from training.metrics import mask_history, per_user_metrics, target_ranks
 from training.protocols import Recommender
-from training.sequences import PAD, EarlyStopping, left_pad, length_bucketed_batches, torch_threads, training_windows
+from training.sequences import PAD, fit_next_item, left_pad, torch_threads, training_windows
 from training.split import Phase, SplitData
 
 log = logging.getLogger(__name__)
@@ -71,6 +71,19 @@ class LMRecConfig:
         """Seconds, not minutes: CI and smoke tests."""
         return cls(finetune=FinetuneConfig(steps=2, batch_pairs=8, seed=seed), dim=16, layers=1, heads=1,
                    max_len=20, max_epochs=2, eval_every=1, parity_precisions=("fp32", "int8"), seed=seed)
+
+    @classmethod
+    def from_options(cls, tiny: bool, seed: int, lm: str | None = None, finetune_steps: int | None = None,
+                     dim: int | None = None) -> LMRecConfig:
+        """The default (or tiny) configuration with the overrides the CLIs offer."""
+        config = cls.tiny(seed) if tiny else cls(seed=seed)
+        if lm:
+            config = replace(config, model=lm)
+        if finetune_steps is not None:
+            config = replace(config, finetune=replace(config.finetune, steps=finetune_steps))
+        if dim:
+            config = replace(config, dim=dim)
+        return config
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -122,8 +135,6 @@ def fine_tuned_lm(data: SplitData, config: LMRecConfig) -> FineTunedLM:
 def train(data: SplitData, phase: Phase, config: LMRecConfig, fixed_epochs: int | None = None) -> TrainedLM:
     key = (data.fingerprint, data.config, phase, config, fixed_epochs)
     if key not in _FIT_CACHE:
-        import time
-
         started = time.perf_counter()
         lm = fine_tuned_lm(data, config)
         lm_seconds = time.perf_counter() - started
@@ -144,36 +155,24 @@ def _fit_sequence_model(data: SplitData, phase: Phase, config: LMRecConfig, lm: 
         known[seq] = True
     net = LMSeqNet(torch.from_numpy(lm.text), torch.from_numpy(known), config.dim, config.layers, config.heads,
                    config.dropout, config.max_len, config.unit)
-    optimizer = torch.optim.Adam(net.parameters(), lr=config.lr)
     windows = training_windows(history, config.max_len + 1, True)
     early_stop = phase == "validation" and fixed_epochs is None
     epochs = fixed_epochs or config.max_epochs
     users = data.eval_users("validation") if early_stop else None
-    stopper, curve = EarlyStopping(config.patience), []
-    trained = TrainedLM(config, lm, net, phase, known, epochs, curve, {})
-    bar = tqdm(range(1, epochs + 1), desc=f"lmrec[{phase}]", leave=False)
-    for epoch in bar:
-        net.train()
-        for batch in length_bucketed_batches(windows, config.batch_size, rng):
-            batch = torch.from_numpy(batch)
-            inputs, targets = batch[:, :-1], batch[:, 1:]
-            keep_ids = (torch.rand(data.n_items) >= config.id_dropout).to(torch.float32)
-            items = net.item_vectors(keep_ids)
-            hidden = net.hidden(inputs, items)
-            real = targets != PAD
-            loss = F.cross_entropy(net.logits(hidden[real], items), targets[real] - 1)
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-        if early_stop and epoch % config.eval_every == 0:
-            ndcg = _validation_ndcg(trained, data, users)
-            curve.append((epoch, ndcg))
-            bar.set_postfix(ndcg10=f"{ndcg:.4f}")
-            if stopper.update(epoch, ndcg, net):
-                break
-    stopper.restore(net)
-    net.eval()
-    trained.epochs = (stopper.best_epoch or epochs) if early_stop else epochs
+    trained = TrainedLM(config, lm, net, phase, known, epochs, [], {})
+
+    def loss_fn(inputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        keep_ids = (torch.rand(data.n_items) >= config.id_dropout).to(torch.float32)
+        items = net.item_vectors(keep_ids)
+        hidden = net.hidden(inputs, items)
+        real = targets != PAD
+        return F.cross_entropy(net.logits(hidden[real], items), targets[real] - 1)
+
+    trained.curve, best_epoch = fit_next_item(
+        net, windows, lr=config.lr, batch_size=config.batch_size, epochs=epochs, rng=rng, loss_fn=loss_fn,
+        validate=(lambda: _validation_ndcg(trained, data, users)) if early_stop else None,
+        eval_every=config.eval_every, patience=config.patience, desc=f"lmrec[{phase}]")
+    trained.epochs = (best_epoch or epochs) if early_stop else epochs
     return trained
 
 
@@ -198,11 +197,16 @@ def _validation_ndcg(trained: TrainedLM, data: SplitData, users: np.ndarray) -> 
 
 
 class BundleScorer:
-    """Scores users offline with the serving code: the bundle's ONNX graphs via SequenceRanker."""
+    """Scores users offline with the serving code: the bundle's ONNX graphs via SequenceRanker.
+
+    The runtime is pinned to the CPU provider and the asked precision (the serving `choose_runtime` would
+    turn FP16 on a CPU into INT8, and parity must measure FP16 itself).
+    """
 
     def __init__(self, bundle_dir: Path, precision: str, data: SplitData, phase: Phase) -> None:
         from lmrec.manifest import load_manifest
         from ranking_service.item_store import ItemStore
+        from ranking_service.model import LoadedModel
         from ranking_service.onnx_session import RuntimeChoice
         from ranking_service.seq_ranker import SequenceRanker
         from ranking_service.text_encoder import TextEncoder
@@ -212,12 +216,10 @@ class BundleScorer:
         self._tmp = tempfile.TemporaryDirectory(prefix="lmrec-score-")
         store = ItemStore(Path(self._tmp.name) / "items.sqlite", manifest.served_dimension, manifest.model_version)
         self.ranker = SequenceRanker(bundle_dir, manifest, store, runtime, {"intra_op_threads": 1})
-        encoder = TextEncoder(bundle_dir, manifest, runtime, 1, 1)
-        vectors = []
-        for start in range(0, data.n_items, 256):
-            ids = data.item_ids[start:start + 256]
-            vectors.append(self.ranker.item_vectors(encoder.encode(data.item_texts[start:start + 256]), ids))
-        self.items = np.concatenate(vectors)
+        model = LoadedModel(manifest, runtime, TextEncoder(bundle_dir, manifest, runtime, 1, 1), self.ranker, store)
+        self.items = np.concatenate([model.encode_items(data.item_ids[start:start + 256],
+                                                        data.item_texts[start:start + 256])
+                                     for start in range(0, data.n_items, 256)])
         store.put(data.item_ids, data.item_texts, self.items)
         self._data, self._history = data, data.history_sequences(phase)
 
@@ -278,12 +280,8 @@ def exported_bundle(trained: TrainedLM, data: SplitData, root: Path | None) -> P
 # harness registration ---------------------------------------------------------------------------
 def config_from_args(args: argparse.Namespace) -> LMRecConfig:
     options = getattr(args, "model_options", {}) or {}
-    config = LMRecConfig.tiny(args.seed) if args.quick else LMRecConfig(seed=args.seed)
-    if options.get("lm"):
-        config = replace(config, model=options["lm"])
-    if options.get("finetune_steps"):
-        config = replace(config, finetune=replace(config.finetune, steps=int(options["finetune_steps"])))
-    return config
+    steps = options.get("finetune_steps")
+    return LMRecConfig.from_options(args.quick, args.seed, options.get("lm"), int(steps) if steps else None)
 
 
 class TrainedBundleRecommender(Recommender):

@@ -5,10 +5,12 @@ Histories are left-padded item index + 1 (0 = pad), so the newest item always si
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from contextlib import contextmanager
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 
 PAD = 0
 
@@ -88,3 +90,35 @@ class EarlyStopping:
     def restore(self, net: torch.nn.Module) -> None:
         if self._state is not None:
             net.load_state_dict(self._state)
+
+
+def fit_next_item(net: torch.nn.Module, windows: list[np.ndarray], *, lr: float, batch_size: int, epochs: int,
+                  rng: np.random.Generator, loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+                  validate: Callable[[], float] | None = None, eval_every: int = 1, patience: int = 1,
+                  desc: str = "train") -> tuple[list[tuple[int, float]], int | None]:
+    """The next-item training loop the sequential models share: Adam over length-bucketed windows, and,
+    when `validate` is given, early stopping on its score every `eval_every` epochs with the best state
+    restored. `loss_fn(inputs, targets)` gets each batch split into positions and their next items.
+
+    Returns the validation curve [(epoch, score)] and the best epoch (None without validation).
+    """
+    optimizer = torch.optim.Adam(net.parameters(), lr=lr)
+    stopper, curve = EarlyStopping(patience), []
+    bar = tqdm(range(1, epochs + 1), desc=desc, leave=False)
+    for epoch in bar:
+        net.train()
+        for batch in length_bucketed_batches(windows, batch_size, rng):
+            batch = torch.from_numpy(batch)
+            loss = loss_fn(batch[:, :-1], batch[:, 1:])
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+        if validate is not None and epoch % eval_every == 0:
+            score = validate()
+            curve.append((epoch, score))
+            bar.set_postfix(ndcg10=f"{score:.4f}")
+            if stopper.update(epoch, score, net):
+                break
+    stopper.restore(net)
+    net.eval()
+    return curve, stopper.best_epoch

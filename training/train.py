@@ -13,7 +13,6 @@ import json
 import logging
 import sys
 import time
-from dataclasses import replace
 from pathlib import Path
 
 from lmrec.datasets import load_dataset, resolve_data_path
@@ -41,20 +40,9 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
     return parser
 
 
-def config_from_args(args: argparse.Namespace) -> LMRecConfig:
-    config = LMRecConfig.tiny(args.seed) if args.config == "tiny" else LMRecConfig(seed=args.seed)
-    if args.lm:
-        config = replace(config, model=args.lm)
-    if args.finetune_steps is not None:
-        config = replace(config, finetune=replace(config.finetune, steps=args.finetune_steps))
-    if args.dim:
-        config = replace(config, dim=args.dim)
-    return config
-
-
 def run_train(args: argparse.Namespace) -> int:
     started = time.perf_counter()
-    config = config_from_args(args)
+    config = LMRecConfig.from_options(args.config == "tiny", args.seed, args.lm, args.finetune_steps, args.dim)
     dataset = load_dataset(resolve_data_path(args.data))
     data = build_split(dataset, SplitConfig(cold_fraction=args.cold_fraction, seed=args.seed))
     print(f"{data.dataset_name}: {data.n_users} users, {data.n_items} items", file=sys.stderr)

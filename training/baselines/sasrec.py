@@ -13,11 +13,10 @@ import math
 import numpy as np
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
 from training.metrics import mask_history, per_user_metrics, target_ranks
 from training.protocols import Recommender
-from training.sequences import PAD, EarlyStopping, left_pad, length_bucketed_batches, torch_threads, training_windows
+from training.sequences import PAD, fit_next_item, left_pad, torch_threads, training_windows
 from training.split import Phase, SplitData
 
 
@@ -98,36 +97,22 @@ class SASRec(Recommender):
         self._history = data.history_sequences(phase)
         net = _SASRecNet(data.n_items, self.hidden, self.layers, self.heads, self.dropout, self.max_len)
         self._net = net
-        optimizer = torch.optim.Adam(net.parameters(), lr=self.lr)
         windows = training_windows(self._history, self.max_len + 1, self.all_windows)
         early_stop = phase == "validation" and self.fixed_epochs is None
-        epochs = self.fixed_epochs or self.max_epochs
         val_users = data.eval_users("validation") if early_stop else None
-        stopper = EarlyStopping(self.patience)
-        self.curve = []
-        bar = tqdm(range(1, epochs + 1), desc=f"sasrec[{phase}]", leave=False)
-        for epoch in bar:
-            net.train()
-            for batch in length_bucketed_batches(windows, self.batch_size, rng):
-                batch = torch.from_numpy(batch)
-                inputs, targets = batch[:, :-1], batch[:, 1:]
-                hidden = net(inputs)
-                keep = targets != PAD
-                # Only real positions reach the |catalogue|-wide output layer; padding is most of the window.
-                loss = nn.functional.cross_entropy(net.logits(hidden[keep]), targets[keep] - 1)
-                optimizer.zero_grad()
-                loss.backward()
-                optimizer.step()
-            if early_stop and epoch % self.eval_every == 0:
-                ndcg = self._validation_ndcg(data, val_users)
-                self.curve.append((epoch, ndcg))
-                bar.set_postfix(ndcg10=f"{ndcg:.4f}")
-                stop = stopper.update(epoch, ndcg, net)
-                self._best_epoch = stopper.best_epoch
-                if stop:
-                    break
-        stopper.restore(net)
-        net.eval()
+
+        def loss_fn(inputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+            hidden = net(inputs)
+            keep = targets != PAD
+            # Only real positions reach the |catalogue|-wide output layer; padding is most of the window.
+            return nn.functional.cross_entropy(net.logits(hidden[keep]), targets[keep] - 1)
+
+        self.curve, best_epoch = fit_next_item(
+            net, windows, lr=self.lr, batch_size=self.batch_size, epochs=self.fixed_epochs or self.max_epochs,
+            rng=rng, loss_fn=loss_fn, validate=(lambda: self._validation_ndcg(data, val_users)) if early_stop else None,
+            eval_every=self.eval_every, patience=self.patience, desc=f"sasrec[{phase}]")
+        if best_epoch is not None:
+            self._best_epoch = best_epoch
 
     def _validation_ndcg(self, data: SplitData, users: np.ndarray) -> float:
         scores = self.score(users)
