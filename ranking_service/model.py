@@ -15,6 +15,7 @@ from ranking_service import seq_ranker  # noqa: F401  (registers the trained ran
 from ranking_service.ranker import Ranker, build_ranker
 from ranking_service.settings import RankingSettings
 from ranking_service.text_encoder import TextEncoder
+from ranking_service.trained_texts import TrainedTexts
 
 log = logging.getLogger(__name__)
 
@@ -26,10 +27,20 @@ class LoadedModel:
     encoder: TextEncoder
     ranker: Ranker
     store: ItemStore
+    trained_texts: TrainedTexts | None = None
+
+    def known_text_vectors(self, item_ids: list[str], texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        """Training-time text vectors of unchanged catalogue items: (vectors, hit mask); misses need encoding."""
+        if self.trained_texts is None:
+            return np.zeros((len(texts), self.encoder.dimension), dtype=np.float32), np.zeros(len(texts), dtype=bool)
+        return self.trained_texts.lookup(item_ids, texts)
 
     def encode_items(self, item_ids: list[str], texts: list[str]) -> np.ndarray:
         """Served item vectors: the LM text vectors plus what the ranker learnt about known ids."""
-        return self.ranker.item_vectors(self.encoder.encode(texts), item_ids)
+        vectors, hit = self.known_text_vectors(item_ids, texts)
+        if not hit.all():
+            vectors[~hit] = self.encoder.encode([t for t, h in zip(texts, hit) if not h])
+        return self.ranker.item_vectors(vectors, item_ids)
 
 
 def load_model(settings: RankingSettings) -> LoadedModel:
@@ -40,7 +51,7 @@ def load_model(settings: RankingSettings) -> LoadedModel:
     store = ItemStore(Path(settings.state_dir) / "item_repr.sqlite", manifest.served_dimension, manifest.model_version)
     ranker = build_ranker(settings.bundle_dir, manifest, store, runtime,
                           {"intra_op_threads": settings.intra_op_threads or 1})
-    model = LoadedModel(manifest, runtime, encoder, ranker, store)
+    model = LoadedModel(manifest, runtime, encoder, ranker, store, TrainedTexts.from_bundle(settings.bundle_dir, manifest))
     reencoded = store.load(model.encode_items)
     log.info("bundle %s (%s, %s on %s): %d items known, %d re-encoded", manifest.model_version,
              manifest.ranker_kind, runtime.precision, runtime.providers[0], len(store), reencoded)

@@ -6,7 +6,7 @@ Bundle layout (written by training/lm_bundle.py; see training/lm_model.py for th
   * extra files `item_ids` (JSON list) and `id_embeddings` (float32 [n, d]): the collaborative part of
     every item seen in training. Any other item (new, cold, or upserted later) is represented by its text
     alone, so the catalogue can change without retraining.
-The served context is [ĥ ; β·q] for a free-text request q, so score = ĥ·ê + β·q·t.
+The served context is [ĥ ; β·q ; b ; 0] for a free-text request q, so score = ĥ·e + β·q·t + b·[text only].
 """
 
 from __future__ import annotations
@@ -34,8 +34,11 @@ class SequenceRanker(Ranker):
             self.dim = int(hp["dim"])
             self.max_len = int(hp["max_len"])
             self.query_weight = float(hp["query_weight"]) * float(hp.get("query_scale", 1.0))
-            # Raw (non-unit) heads serve one extra item coordinate that equalises norms; context puts 0 there.
-            self.extra = 0 if hp.get("unit", True) else 1
+            # Raw (non-unit) heads serve extra item coordinates (training/lm_model.py ItemTower): the
+            # text-only flag, whose context weight is the calibrated cold-item bias (bundles made before
+            # it have none), and one that equalises norms, weighted 0.
+            self.cold_bias = float(hp.get("cold_bias", 0.0))
+            self.extra = 0 if hp.get("unit", True) else (2 if "cold_bias" in hp else 1)
         except KeyError as exc:
             raise ArtifactMismatch(f"bundle {manifest.model_version}: hyperparameter {exc} is missing") from None
         threads = int(options.get("intra_op_threads", 1))
@@ -78,7 +81,7 @@ class SequenceRanker(Ranker):
         return np.concatenate([
             history if history is not None else np.zeros(self.dim, dtype=np.float32),
             self.query_weight * query_vector if query_vector is not None else np.zeros(text_dim, dtype=np.float32),
-            np.zeros(self.extra, dtype=np.float32),
+            np.array([self.cold_bias, 0.0] if self.extra == 2 else [0.0] * self.extra, dtype=np.float32),
         ]).astype(np.float32)
 
     def score(self, context: RankContext, query_vector: np.ndarray | None, candidates: np.ndarray) -> np.ndarray:

@@ -61,7 +61,11 @@ class RankingServicer(pb_grpc.RankingServiceServicer):
             ids.append(item.item_id)
         serving = self._holder.current
         model = serving.model
-        vectors = model.ranker.item_vectors(await serving.batcher.submit(texts, _deadline(context)), ids)
+        text_vectors, hit = model.known_text_vectors(ids, texts)
+        if not hit.all():
+            misses = [t for t, h in zip(texts, hit) if not h]
+            text_vectors[~hit] = await serving.batcher.submit(misses, _deadline(context))
+        vectors = model.ranker.item_vectors(text_vectors, ids)
         keyed = [i for i, item_id in enumerate(ids) if item_id]
         if keyed:
             model.store.put([ids[i] for i in keyed], [texts[i] for i in keyed], vectors[keyed])

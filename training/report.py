@@ -85,18 +85,26 @@ Two stages, trained by `lmrec train` (the same code the harness runs as `lmrec` 
    requests, encoded by the same model, still mean what they say. Only the top 2 of 6 layers train, over
    cached lower-layer states (a full-model step costs ~7 s on these 2 shared cores).
 2. **Sequence model over LM item vectors.** Item vector e = MLP(text embedding) + id embedding; a
-   2-layer causal transformer over the history's e gives the user vector h; full-softmax cross-entropy
-   over the catalogue with dot-product logits (as SASRec), early-stopped on validation NDCG@10. Id
-   embeddings are dropped for 10% of items at each step, so the text path learns to rank on its own:
-   cold items (never in training) and items upserted after training have no id embedding and are
-   served from their text. (Unit-norm vectors with cosine logits and 30% id dropout were tried first:
-   validation NDCG@10 peaked at 0.056 against SASRec's 0.114, so they were dropped.)
+   2-layer, 1-head causal transformer over the history's e (scaled by sqrt(d), as SASRec does) gives the
+   user vector h; full-softmax cross-entropy over the catalogue with dot-product logits (as SASRec),
+   early-stopped on validation NDCG@10. Id embeddings are dropped for 30% of items at each step, so the
+   text path learns to rank on its own: cold items (never in training) and items upserted after training
+   have no id embedding and are served from their text. What was tried on validation NDCG@10 (SASRec:
+   0.114): unit-norm vectors with cosine logits and 30% id dropout peaked at 0.056; raw dot products with
+   a learnt input projection at 0.089; the sqrt(d) input scaling at 0.1155 (30% id dropout: 0.1143).
+3. **Cold-item bias.** A text-only item lacks what the id embedding carries (popularity above all), so
+   the served score adds a bias b to text-only items. b is calibrated on the validation fit by simulating
+   cold items (a seeded 10% of trained items lose their id embeddings): the smallest b whose simulated
+   cold HR@10 is at least half the warm HR@10 (training/cold_calibration.py). The bundle manifest keeps
+   the whole bias / NDCG / cold-HR curve.
 
-Serving: item vector [e ; t ; sqrt(M² - |e|²)] is computed once at upsert time (the last coordinate gives
-every item the same norm, so the cosine HNSW index returns the inner-product order); the request context
-[h/|h| ; β·q ; 0] (q = the LM embedding of an optional free-text request, β = 3 × the mean |e|) once per
-request; score = one dot product. `lmrec` rows are scored through the exported INT8 ONNX bundle with
-the serving code (the CPU default); `lmrec-fp32` through the FP32 graphs of the same bundle.
+Serving: item vector [e ; t ; f ; sqrt(M² - |e|² - f²)] is computed once at upsert time (f = 1 for a
+text-only item; the last coordinate gives every item the same norm, so the cosine HNSW index returns the
+inner-product order); the request context [h/|h| ; β·q ; b ; 0] (q = the LM embedding of an optional
+free-text request, β = 3 × the mean |e|) once per request; score = one dot product. Catalogue items
+whose text is unchanged since training use the bundle's training-time FP32 text vectors; the serving
+encoder runs for new items and free-text requests. `lmrec` rows are scored through the exported INT8 ONNX
+bundle with the serving code (the CPU default); `lmrec-fp32` through the FP32 graphs of the same bundle.
 """
 
 

@@ -52,10 +52,14 @@ def run_train(args: argparse.Namespace) -> int:
         probe = LMRecommender(config)
         probe.fit(data, "validation")
         epochs = probe.trained.epochs
-        validation = {"curve": probe.trained.curve, "best_epoch": epochs}
-        print(f"validation: best epoch {epochs}, curve {probe.trained.curve}", file=sys.stderr)
+        validation = {"curve": probe.trained.curve, "best_epoch": epochs,
+                      "cold_bias": probe.trained.cold_bias, "cold_calibration": probe.trained.cold_calibration}
+        print(f"validation: best epoch {epochs}, curve {probe.trained.curve}; cold bias {probe.trained.cold_bias} "
+              f"({probe.trained.cold_calibration.get('chosen')})", file=sys.stderr)
     trained = train(data, "test", config, epochs)
     trained.curve = validation.get("curve", [])
+    trained.cold_bias = validation.get("cold_bias", 0.0)
+    trained.cold_calibration = validation.get("cold_calibration", {"rule": "not calibrated (--epochs given)"})
     bundle = export_bundle(trained, data, args.out)
     manifest = load_manifest(bundle)
     summary = {"bundle": str(bundle), "model_version": manifest.model_version, "epochs": epochs,

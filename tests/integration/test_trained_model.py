@@ -82,7 +82,13 @@ def test_bundle_manifest_records_parity_and_index_params(tiny_bundle, split):
     assert ranking["fp32_vs_torch_max_abs_score_diff"] < 1e-3
     assert ranking["fp32_ndcg@10"] == pytest.approx(ranking["torch_ndcg@10"], abs=1e-6)
     assert "int8_ndcg@10" in ranking
-    extra = 0 if manifest.hyperparameters["unit"] else 1  # raw heads add a norm-equalising coordinate
+    # Raw heads add the text-only flag (weighted by the calibrated cold bias) and a norm-equalising coordinate.
+    extra = 0 if manifest.hyperparameters["unit"] else 2
+    calibration = manifest.hyperparameters["cold_calibration"]
+    assert manifest.hyperparameters["cold_bias"] == calibration["chosen"]["bias"]
+    assert len(calibration["curve"]) > 1 and calibration["simulated_cold_items"] > 0
+    # INT8 is checked as served: catalogue items ride on the training-time FP32 text vectors.
+    assert abs(ranking["int8_vs_fp32_ndcg_rel_diff"]) < 0.05
     assert manifest.index_params["dimension"] == manifest.hyperparameters["dim"] + manifest.encoder.dimension + extra
     vectors = np.load(tiny_bundle / "item_vectors.npy")
     if extra:
@@ -92,6 +98,11 @@ def test_bundle_manifest_records_parity_and_index_params(tiny_bundle, split):
     assert len(ids) == np.load(tiny_bundle / "id_embeddings.npy").shape[0]
     assert not set(ids) & {split.item_ids[i] for i in np.flatnonzero(split.cold_items)}, "cold items have no id embedding"
     assert np.load(tiny_bundle / "item_vectors.npy").shape == (split.n_items, manifest.served_dimension)
+    assert np.load(tiny_bundle / "text_embeddings.npy").shape == (split.n_items, manifest.encoder.dimension)
+    flags = vectors[:, -2] if extra else None
+    if extra:
+        cold = np.array([i not in set(ids) for i in split.item_ids])
+        np.testing.assert_array_equal(flags, cold.astype(np.float32), "the flag marks exactly the text-only items")
 
 
 @pytest.mark.xfail(strict=False, reason="failed once on a heavily loaded machine (served rank 3 differed from offline "

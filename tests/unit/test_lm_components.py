@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
@@ -80,3 +82,19 @@ def test_item_store_keeps_versions_apart_and_catches_up(tmp_path):
     assert reopened.load(lambda ids, texts: pytest.fail("nothing to re-encode")) == 0
     assert sorted(reopened.known_ids()) == ["a", "c"]
     reopened.close()
+
+
+def test_trained_text_vectors_serve_only_unchanged_catalogue_items(tmp_path):
+    from ranking_service.trained_texts import TrainedTexts, write_trained_texts
+
+    vectors = np.eye(3, 4, dtype=np.float32)
+    write_trained_texts(tmp_path, ["a", "b", "c"], ["Alpha (1990)", "Beta (1991)", "Gamma (1992)"], vectors)
+    keyed = json.loads((tmp_path / "text_hashes.json").read_text())
+    assert "Alpha" not in json.dumps(keyed), "the bundle keeps hashes, not item texts"
+    table = TrainedTexts(keyed["item_ids"], keyed["sha256"], np.load(tmp_path / "text_embeddings.npy"))
+    got, hit = table.lookup(["b", "a", "c", "", "d"], ["Beta (1991)", "Alpha (1990) edited", "Gamma (1992)",
+                                                      "Beta (1991)", "Beta (1991)"])
+    assert hit.tolist() == [True, False, True, False, False]
+    np.testing.assert_array_equal(got[0], vectors[1])
+    np.testing.assert_array_equal(got[2], vectors[2])
+    assert not got[[1, 3, 4]].any()
