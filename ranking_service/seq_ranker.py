@@ -39,6 +39,7 @@ class SequenceRanker(Ranker):
             # it have none), and one that equalises norms, weighted 0.
             self.cold_bias = float(hp.get("cold_bias", 0.0))
             self.extra = 0 if hp.get("unit", True) else (2 if "cold_bias" in hp else 1)
+            self._tail = np.array([self.cold_bias, 0.0] if self.extra == 2 else [0.0] * self.extra, dtype=np.float32)
         except KeyError as exc:
             raise ArtifactMismatch(f"bundle {manifest.model_version}: hyperparameter {exc} is missing") from None
         threads = int(options.get("intra_op_threads", 1))
@@ -81,7 +82,7 @@ class SequenceRanker(Ranker):
         return np.concatenate([
             history if history is not None else np.zeros(self.dim, dtype=np.float32),
             self.query_weight * query_vector if query_vector is not None else np.zeros(text_dim, dtype=np.float32),
-            np.array([self.cold_bias, 0.0] if self.extra == 2 else [0.0] * self.extra, dtype=np.float32),
+            self._tail,
         ]).astype(np.float32)
 
     def score(self, context: RankContext, query_vector: np.ndarray | None, candidates: np.ndarray) -> np.ndarray:

@@ -17,10 +17,8 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from torch.nn import functional as F
 
 from training.metrics import mask_history, per_user_metrics, target_ranks
-from training.sequences import left_pad
 
 GRID = tuple(round(float(b), 3) for b in np.arange(0.0, 0.3001, 0.01))
 
@@ -30,27 +28,25 @@ def calibrate_cold_bias(trained, data, target_ratio: float, seed: int = 0) -> tu
     """Returns (bias, record) for a validation-phase TrainedLM."""
     if target_ratio <= 0:
         return 0.0, {"rule": "disabled (target_ratio 0)"}
-    net, config = trained.net.eval(), trained.config
+    net = trained.net.eval()
     rng = np.random.default_rng(seed)
     known = np.flatnonzero(trained.known)
     simulated = np.zeros(data.n_items, dtype=bool)
     simulated[rng.choice(known, max(1, int(round(len(known) * data.config.cold_fraction))), replace=False)] = True
-    keep = torch.from_numpy((trained.known & ~simulated).astype(np.float32))
-    items = net.head(net.text, net.ids * keep[:, None])
-    text_only = torch.from_numpy((~(trained.known & ~simulated)).astype(np.float32)).numpy()
+    with_id = trained.known & ~simulated
+    items = net.head(net.text, net.ids * torch.from_numpy(with_id.astype(np.float32))[:, None])
+    text_only = (~with_id).astype(np.float32)
 
     users = data.eval_users("validation")
     history = data.history_sequences("validation")
-    hidden = [F.normalize(net.hidden(torch.from_numpy(left_pad([history[u] for u in users[s:s + 256]], config.max_len)),
-                                     items)[:, -1], dim=-1) for s in range(0, len(users), 256)]
-    base = (torch.cat(hidden) @ items.T).numpy()
+    # History items are -inf already, and stay so whatever bias is added.
+    base = mask_history(net.context_scores([history[u] for u in users], items),
+                        data.history_matrix("validation"), users)
     targets = data.val_items[users]
     cold = simulated[targets]
     curve = []
     for bias in GRID:
-        scores = base + np.float32(bias) * text_only[None]
-        mask_history(scores, data.history_matrix("validation"), users)
-        m = per_user_metrics(target_ranks(scores, targets))
+        m = per_user_metrics(target_ranks(base + np.float32(bias) * text_only[None], targets))
         cold_hr, warm_hr = float(m["hr@10"][cold].mean()), float(m["hr@10"][~cold].mean())
         curve.append({"bias": bias, "ndcg@10": round(float(m["ndcg@10"].mean()), 5), "cold_hr@10": round(cold_hr, 4),
                       "warm_hr@10": round(warm_hr, 4), "ratio": round(cold_hr / warm_hr, 4) if warm_hr else 0.0})

@@ -26,10 +26,10 @@ import numpy as np
 import torch
 
 from lmrec.manifest import FORMAT_VERSION, EncoderSpec, Manifest, write_manifest
+from ranking_service.trained_texts import write_trained_texts
 from training.export_encoder import export_encoder_files, save_tokenizer
 from training.lm_model import ContextModel, ItemTower
 from training.metrics import mask_history, per_user_metrics, target_ranks
-from ranking_service.trained_texts import write_trained_texts
 from training.onnx_export import convert_fp16, describe, export_module, quantize_int8
 
 log = logging.getLogger(__name__)
@@ -113,7 +113,8 @@ def export_bundle(trained, data, out_dir: Path) -> Path:
     ids[0] = 0.0  # a text-only item, so parity covers the cold-item flag too
     with torch.no_grad():
         norms = net.item_vectors().norm(dim=-1).numpy()
-        max_norm = float(net.served_norms_squared().max().sqrt())
+    # M² is the largest |e|² + f² (f = 1 for text-only items): see ItemTower.
+    max_norm = float(np.sqrt((norms ** 2 + (~trained.known)).max()))
     # The query channel's weight is relative to the collaborative scores' scale (|e| for raw heads).
     query_scale = 1.0 if config.unit else float(norms[trained.known].mean())
     item_tower = ItemTower(net.head, None if config.unit else max_norm).eval()

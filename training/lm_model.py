@@ -19,9 +19,12 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
+
+from training.sequences import left_pad
 
 
 class ItemHead(nn.Module):
@@ -150,9 +153,15 @@ class LMSeqNet(nn.Module):
         gate = self.known if id_keep is None else self.known * id_keep
         return self.head(self.text, self.ids * gate[:, None])
 
-    def served_norms_squared(self) -> torch.Tensor:
-        """|e|² + f² per catalogue item: what ItemTower's norm-equalising coordinate is sized from."""
-        return (self.item_vectors() ** 2).sum(-1) + (1.0 - self.known)
+    @torch.no_grad()
+    def context_scores(self, histories: list, items: torch.Tensor, batch: int = 256) -> np.ndarray:
+        """Scores of `items` [n, d] for each history (item index arrays) with the unit context the
+        ContextModel export serves: the same order as raw h, and scores comparable across users."""
+        out = []
+        for start in range(0, len(histories), batch):
+            seq = torch.from_numpy(left_pad(histories[start:start + batch], self.tower.max_len))
+            out.append((F.normalize(self.hidden(seq, items)[:, -1], dim=-1) @ items.T).numpy())
+        return np.concatenate(out) if out else np.zeros((0, len(items)), dtype=np.float32)
 
     def hidden(self, seq: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
         """seq [B, L] item index + 1 (0 = pad) -> unit hidden states [B, L, d]."""

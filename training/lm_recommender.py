@@ -32,7 +32,7 @@ from training.lm_finetune import FinetuneConfig, embed_texts, finetune_encoder
 from training.lm_model import LMSeqNet
 from training.metrics import mask_history, per_user_metrics, target_ranks
 from training.protocols import Recommender
-from training.sequences import PAD, fit_next_item, left_pad, torch_threads, training_windows
+from training.sequences import PAD, fit_next_item, torch_threads, training_windows
 from training.split import Phase, SplitData
 
 log = logging.getLogger(__name__)
@@ -191,13 +191,7 @@ def _fit_sequence_model(data: SplitData, phase: Phase, config: LMRecConfig, lm: 
 def torch_scores(trained: TrainedLM, histories: list[np.ndarray]) -> np.ndarray:
     """Full-catalogue scores from the PyTorch model (the reference the ONNX exports are checked against)."""
     net = trained.net.eval()
-    items = net.item_vectors()
-    out = []
-    for start in range(0, len(histories), 256):
-        seq = torch.from_numpy(left_pad(histories[start:start + 256], trained.config.max_len))
-        # The unit context (what the ContextModel export serves): same order, comparable scores.
-        out.append((F.normalize(net.hidden(seq, items)[:, -1], dim=-1) @ items.T).numpy())
-    scores = np.concatenate(out) if out else np.zeros((0, len(items)), dtype=np.float32)
+    scores = net.context_scores(histories, net.item_vectors())
     if trained.cold_bias:
         scores += np.float32(trained.cold_bias) * (~trained.known).astype(np.float32)[None]
     return scores
