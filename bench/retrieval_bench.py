@@ -114,7 +114,7 @@ def build_lmrec(x: np.ndarray, args) -> tuple[VectorIndex, float, float]:
     index = VectorIndex(
         x.shape[1], m=args.m, ef_construction=args.ef_construction, initial_capacity=len(x),
         exact_scan_threshold=args.exact_scan_threshold, build_threads=os.cpu_count() or 1, ef_max=4096,
-        filter_graph_share=args.filter_graph_share,
+        filter_graph_share=args.filter_graph_share, filter_graph_m=args.filter_graph_m,
     )
     t0 = time.perf_counter()
     for start in range(0, len(x), 20_000):
@@ -287,6 +287,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--ef-construction", type=int, default=200)
     parser.add_argument("--exact-scan-threshold", type=int, default=500)
     parser.add_argument("--filter-graph-share", type=float, default=0.1, help="0: no per-value filter graphs")
+    parser.add_argument("--filter-graph-m", type=int, default=32, help="hnswlib M of the per-value filter graphs")
     parser.add_argument("--grpc-requests", type=int, default=2_000)
     parser.add_argument("--grpc-concurrency", type=int, default=8)
     parser.add_argument("--no-faiss", action="store_true")
@@ -335,6 +336,7 @@ def main(argv: list[str] | None = None) -> None:
         "params": {"n": args.n, "dim": args.dim, "queries": args.queries, "m": args.m,
                    "ef_construction": args.ef_construction, "grpc_concurrency": args.grpc_concurrency,
                    "exact_scan_threshold": args.exact_scan_threshold, "filter_graph_share": args.filter_graph_share,
+                   "filter_graph_m": args.filter_graph_m,
                    "label": args.label},
         "results": rows,
     }

@@ -397,3 +397,14 @@ def test_loads_a_format_1_snapshot(tmp_path):
         assert loaded.search(q, 10, filters=[("g", ["2"])]) == index.search(q, 10, filters=[("g", ["2"])])
     loaded.upsert(["new"], vectors[:1], None)  # revives a saved tombstone
     assert loaded.stats().tombstone_count == 4 and loaded.search(vectors[0], 1).ids == ["new"]
+
+
+def test_filter_graphs_take_their_own_m():
+    vectors = clustered(1000, 16, seed=5)
+    index = VectorIndex(16, m=8, filter_graph_m=24, initial_capacity=256, exact_scan_threshold=10, walk_cost_per_ef=0,
+                        filter_graph_share=0.5, auto_rebuild=False)
+    index.upsert([f"i{i}" for i in range(1000)], vectors, [{"colour": [f"c{i % 4}"]} for i in range(1000)])
+    index.search(vectors[0], 5, filters=[("colour", ["c1"])])
+    index.wait_for_filter_graphs(30)
+    graph = index._graph.filter_graphs[("colour", "c1")]
+    assert graph.hnsw.M == 24 and index._graph.hnsw.M == 8
