@@ -1,16 +1,25 @@
-"""Calibrates the score bias of text-only (new and cold) items on validation data.
+"""Calibrates the score bias of text-only (new and cold) items on items the validation fit never saw.
 
 An item the model never saw in training is represented by its text alone, and its score h·MLP(t) lacks
 what the id embedding adds for trained items (popularity, above all), so without help a cold item almost
-never reaches a top 10: on ML-100K the first bundle had cold-slice HR@10 0.000 against warm 0.140.
-The served score therefore adds a bias b to text-only items (training/lm_model.py ItemTower's flag).
+never reaches a top 10. The served score therefore adds a bias b to text-only items (training/lm_model.py
+ItemTower's flag), and b is chosen here, on validation data only.
 
-b is chosen on the validation fit, never on test data, by simulating cold items: a seeded share of the
-trained items lose their id embeddings (exactly what serving does for an unseen item), validation users
-are scored, and HR@10 is measured separately over users whose validation item is simulated-cold and the
-rest. The rule is the product requirement itself: the smallest b on the grid whose cold HR@10 is at least
-`target_ratio` of warm HR@10 (the cheapest in overall NDCG, which falls as b grows); when no b reaches it,
-the one with the best ratio. The whole curve goes to the manifest, so the trade-off is on record.
+The proxy must behave like real cold items. An earlier version simulated them by dropping the id
+embeddings of trained items, but their text path had been trained with them as targets: simulated-cold
+HR@10 was 0.18 with no bias while real cold items on test got 0.00 (median rank 311 of 1682). So the
+validation fit now runs on `SplitData.without_items(holdout)`: a seeded share of the trained items loses
+all its training interactions, exactly as the split's cold items do, and the validation users whose
+validation item is held out form the calibration's cold slice. Measured on ML-100K (30 epochs), the
+held-out items reproduce the test behaviour: median rank 292 on validation against 330 for real cold items
+on test, and cold HR@10 0.00 for both with no bias.
+
+The rule, per grid point b: overall validation NDCG@10, cold HR@10 (held-out targets) and warm HR@10.
+Among the points within `max_ndcg_loss` (relative) of the best NDCG, the best-NDCG one whose cold HR@10
+is at least `target_ratio` x warm HR@10; when none is, the one with the best ratio. Meeting the ratio can
+cost far more than the allowance (ML-100K: about 40% of NDCG@10), so the cheapest point that meets it is
+recorded too, with the whole curve, in the manifest: the trade-off is on record and an operator who
+values fresh items more raises the allowance.
 """
 
 from __future__ import annotations
@@ -20,39 +29,50 @@ import torch
 
 from training.metrics import mask_history, per_user_metrics, target_ranks
 
-GRID = tuple(round(float(b), 3) for b in np.arange(0.0, 0.3001, 0.01))
+GRID = tuple(round(float(b), 3) for b in np.arange(-0.3, 0.4001, 0.02))
+
+
+def calibration_holdout(known: np.ndarray, fraction: float, seed: int) -> np.ndarray:
+    """Bool mask of a seeded `fraction` of the `known` items (at least one when fraction > 0)."""
+    held = np.zeros(len(known), dtype=bool)
+    candidates = np.flatnonzero(known)
+    if fraction > 0 and len(candidates) > 1:
+        n = min(len(candidates) - 1, max(1, int(round(len(candidates) * fraction))))
+        held[np.random.default_rng(seed).choice(candidates, n, replace=False)] = True
+    return held
 
 
 @torch.no_grad()
-def calibrate_cold_bias(trained, data, target_ratio: float, seed: int = 0) -> tuple[float, dict]:
-    """Returns (bias, record) for a validation-phase TrainedLM."""
-    if target_ratio <= 0:
-        return 0.0, {"rule": "disabled (target_ratio 0)"}
-    net = trained.net.eval()
-    rng = np.random.default_rng(seed)
-    known = np.flatnonzero(trained.known)
-    simulated = np.zeros(data.n_items, dtype=bool)
-    simulated[rng.choice(known, max(1, int(round(len(known) * data.config.cold_fraction))), replace=False)] = True
-    with_id = trained.known & ~simulated
-    items = net.head(net.text, net.ids * torch.from_numpy(with_id.astype(np.float32))[:, None])
-    text_only = (~with_id).astype(np.float32)
-
+def calibrate_cold_bias(trained, data, holdout: np.ndarray, target_ratio: float, max_ndcg_loss: float) -> tuple[float, dict]:
+    """Returns (bias, record) for a validation-phase TrainedLM fitted on `data` (already without `holdout`)."""
     users = data.eval_users("validation")
+    targets = data.val_items[users]
+    cold = holdout[targets]
+    if not cold.any() or cold.all():
+        return 0.0, {"rule": "not calibrated: no validation target among the held-out items"}
+    net = trained.net.eval()
     history = data.history_sequences("validation")
     # History items are -inf already, and stay so whatever bias is added.
-    base = mask_history(net.context_scores([history[u] for u in users], items),
+    base = mask_history(net.context_scores([history[u] for u in users], net.item_vectors()),
                         data.history_matrix("validation"), users)
-    targets = data.val_items[users]
-    cold = simulated[targets]
+    text_only = (~trained.known).astype(np.float32)
     curve = []
     for bias in GRID:
         m = per_user_metrics(target_ranks(base + np.float32(bias) * text_only[None], targets))
         cold_hr, warm_hr = float(m["hr@10"][cold].mean()), float(m["hr@10"][~cold].mean())
         curve.append({"bias": bias, "ndcg@10": round(float(m["ndcg@10"].mean()), 5), "cold_hr@10": round(cold_hr, 4),
                       "warm_hr@10": round(warm_hr, 4), "ratio": round(cold_hr / warm_hr, 4) if warm_hr else 0.0})
-    meeting = [p for p in curve if p["ratio"] >= target_ratio]
-    chosen = meeting[0] if meeting else max(curve, key=lambda p: p["ratio"])
-    record = {"rule": f"smallest bias with simulated-cold HR@10 >= {target_ratio} x warm HR@10 on validation",
-              "met": bool(meeting), "simulated_cold_items": int(simulated.sum()), "cold_users": int(cold.sum()),
-              "chosen": chosen, "curve": curve}
+    best = max(p["ndcg@10"] for p in curve)
+    affordable = [p for p in curve if p["ndcg@10"] >= (1.0 - max_ndcg_loss) * best]
+    meeting = [p for p in affordable if p["ratio"] >= target_ratio]
+    chosen = (max(meeting, key=lambda p: p["ndcg@10"]) if meeting
+              # Ties (a flat stretch of the curve) go to the largest bias: the same cost, kinder to new items.
+              else max(affordable, key=lambda p: (p["ratio"], p["ndcg@10"], p["bias"])))
+    cheapest = max((p for p in curve if p["ratio"] >= target_ratio), key=lambda p: p["ndcg@10"], default=None)
+    record = {"rule": (f"best validation NDCG@10 within {max_ndcg_loss:.0%} of the curve's best, preferring cold "
+                       f"HR@10 >= {target_ratio} x warm HR@10 on items held out of the validation fit"),
+              "met": bool(meeting), "held_out_items": int(holdout.sum()), "cold_users": int(cold.sum()),
+              "chosen": chosen, "cheapest_meeting_ratio": cheapest,
+              "ndcg_cost_of_meeting_ratio": round(1.0 - cheapest["ndcg@10"] / best, 4) if cheapest else None,
+              "curve": curve}
     return float(chosen["bias"]), record

@@ -17,7 +17,7 @@ test item with train + validation as history (standard practice; the validation 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Literal
 
 import numpy as np
@@ -109,6 +109,18 @@ class SplitData:
                     for seq, v in zip(self.train_sequences, self.val_items)
                 ]
         return self._cache[key]
+
+    def without_items(self, removed: np.ndarray, tag: str) -> SplitData:
+        """A copy whose train sequences lose every interaction on the `removed` items (bool mask over
+        items), which thereby become as cold to a model fitted on it as the split's own cold items.
+        Validation and test targets stay, so the users whose validation item was removed measure how
+        a model ranks items it never saw. `tag` joins the fingerprint, keeping caches apart."""
+        keep = [~removed[seq] for seq in self.train_sequences]
+        copy = replace(self, fingerprint=f"{self.fingerprint}:{tag}",
+                       train_sequences=[seq[k] for seq, k in zip(self.train_sequences, keep)],
+                       train_timestamps=[ts[k] for ts, k in zip(self.train_timestamps, keep)],
+                       stats={**self.stats, "removed_for": tag, "removed_items": int(removed.sum())})
+        return copy
 
     def history_timestamps(self, phase: Phase) -> list[np.ndarray]:
         _check_phase(phase)

@@ -86,7 +86,7 @@ def test_bundle_manifest_records_parity_and_index_params(tiny_bundle, split):
     extra = 0 if manifest.hyperparameters["unit"] else 2
     calibration = manifest.hyperparameters["cold_calibration"]
     assert manifest.hyperparameters["cold_bias"] == calibration["chosen"]["bias"]
-    assert len(calibration["curve"]) > 1 and calibration["simulated_cold_items"] > 0
+    assert len(calibration["curve"]) > 1 and calibration["held_out_items"] > 0 and calibration["cold_users"] > 0
     # INT8 is checked as served: catalogue items ride on the training-time FP32 text vectors.
     assert abs(ranking["int8_vs_fp32_ndcg_rel_diff"]) < 0.05
     assert manifest.index_params["dimension"] == manifest.hyperparameters["dim"] + manifest.encoder.dimension + extra

@@ -98,3 +98,27 @@ def test_trained_text_vectors_serve_only_unchanged_catalogue_items(tmp_path):
     np.testing.assert_array_equal(got[0], vectors[1])
     np.testing.assert_array_equal(got[2], vectors[2])
     assert not got[[1, 3, 4]].any()
+
+
+def test_calibration_holdout_is_a_seeded_share_of_known_items():
+    from training.cold_calibration import calibration_holdout
+
+    known = np.zeros(100, dtype=bool)
+    known[:80] = True
+    held = calibration_holdout(known, 0.1, seed=3)
+    assert held.sum() == 8 and not held[80:].any()
+    assert np.array_equal(held, calibration_holdout(known, 0.1, seed=3))
+    assert not calibration_holdout(known, 0.0, seed=3).any()
+
+
+def test_smoothed_early_stopping_ignores_one_lucky_check():
+    from training.sequences import EarlyStopping
+
+    net = torch.nn.Linear(1, 1)
+    curve = [(2, 0.05), (4, 0.08), (6, 0.12), (8, 0.08), (10, 0.10), (12, 0.11), (14, 0.11), (16, 0.08), (18, 0.07)]
+    plain, smooth = EarlyStopping(patience=3), EarlyStopping(patience=3, smooth=3)
+    for epoch, score in curve:
+        plain.update(epoch, score, net)
+        smooth.update(epoch, score, net)
+    assert plain.best_epoch == 6  # the single spike
+    assert smooth.best_epoch == 14  # the end of the best three-check stretch (10-14, mean 0.107)

@@ -92,3 +92,19 @@ def test_ml100k_split_statistics():
     split = build_split(load_dataset(path))
     assert (split.n_users, split.n_items, int(split.cold_items.sum())) == (943, 1682, 168)
     assert split.stats["n_train_interactions"] + split.stats["dropped_cold_train_interactions"] == 100_000 - 2 * 943
+
+
+def test_without_items_makes_them_cold_for_a_fit_and_keeps_targets():
+    ds = _dataset({"a": [("1", 1), ("2", 2), ("3", 3), ("4", 4), ("5", 5)],
+                   "b": [("2", 1), ("6", 2), ("7", 3), ("3", 4)]})
+    split = build_split(ds, SplitConfig(cold_fraction=0.0))
+    removed = np.zeros(split.n_items, dtype=bool)
+    removed[[split.item_index["2"], split.item_index["4"]]] = True
+    view = split.without_items(removed, "calibration")
+    assert [_raw(view, s) for s in view.train_sequences] == [["1", "3"], ["6"]]
+    assert [list(t) for t in view.train_timestamps] == [[1, 3], [2]]
+    assert list(view.val_items) == list(split.val_items) and list(view.test_items) == list(split.test_items)
+    assert view.fingerprint != split.fingerprint and view.stats["removed_items"] == 2
+    assert not view.history_matrix("validation")[:, removed].nnz
+    # The source is untouched.
+    assert _raw(split, split.train_sequences[0]) == ["1", "2", "3"]
