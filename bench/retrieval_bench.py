@@ -287,7 +287,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--ef-construction", type=int, default=200)
     parser.add_argument("--exact-scan-threshold", type=int, default=500)
     parser.add_argument("--filter-graph-share", type=float, default=0.1, help="0: no per-value filter graphs")
-    parser.add_argument("--filter-graph-m", type=int, default=32, help="hnswlib M of the per-value filter graphs")
+    parser.add_argument("--filter-graph-m", type=int, default=None, help="hnswlib M of the per-value filter graphs (default: --m)")
     parser.add_argument("--grpc-requests", type=int, default=2_000)
     parser.add_argument("--grpc-concurrency", type=int, default=8)
     parser.add_argument("--no-faiss", action="store_true")

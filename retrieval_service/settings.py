@@ -40,9 +40,9 @@ class RetrievalSettings(BaseSettings):
     # filter on a value bigger than exact_scan_threshold and within this budget gets its own HNSW graph,
     # built in the background on first use, at ~1.8 kB per item in it.
     filter_graph_share: float = Field(0.1, ge=0.0, le=10.0)
-    # hnswlib M of those graphs: a value's items are spread thin over the space, so its graph needs more
-    # links than the catalogue's for the same recall (VectorIndex's docstring has the figures).
-    filter_graph_m: int = Field(32, ge=2, le=128)
+    # hnswlib M of those graphs (None: m). Higher M buys a little filtered recall per millisecond at
+    # twice the cost per request at the same ef (VectorIndex's docstring has the figures).
+    filter_graph_m: int | None = Field(None, ge=2, le=128)
     tombstone_rebuild_ratio: float = Field(0.2, gt=0.0, le=1.0)
     snapshot_every: int = Field(10_000, ge=1)
     grace_seconds: float = Field(5.0, ge=0.0)
