@@ -43,8 +43,10 @@ def calibration_holdout(known: np.ndarray, fraction: float, seed: int) -> np.nda
 
 
 @torch.no_grad()
-def calibrate_cold_bias(trained, data, holdout: np.ndarray, target_ratio: float, max_ndcg_loss: float) -> tuple[float, dict]:
-    """Returns (bias, record) for a validation-phase TrainedLM fitted on `data` (already without `holdout`)."""
+def calibrate_cold_bias(trained, target_ratio: float, max_ndcg_loss: float) -> tuple[float, dict]:
+    """Returns (bias, record) for a validation-phase TrainedLM, fitted on `trained.fit_data` (the split
+    without the `trained.holdout` items)."""
+    data, holdout = trained.fit_data, trained.holdout
     users = data.eval_users("validation")
     targets = data.val_items[users]
     cold = holdout[targets]

@@ -159,9 +159,7 @@ def train(data: SplitData, phase: Phase, config: LMRecConfig, fixed_epochs: int 
         lm_seconds = time.perf_counter() - started
         fit_data, holdout = data, None
         if phase == "validation" and config.cold_holdout > 0:
-            known = np.zeros(data.n_items, dtype=bool)
-            known[np.concatenate(data.history_sequences(phase))] = True
-            holdout = calibration_holdout(known, config.cold_holdout, config.seed)
+            holdout = calibration_holdout(data.item_popularity(phase) > 0, config.cold_holdout, config.seed)
             fit_data = data.without_items(holdout, f"calibration-holdout-{config.cold_holdout}-{config.seed}")
         with torch_threads(config.threads):
             trained = _fit_sequence_model(fit_data, phase, config, lm, fixed_epochs)
@@ -176,9 +174,7 @@ def _fit_sequence_model(data: SplitData, phase: Phase, config: LMRecConfig, lm: 
     torch.manual_seed(config.seed)
     rng = np.random.default_rng(config.seed)
     history = data.history_sequences(phase)
-    known = np.zeros(data.n_items, dtype=bool)
-    for seq in history:
-        known[seq] = True
+    known = data.item_popularity(phase) > 0
     net = LMSeqNet(torch.from_numpy(lm.text), torch.from_numpy(known), config.dim, config.layers, config.heads,
                    config.dropout, config.max_len, config.unit)
     windows = training_windows(history, config.max_len + 1, True)
@@ -277,8 +273,7 @@ class LMRecommender(Recommender):
         if phase == "validation":
             if not self.trained.cold_calibration:
                 self.trained.cold_bias, self.trained.cold_calibration = (
-                    calibrate_cold_bias(self.trained, self.trained.fit_data, self.trained.holdout,
-                                        self.config.cold_target_ratio, self.config.cold_max_ndcg_loss)
+                    calibrate_cold_bias(self.trained, self.config.cold_target_ratio, self.config.cold_max_ndcg_loss)
                     if self.trained.holdout is not None else (0.0, {"rule": "off (cold_holdout 0)"}))
             self._scorer = None  # validation is for choosing epochs: the PyTorch model is enough
             self._data = data

@@ -265,10 +265,7 @@ def test_tombstones_past_the_ratio_trigger_a_rebuild_that_keeps_concurrent_write
 
 def test_save_and_load_round_trip(tmp_path):
     dim = 16
-    vectors = clustered(500, dim, seed=6)
-    ids = [f"i{i}" for i in range(500)]
-    index = VectorIndex(dim, exact_scan_threshold=0, auto_rebuild=False)
-    index.upsert(ids, vectors, [{"g": [str(i % 5)]} for i in range(500)])
+    index, vectors, ids = grouped_index(500, dim, 6, 5)
     index.delete(ids[:10])
     index.save(tmp_path)
 
@@ -284,14 +281,18 @@ def test_save_and_load_round_trip(tmp_path):
         VectorIndex(8).load(tmp_path)
 
 
-def value_graph_index(n: int = 4000, dim: int = 16):
-    vectors = clustered(n, dim, seed=11)
+def grouped_index(n: int, dim: int, seed: int, groups: int, key: str = "g", prefix: str = "", **settings):
+    """An index of n clustered vectors "i0".."i{n-1}", item i tagged key=prefix + str(i % groups)."""
+    vectors = clustered(n, dim, seed=seed)
     ids = [f"i{i}" for i in range(n)]
-    index = VectorIndex(
-        dim, initial_capacity=256, exact_scan_threshold=100, walk_cost_per_ef=0, filter_graph_share=0.5, auto_rebuild=False
-    )
-    index.upsert(ids, vectors, [{"colour": [f"c{i % 10}"]} for i in range(n)])
+    index = VectorIndex(dim, **{"exact_scan_threshold": 0, "auto_rebuild": False, **settings})
+    index.upsert(ids, vectors, [{key: [f"{prefix}{i % groups}"]} for i in range(n)])
     return index, vectors, ids
+
+
+def value_graph_index(n: int = 4000, dim: int = 16):
+    return grouped_index(n, dim, 11, 10, key="colour", prefix="c", initial_capacity=256, exact_scan_threshold=100,
+                         walk_cost_per_ef=0, filter_graph_share=0.5)
 
 
 def test_a_filtered_value_gets_its_own_graph_which_follows_writes():
@@ -376,10 +377,7 @@ def test_loads_a_format_1_snapshot(tmp_path):
     import json
 
     dim = 16
-    vectors = clustered(200, dim, seed=13)
-    ids = [f"i{i}" for i in range(200)]
-    index = VectorIndex(dim, exact_scan_threshold=0, auto_rebuild=False)
-    index.upsert(ids, vectors, [{"g": [str(i % 4)]} for i in range(200)])
+    index, vectors, ids = grouped_index(200, dim, 13, 4)
     index.delete(ids[:5])
     index.save(tmp_path)
     meta = json.loads((tmp_path / "meta.json").read_text())
@@ -400,10 +398,9 @@ def test_loads_a_format_1_snapshot(tmp_path):
 
 
 def test_filter_graphs_take_their_own_m():
-    vectors = clustered(1000, 16, seed=5)
-    index = VectorIndex(16, m=8, filter_graph_m=24, initial_capacity=256, exact_scan_threshold=10, walk_cost_per_ef=0,
-                        filter_graph_share=0.5, auto_rebuild=False)
-    index.upsert([f"i{i}" for i in range(1000)], vectors, [{"colour": [f"c{i % 4}"]} for i in range(1000)])
+    index, vectors, _ = grouped_index(1000, 16, 5, 4, key="colour", prefix="c", m=8, filter_graph_m=24,
+                                      initial_capacity=256, exact_scan_threshold=10, walk_cost_per_ef=0,
+                                      filter_graph_share=0.5)
     index.search(vectors[0], 5, filters=[("colour", ["c1"])])
     index.wait_for_filter_graphs(30)
     graph = index._graph.filter_graphs[("colour", "c1")]
