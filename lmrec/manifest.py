@@ -132,3 +132,11 @@ def load_manifest(bundle_dir: Path, *, verify_checksums: bool = True) -> Manifes
         if not (bundle_dir / rel).is_file():
             raise ArtifactMismatch(f"{bundle_dir}: extra file '{name}' ({rel}) is missing")
     return manifest
+
+
+def peek_model_version(bundle_dir: Path) -> str | None:
+    """The model version a bundle's manifest names, or None while it is missing or being replaced."""
+    try:
+        return json.loads((Path(bundle_dir) / MANIFEST_NAME).read_text()).get("model_version")
+    except (OSError, ValueError):
+        return None

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from lmrec.errors import DeadlineExceeded, Overloaded
+from lmrec.errors import DeadlineExceeded, DependencyUnavailable, Overloaded
 
 if TYPE_CHECKING:
     from ranking_service.metrics import RankingMetrics
@@ -54,6 +54,8 @@ class MicroBatcher:
         # One thread: ONNX Runtime already uses every core inside a call; parallel calls would only contend.
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="onnx")
         self._worker: asyncio.Task | None = None
+        self._running: list[_Pending] = []  # the batch in the model now, out of the queue
+        self._closed = False
         self.stats = BatcherStats()
         self._metrics = metrics
         if metrics is not None:
@@ -68,22 +70,32 @@ class MicroBatcher:
             self._worker = asyncio.get_running_loop().create_task(self._loop())
 
     async def drain(self, timeout_s: float) -> None:
-        """Waits until every queued request has been run (or `timeout_s` passes): before a close that
-        must not fail the callers already waiting, e.g. when a hot swap retires this batcher."""
+        """Waits until every queued and running request has been answered (or `timeout_s` passes): before
+        a close that must not fail the callers already waiting, e.g. when a hot swap retires this batcher."""
         loop = asyncio.get_running_loop()
         end = loop.time() + timeout_s
-        while self._queue and loop.time() < end:
+        while (self._queue or self._running) and loop.time() < end:
             await asyncio.sleep(0.005)
 
     async def close(self) -> None:
+        """Stops batching. Callers still waiting (a drain that timed out) get UNAVAILABLE, never silence;
+        callers that submit afterwards (a call that picked this model just before a swap) are run alone."""
+        self._closed = True
+        waiting = [*self._running, *self._queue]
         if self._worker is not None:
             self._worker.cancel()
             await asyncio.gather(self._worker, return_exceptions=True)
             self._worker = None
+        for p in waiting:
+            if not p.future.done():
+                p.future.set_exception(DependencyUnavailable("the ranking model was retired while this call waited"))
+        self._running, self._queue = [], deque()
         self._executor.shutdown(wait=True)
 
     async def submit(self, texts: list[str], deadline: float | None = None) -> np.ndarray:
         """Encodes texts as part of some batch. `deadline` is a time.monotonic() value."""
+        if self._closed:
+            return await asyncio.to_thread(self._run_chunked, list(texts))
         if len(self._queue) >= self.max_queue:
             self.stats.rejected_overload += 1
             if self._metrics is not None:
@@ -115,6 +127,7 @@ class MicroBatcher:
                 continue
             texts = [t for p in batch for t in p.texts]
             started = time.monotonic()
+            self._running = batch
             try:
                 vectors = await loop.run_in_executor(self._executor, self._run_chunked, texts)
             except Exception as exc:  # handed to every waiting caller, which maps it to a status
@@ -122,6 +135,8 @@ class MicroBatcher:
                     if not p.future.done():
                         p.future.set_exception(exc)
                 continue
+            finally:
+                self._running = []
             self._record(batch, len(texts), started)
             offset = 0
             for p in batch:

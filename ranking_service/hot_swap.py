@@ -14,15 +14,13 @@ A bundle whose served vectors have another length than the retrieval index was b
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import signal
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 
-from lmrec.manifest import MANIFEST_NAME
+from lmrec.manifest import peek_model_version
 from ranking_service.batcher import MicroBatcher
 from ranking_service.model import LoadedModel, load_model
 from ranking_service.settings import RankingSettings
@@ -68,24 +66,26 @@ class ServingHolder:
         self.swaps = 0
 
 
-def peek_model_version(bundle_dir: Path) -> str | None:
-    """The model version a bundle's manifest names, or None while it is missing or being replaced."""
-    try:
-        return json.loads((Path(bundle_dir) / MANIFEST_NAME).read_text()).get("model_version")
-    except (OSError, ValueError):
-        return None
+class BundleSwapper:
+    """Swaps `holder` to the bundle on disk when its manifest names a new, acceptable model version.
 
+    `keep_previous_rows`: whether the item store keeps the rows of the model swapped out (dropping those
+    of older ones). A single worker drops them; Ray Serve replicas share one store and swap one after
+    another, so a replica still serving the previous model must keep finding its rows.
+    `on_swapped(model)` runs right after the switch (a Ray replica re-points its store follower there).
+    """
 
-class BundleWatcher:
     def __init__(self, settings: RankingSettings, holder: ServingHolder,
-                 make_batcher: Callable[[LoadedModel], MicroBatcher]) -> None:
+                 make_batcher: Callable[[LoadedModel], MicroBatcher], keep_previous_rows: bool = False,
+                 on_swapped: Callable[[LoadedModel], None] | None = None) -> None:
         self._settings = settings
         self._holder = holder
         self._make_batcher = make_batcher
+        self._keep_previous_rows = keep_previous_rows
+        self._on_swapped = on_swapped
         self._refused: set[str] = set()
-        self._wake = asyncio.Event()
 
-    async def check_once(self) -> bool:
+    async def swap_if_new(self) -> bool:
         """Swaps to the bundle on disk if it is a new, acceptable version; returns whether it swapped."""
         old = self._holder.current
         version = peek_model_version(self._settings.bundle_dir)
@@ -110,29 +110,31 @@ class BundleWatcher:
         batcher.start()
         self._holder.current = Serving(new, batcher)
         self._holder.swaps += 1
+        if self._on_swapped is not None:
+            self._on_swapped(new)
         await old.batcher.drain(DRAIN_TIMEOUT_S)
         await old.batcher.close()
         caught_up = await asyncio.to_thread(new.store.reconcile, new.encode_items)
-        pruned = await asyncio.to_thread(new.store.prune)
+        keep = {old.model.manifest.model_version} if self._keep_previous_rows else set()
+        pruned = await asyncio.to_thread(new.store.prune, keep)
         old.model.store.close()
         log.info("hot-swapped %s -> %s (%d items caught up, %d old rows dropped)",
                  old.model.manifest.model_version, new.manifest.model_version, caught_up, pruned)
         return True
 
-    def wake(self) -> None:
-        self._wake.set()
 
-    async def run(self, interval_s: float) -> None:
-        """Checks every `interval_s` seconds and on SIGHUP."""
-        loop = asyncio.get_running_loop()
+async def run_periodically(check: Callable[[], Awaitable[object]], interval_s: float) -> None:
+    """Awaits `check()` every `interval_s` seconds and at once on SIGHUP, until cancelled."""
+    wake = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    try:
+        loop.add_signal_handler(signal.SIGHUP, wake.set)
+    except (NotImplementedError, RuntimeError, ValueError):  # not the main thread, or no signals here
+        pass
+    while True:
         try:
-            loop.add_signal_handler(signal.SIGHUP, self.wake)
-        except (NotImplementedError, RuntimeError):
+            await asyncio.wait_for(wake.wait(), timeout=interval_s)
+        except asyncio.TimeoutError:
             pass
-        while True:
-            try:
-                await asyncio.wait_for(self._wake.wait(), timeout=interval_s)
-            except asyncio.TimeoutError:
-                pass
-            self._wake.clear()
-            await self.check_once()
+        wake.clear()
+        await check()

@@ -3,7 +3,8 @@
 SQLite holds (item_id, model_version, text, vector) rows; memory holds one model version's vectors as a
 dense matrix for fast gathers. Rows are kept per model version so a new bundle can be loaded and its
 vectors computed while the old one still serves from its own rows (hot swap); `reconcile` then catches up
-with writes the old model took meanwhile, and `prune` drops the old version's rows.
+with writes the old model took meanwhile, and `prune` drops the old version's rows. A write with a new
+text deletes the item's rows of other versions, whose vectors it makes stale.
 """
 
 from __future__ import annotations
@@ -61,29 +62,40 @@ class ItemStore:
         return self.reconcile(reencode, batch)
 
     def reconcile(self, reencode: Reencode, batch: int = 256) -> int:
-        """Brings memory in line with the table: encodes items this version lacks (written through another
-        model meanwhile), drops items deleted meanwhile. Returns how many were encoded."""
-        stored = dict(self._db.execute(
-            "SELECT item_id, text FROM item_vectors WHERE rowid IN (SELECT max(rowid) FROM item_vectors GROUP BY item_id)"))
-        missing = [i for i in stored if i not in self._rows]
-        for start in range(0, len(missing), batch):
-            ids = missing[start:start + batch]
-            texts = [stored[i] for i in ids]
-            self.put(ids, texts, reencode(ids, texts))
+        """Brings this version in line with the table: encodes items it has no row for (written through
+        another model meanwhile, or given a new text there), drops items deleted meanwhile. Returns how
+        many were encoded."""
+        lacking = dict(self._db.execute(
+            "SELECT item_id, text FROM (SELECT item_id, text, max(rowid) FROM item_vectors GROUP BY item_id "
+            "HAVING sum(model_version = ?) = 0)", (self.model_version,)).fetchall())
+        ids = list(lacking)
+        for start in range(0, len(ids), batch):
+            part = ids[start:start + batch]
+            texts = [lacking[i] for i in part]
+            self.put(part, texts, reencode(part, texts))
+        stored = set(self.stored_ids())
         with self._lock:
             self._drop_memory([i for i in self._rows if i not in stored])
-        return len(missing)
+        return len(ids)
 
-    def prune(self) -> int:
-        """Drops the rows of every other model version (after a swap to this one)."""
+    def prune(self, keep: Iterable[str] = ()) -> int:
+        """Drops the rows of every model version but this one and `keep` (after a swap to this one)."""
+        versions = [self.model_version, *keep]
+        marks = ",".join("?" * len(versions))
         with self._lock, self._db:
-            return self._db.execute("DELETE FROM item_vectors WHERE model_version != ?", (self.model_version,)).rowcount
+            return self._db.execute(f"DELETE FROM item_vectors WHERE model_version NOT IN ({marks})",
+                                    versions).rowcount
 
     def put(self, item_ids: Sequence[str], texts: Sequence[str], vectors: np.ndarray) -> None:
+        """Stores this version's vectors. Another version's row of the same item with another text is
+        stale from now on and deleted, so a worker on that version re-encodes the new text."""
         rows = [(i, self.model_version, t, v.astype(np.float32).tobytes()) for i, t, v in zip(item_ids, texts, vectors)]
         with self._lock:
             with self._db:
                 self._db.executemany("INSERT OR REPLACE INTO item_vectors VALUES (?, ?, ?, ?)", rows)
+                self._db.executemany(
+                    "DELETE FROM item_vectors WHERE item_id = ? AND model_version != ? AND text != ?",
+                    [(i, self.model_version, t) for i, t in zip(item_ids, texts)])
             self._put_memory(item_ids, vectors)
 
     def _put_memory(self, item_ids: Sequence[str], vectors: np.ndarray) -> None:
@@ -113,13 +125,15 @@ class ItemStore:
                 removed += 1
         return removed
 
-    def refresh(self, item_ids: Iterable[str], model_version: str, chunk: int = 500) -> None:
+    def refresh(self, item_ids: Iterable[str], model_version: str, chunk: int = 500) -> dict[str, str]:
         """Re-reads these items from SQLite into memory: loaded where stored, dropped where gone.
 
         For workers that share one SQLite file (Ray Serve replicas): each picks up what another wrote.
-        Rows of another model version count as gone, so a vector from another model is never ranked.
+        Rows of another model version are never ranked; items stored only under another version (written
+        by a replica on another model, mid-swap) are returned as {item_id: text} for the caller to encode.
         """
         ids = list(dict.fromkeys(item_ids))
+        lacking: dict[str, str] = {}
         with self._lock:
             for start in range(0, len(ids), chunk):
                 part = ids[start:start + chunk]
@@ -131,6 +145,10 @@ class ItemStore:
                 if fresh:
                     self._put_memory(fresh, np.stack([stored[i] for i in fresh]))
                 self._drop_memory(set(part).difference(fresh))
+                lacking.update((item_id, text) for item_id, text, _ in self._db.execute(
+                    f"SELECT item_id, text, max(rowid) FROM item_vectors WHERE item_id IN ({marks}) "
+                    f"GROUP BY item_id HAVING sum(model_version = ?) = 0", [*part, model_version]))
+        return lacking
 
     def stored_ids(self) -> list[str]:
         return [row[0] for row in self._db.execute("SELECT DISTINCT item_id FROM item_vectors")]

@@ -16,7 +16,7 @@ from lmrec.metrics_http import MetricsServer, start_metrics
 from lmrec.service_flags import settings_from_flags, write_port_file
 from lmrec.v1 import ranking_service_pb2, ranking_service_pb2_grpc
 from ranking_service.batcher import MicroBatcher
-from ranking_service.hot_swap import BundleWatcher, Serving, ServingHolder
+from ranking_service.hot_swap import BundleSwapper, Serving, ServingHolder, run_periodically
 from ranking_service.model import LoadedModel, load_model
 from ranking_service.servicer import RankingServicer
 from ranking_service.settings import RankingSettings
@@ -66,8 +66,8 @@ async def serve(settings: RankingSettings) -> None:
         write_port_file(settings.port_file, port)
     watcher = None
     if settings.reload_interval_s:
-        swapper = BundleWatcher(settings, holder, lambda m: new_batcher(settings, m, metrics))
-        watcher = asyncio.create_task(swapper.run(settings.reload_interval_s))
+        swapper = BundleSwapper(settings, holder, lambda m: new_batcher(settings, m, metrics))
+        watcher = asyncio.create_task(run_periodically(swapper.swap_if_new, settings.reload_interval_s))
     try:
         await serve_until_signalled(server, health, [SERVICE_NAME], settings.grace_seconds)
     finally:

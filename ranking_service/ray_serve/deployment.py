@@ -8,6 +8,7 @@ names the replica (the front-end counts calls per replica) and carries a refusal
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from dataclasses import dataclass
@@ -82,24 +83,48 @@ class ReplicaMetrics:
 
 
 class RankingReplica:
-    def __init__(self, worker_settings: dict[str, Any]) -> None:
+    """One replica: the plain worker's servicer and micro-batcher over its own model, and its hot swap.
+
+    Like a plain worker, each replica watches the bundle directory (every `reload_interval_s`): when
+    `lmrec train` has replaced the bundle, it loads the new one beside the serving model, warms it up,
+    switches and drains, without a restart and without dropping a call. Replicas swap independently, a
+    few seconds apart; meanwhile each encodes what a replica on the other version writes (store_sync).
+    """
+
+    async def __init__(self, worker_settings: dict[str, Any]) -> None:
         # Imported here: the replica process needs onnxruntime, the process that builds the app does not.
+        from ranking_service.hot_swap import BundleSwapper, Serving, ServingHolder, run_periodically
         from ranking_service.model import load_model
         from ranking_service.server import new_batcher
         from ranking_service.servicer import RankingServicer
 
         settings = RankingSettings(**worker_settings)
         self.replica_id = serve.get_replica_context().replica_id.unique_id
-        model = load_model(settings)
-        self._follower = ItemStoreFollower(model.store, model.store.path, model.manifest.model_version)
+        model = await asyncio.to_thread(load_model, settings)
+        self._follower = self._follow(model)
         self._metrics = ReplicaMetrics()
-        self._batcher = new_batcher(settings, model, self._metrics)
-        self._servicer = RankingServicer(model, self._batcher)
+        batcher = new_batcher(settings, model, self._metrics)
+        batcher.start()
+        self._holder = ServingHolder(Serving(model, batcher))
+        self._servicer = RankingServicer(model, batcher, self._holder)
+        self._watcher = None
+        if settings.reload_interval_s:
+            # Replicas share the item store and swap one after another: keep the previous version's rows.
+            swapper = BundleSwapper(settings, self._holder, lambda m: new_batcher(settings, m, self._metrics),
+                                    keep_previous_rows=True, on_swapped=self._on_swapped)
+            self._watcher = asyncio.create_task(run_periodically(swapper.swap_if_new, settings.reload_interval_s))
         log.info("ranking replica %s ready: %s, %d items", self.replica_id, model.manifest.model_version,
                  len(model.store))
 
+    @staticmethod
+    def _follow(model) -> ItemStoreFollower:
+        return ItemStoreFollower(model.store, model.store.path, model.manifest.model_version, model.encode_items)
+
+    def _on_swapped(self, model) -> None:
+        old, self._follower = self._follower, self._follow(model)
+        old.close()
+
     async def _call(self, rpc: str, data: bytes, timeout_s: float | None) -> ReplicaReply:
-        self._batcher.start()  # idempotent; needs the replica's running event loop, so not in __init__
         self._follower.catch_up()
         self._metrics.sample_queue()
         request = REQUESTS[rpc].FromString(data)

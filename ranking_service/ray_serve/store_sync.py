@@ -9,7 +9,9 @@ all. So:
   sequence), in the writer's own transaction, whichever process writes;
 - before each call a replica asks SQLite `PRAGMA data_version`, which changes only when another
   connection has committed: a few microseconds when nothing changed;
-- when it changed, the replica re-reads the items logged after the last sequence it applied.
+- when it changed, the replica re-reads the items logged after the last sequence it applied;
+- during a hot swap replicas serve two model versions for a moment: an item written by a replica on
+  the other version (no row under this replica's version) is encoded with this replica's model.
 
 The log keeps the last `LOG_KEEP` changes; a replica that fell further behind (its next sequence was
 pruned) re-reads everything. Broadcasting writes to every replica through Serve was the alternative;
@@ -21,7 +23,7 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
-from ranking_service.item_store import ItemStore
+from ranking_service.item_store import ItemStore, Reencode
 
 LOG_KEEP = 100_000
 
@@ -49,15 +51,18 @@ class ItemStoreFollower:
     which covers writes made before its triggers existed.
     """
 
-    def __init__(self, store: ItemStore, path: Path, model_version: str, log_keep: int = LOG_KEEP) -> None:
+    def __init__(self, store: ItemStore, path: Path, model_version: str, encode: Reencode,
+                 log_keep: int = LOG_KEEP) -> None:
         self._store = store
         self._model_version = model_version
+        self._encode = encode
         self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None, timeout=30)
         self._db.executescript(_SCHEMA.format(table=store.TABLE, keep=log_keep))
         self._seen_version = self._data_version()
         self._last_seq = self._max_seq()
         self.full_reloads = 0
         self.items_reloaded = 0
+        self.items_encoded = 0
         self._reload_all()
 
     def _data_version(self) -> int:
@@ -68,7 +73,15 @@ class ItemStoreFollower:
 
     def _reload_all(self) -> None:
         self.full_reloads += 1
-        self._store.refresh({*self._store.stored_ids(), *self._store.known_ids()}, self._model_version)
+        self._apply({*self._store.stored_ids(), *self._store.known_ids()})
+
+    def _apply(self, item_ids) -> None:
+        lacking = self._store.refresh(item_ids, self._model_version)
+        if lacking:  # written by a replica on another model version (mid-swap): encode with ours
+            ids = list(lacking)
+            texts = [lacking[i] for i in ids]
+            self._store.put(ids, texts, self._encode(ids, texts))
+            self.items_encoded += len(ids)
 
     def catch_up(self) -> int:
         """Applies changes committed by other connections since the last call; returns how many items."""
@@ -86,7 +99,7 @@ class ItemStoreFollower:
             return len(self._store)
         self._last_seq = rows[-1][0]
         changed = {item_id for _, item_id in rows}
-        self._store.refresh(changed, self._model_version)
+        self._apply(changed)
         self.items_reloaded += len(changed)
         return len(changed)
 

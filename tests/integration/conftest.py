@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import shutil
 import socket
 import urllib.request
 from collections.abc import Iterator
@@ -13,7 +14,7 @@ import pytest
 
 from lmrec.catalog_loader import load_catalog
 from lmrec.datasets import Dataset
-from lmrec.manifest import load_manifest
+from lmrec.manifest import load_manifest, write_manifest
 from lmrec.supervisor import ProcessGroup, SystemLayout, start_system
 from lmrec.v1 import gateway_service_pb2_grpc as gw_grpc
 
@@ -78,18 +79,35 @@ def small_system_factory(tmp_path, bundle_dir, ml100k):
     """Throwaway systems over the first 300 ML-100K items, for tests that kill or restart processes."""
     systems: list[RunningSystem] = []
 
-    def make(shards: int = 1, n_items: int = 300, histories: bool = True, **layout_options) -> RunningSystem:
-        """`histories=False` loads the items only (the ~47k interactions of 300 items take minutes)."""
+    def make(shards: int = 1, n_items: int = 300, histories: bool = True, bundle: Path | None = None,
+             **layout_options) -> RunningSystem:
+        """`histories=False` loads the items only (the ~47k interactions of 300 items take minutes);
+        `bundle`: another bundle than the session's (e.g. a copy a test will replace)."""
         dataset = subset(ml100k, n_items)
         if not histories:
             dataset = Dataset(dataset.name, dataset.items, [])
-        system = start(tmp_path / f"sys{len(systems)}", bundle_dir, dataset, shards, **layout_options)
+        system = start(tmp_path / f"sys{len(systems)}", bundle or bundle_dir, dataset, shards, **layout_options)
         systems.append(system)
         return system
 
     yield make
     for system in systems:
         system.close()
+
+
+def replace_with_new_version(watched: Path, source: Path, staging: Path) -> str:
+    """Replaces the bundle at `watched` the way `lmrec train --out` does (stage, then rename) with a copy
+    of `source` under a new model version: same weights, so answers stay comparable. Returns the version."""
+    staged = staging / "staged"
+    shutil.copytree(source, staged)
+    manifest = load_manifest(staged)
+    new_version = manifest.model_version + "-retrained"
+    write_manifest(staged, manifest.model_copy(update={"model_version": new_version}))
+    retired = watched.parent / f"{watched.name}.retired"
+    watched.rename(retired)
+    staged.rename(watched)
+    shutil.rmtree(retired)
+    return new_version
 
 
 def free_port() -> int:

@@ -17,9 +17,9 @@ import grpc
 import numpy as np
 import pytest
 
-from lmrec.manifest import load_manifest, write_manifest
+from lmrec.manifest import load_manifest
 from lmrec.v1 import common_pb2, gateway_service_pb2 as gw
-from tests.integration.conftest import start, subset
+from tests.integration.conftest import replace_with_new_version, start, subset
 
 # The served catalogue: enough items for a meaningful ranking, few enough to encode quickly twice (start
 # and hot swap) on a small CI machine. The offline side uses the same items (a split of the same subset).
@@ -105,8 +105,19 @@ def test_bundle_manifest_records_parity_and_index_params(tiny_bundle, split):
         np.testing.assert_array_equal(flags, cold.astype(np.float32), "the flag marks exactly the text-only items")
 
 
-@pytest.mark.xfail(strict=False, reason="failed once on a heavily loaded machine (served rank 3 differed from offline "
-                   "for the same FP32 bundle and input), passed in clean-clone CI; cause not found (issue 3 note)")
+def assert_same_ranking(served: list[int], offline_scores: np.ndarray, k: int, tie: float = 1e-5) -> None:
+    """The served top k is the offline top k, up to the order of items whose offline scores tie.
+
+    Float32 sums differ in the last bits with the micro-batch the query text was encoded in (another
+    padding width, another GEMM blocking), so two items a hair apart may swap; anything more is a bug.
+    """
+    offline_top = np.argsort(-offline_scores, kind="stable")[:k]
+    assert len(served) == k
+    np.testing.assert_allclose(offline_scores[served], offline_scores[offline_top], atol=tie,
+                               err_msg=f"served {served} vs offline {list(offline_top)}")
+    assert len(set(served)) == k
+
+
 def test_served_ranking_equals_offline_ranking(trained_system, tiny_bundle, served_split):
     from training.lm_recommender import BundleScorer
     from training.metrics import mask_history
@@ -124,7 +135,8 @@ def test_served_ranking_equals_offline_ranking(trained_system, tiny_bundle, serv
         reply = system.stub.Recommend(gw.RecommendRequest(user_id=f"check-{u}", k=10, recent_item_ids=recent), timeout=30)
         assert not reply.degraded and reply.source == "ranked" and reply.model_version == version
         top = np.argsort(-offline[row], kind="stable")[:10]
-        assert [i.item_id for i in reply.items] == [split.item_ids[i] for i in top]
+        index = {item_id: i for i, item_id in enumerate(split.item_ids)}
+        assert_same_ranking([index[i.item_id] for i in reply.items], offline[row], 10)
         np.testing.assert_allclose([i.score for i in reply.items], offline[row, top], atol=1e-4)
 
     served = ServedRecommender(system.gateway_address)
@@ -132,9 +144,7 @@ def test_served_ranking_equals_offline_ranking(trained_system, tiny_bundle, serv
     got = served.score(users)
     assert served.degraded == 0 and served.model_versions == {version}
     for row in range(len(users)):
-        served_top = np.argsort(-got[row], kind="stable")[:20]
-        offline_top = np.argsort(-offline[row], kind="stable")[:20]
-        assert list(served_top) == list(offline_top)
+        assert_same_ranking(list(np.argsort(-got[row], kind="stable")[:20]), offline[row], 20)
 
 
 def test_new_item_is_served_from_its_text(trained_system, ml100k):
@@ -178,15 +188,7 @@ def test_hot_swap_keeps_every_call_succeeding(trained_system, tiny_bundle, tmp_p
     worker.start()
     try:
         # A "newly trained" bundle: same weights, new version, swapped in the way `lmrec train` does it.
-        staged = tmp_path / "staged"
-        shutil.copytree(tiny_bundle, staged)
-        manifest = load_manifest(staged)
-        new_version = manifest.model_version + "-retrained"
-        write_manifest(staged, manifest.model_copy(update={"model_version": new_version}))
-        retired = watched.parent / "retired"
-        watched.rename(retired)
-        staged.rename(watched)
-        shutil.rmtree(retired)
+        new_version = replace_with_new_version(watched, tiny_bundle, tmp_path)
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline and (not versions or versions[-1] != new_version):
             time.sleep(0.5)

@@ -92,3 +92,25 @@ def test_expired_work_is_dropped_not_run():
 
     assert asyncio.run(main()) == 1
     assert calls == [1]  # only the first request ever reached the model
+
+
+def test_retiring_a_batcher_answers_every_caller():
+    """A hot swap drains then closes the old batcher: the batch in the model is waited for, not cancelled,
+    and a call that picked the old model just before the swap but submits afterwards still gets its answer."""
+    run, calls = fake_model(delay_s=0.2)
+
+    async def main():
+        batcher = MicroBatcher(run, max_batch=64, max_wait_ms=1, max_queue=100)
+        batcher.start()
+        in_model = asyncio.ensure_future(batcher.submit(["abc"]))
+        await asyncio.sleep(0.05)  # taken off the queue, running in the model
+        assert batcher.queue_depth == 0
+        await batcher.drain(5.0)
+        assert in_model.done()
+        await batcher.close()
+        late = await batcher.submit(["late!"])
+        return in_model.result(), late
+
+    in_model, late = asyncio.run(main())
+    assert in_model[0, 0] == 3.0 and late[0, 0] == 5.0
+    assert calls == [1, 1]

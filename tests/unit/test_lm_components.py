@@ -69,11 +69,16 @@ def test_item_store_keeps_versions_apart_and_catches_up(tmp_path):
     # While both are loaded, each serves its own vectors.
     assert old.gather(["a"])[0][0, 0] == 1.0 and new.gather(["a"])[0][0, 0] == 2.0
 
-    old.put(["c"], ["text c"], _vectors(1, 1.0))  # written through the old model during the swap
+    # Written through the old model during the swap: a new item, a deletion, a new text for a known item.
+    old.put(["c"], ["text c"], _vectors(1, 1.0))
     old.delete(["b"])
-    assert new.reconcile(lambda ids, texts: _vectors(len(ids), 2.0)) == 1
+    old.put(["a"], ["text a, edited"], _vectors(1, 1.0))
+    encoded.clear()
+    assert new.reconcile(lambda ids, texts: encoded.extend(texts) or _vectors(len(ids), 2.0)) == 2
+    assert sorted(encoded) == ["text a, edited", "text c"]
     vectors, known = new.gather(["a", "b", "c"])
     assert known.tolist() == [True, False, True] and vectors[2, 0] == 2.0
+    assert new.prune(keep={"v1"}) == 0  # Ray replicas keep the previous version's rows
     assert new.prune() == 2  # v1 rows of a and c
     old.close()
     new.close()
