@@ -38,16 +38,22 @@ def as_lmrec_error(what: str, exc: grpc.aio.AioRpcError) -> LmrecError:
     return DependencyUnavailable(f"{what} failed: {describe_rpc_error(exc)}")
 
 
+@dataclass(frozen=True)
+class EncodedItems:
+    vectors: list[list[float]]
+    model_version: str  # the model that made them: mid-swap, replicas may answer from two versions
+
+
 class RankingClient:
     def __init__(self, address: str) -> None:
         self.address = address
         self._channel = grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS)
         self._stub = rk_grpc.RankingServiceStub(self._channel)
 
-    async def encode_items(self, items: Sequence[tuple[str, str]], timeout: float) -> list[list[float]]:
+    async def encode_items(self, items: Sequence[tuple[str, str]], timeout: float) -> EncodedItems:
         request = rk.EncodeRequest(inputs=[rk.EncodeInput(item_id=i, text=t) for i, t in items])
         response = await self._stub.Encode(request, timeout=timeout)
-        return [list(vec.values) for vec in response.vectors]
+        return EncodedItems([list(vec.values) for vec in response.vectors], response.model_version)
 
     async def encode_context(self, context: common_pb2.UserContext, timeout: float) -> rk.EncodeContextResponse:
         return await self._stub.EncodeContext(rk.EncodeContextRequest(context=context), timeout=timeout)

@@ -6,6 +6,10 @@ would compare new context vectors with old item vectors. The gateway remembers w
 index holds (in its own durable store) and checks the ranking tier's version periodically; on a change
 it re-indexes the catalogue in batches while serving continues (answers during that window are still
 ranked by the new model, only candidate recall is briefly lower).
+
+On Ray Serve, replicas swap a few seconds apart, so for a moment the ranking tier answers from two
+versions. A pass only counts when every batch came back from the version it re-indexes for, and an item
+upserted with another version's vector marks the index stale; either way the next pass redoes the work.
 """
 
 from __future__ import annotations
@@ -22,6 +26,15 @@ from lmrec.v1 import retrieval_service_pb2 as rt
 
 log = logging.getLogger(__name__)
 INDEX_VERSION_KEY = "index_model_version"
+STALE = ""  # never a model version: the next pass re-indexes
+
+
+def note_upsert_version(store: GatewayStore, model_version: str) -> None:
+    """After an upsert: a vector from another model than the index holds makes the index stale."""
+    if store.get_meta(INDEX_VERSION_KEY) not in (None, model_version):
+        log.info("an upsert was encoded by %s, the index holds %s vectors: re-indexing at the next pass",
+                 model_version, store.get_meta(INDEX_VERSION_KEY))
+        store.set_meta(INDEX_VERSION_KEY, STALE)
 BATCH = 128
 CALL_TIMEOUT_S = 60.0
 
@@ -40,7 +53,8 @@ class IndexReconciler:
     async def check_once(self) -> bool:
         """Re-indexes the catalogue if the ranking tier serves another model; returns whether it did."""
         version = (await self.ranking.model_info(timeout=10.0)).model_version
-        if version == self.index_version:
+        before = self.index_version
+        if version == before:
             return False
         items = list(self.store.catalog.values())
         if items:
@@ -48,10 +62,16 @@ class IndexReconciler:
                      self.index_version, version, len(items))
         for start in range(0, len(items), BATCH):
             batch = items[start:start + BATCH]
-            vectors = await self.ranking.encode_items([(i.item_id, i.text) for i in batch], CALL_TIMEOUT_S)
+            encoded = await self.ranking.encode_items([(i.item_id, i.text) for i in batch], CALL_TIMEOUT_S)
+            if encoded.model_version != version:
+                log.info("re-indexing for %s met %s (replicas mid-swap); the next pass starts over",
+                         version, encoded.model_version)
+                return False
             await self.retrieval.upsert([
                 rt.IndexedItem(item_id=i.item_id, vector=vec, attributes=attribute_values(i.attributes))
-                for i, vec in zip(batch, vectors)], CALL_TIMEOUT_S)
+                for i, vec in zip(batch, encoded.vectors)], CALL_TIMEOUT_S)
+        if self.index_version != before:  # an upsert meanwhile came from another model
+            return False
         # Recorded only now: a crash midway leaves the old version, so the next pass redoes the work; a
         # model swapped again midway shows up as another mismatch at the next pass.
         self.store.set_meta(INDEX_VERSION_KEY, version)

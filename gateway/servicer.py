@@ -9,6 +9,7 @@ import grpc
 from gateway.budget import Budget
 from gateway.downstream import RankingClient, ShardedRetrievalClient, as_lmrec_error
 from gateway.recommend import RecommendPipeline
+from gateway.reindex import note_upsert_version
 from gateway.settings import GatewaySettings
 from gateway.store import Event, GatewayStore, now_ms
 from lmrec import validation as v
@@ -98,12 +99,13 @@ class GatewayServicer(gw_grpc.GatewayServiceServicer):
             raise InvalidArgument("items", "an item_id appears twice in one batch")
         budget = self._budget(context, WRITE_TIMEOUT_S)
         try:
-            vectors = await self.ranking.encode_items([(i.item_id, i.text) for i in items], budget.timeout("encode"))
+            encoded = await self.ranking.encode_items([(i.item_id, i.text) for i in items], budget.timeout("encode"))
         except grpc.aio.AioRpcError as exc:
             raise as_lmrec_error("ranking encode", exc) from None
         await self.retrieval.upsert(
             [rt.IndexedItem(item_id=i.item_id, vector=vec, attributes=request.items[n].attributes)
-             for n, (i, vec) in enumerate(zip(items, vectors))], budget.timeout("retrieval upsert"))
+             for n, (i, vec) in enumerate(zip(items, encoded.vectors))], budget.timeout("retrieval upsert"))
+        note_upsert_version(self.store, encoded.model_version)
         self.store.upsert_items(items)
         return gw.UpsertItemsResponse(upserted_count=len(items))
 
