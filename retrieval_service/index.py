@@ -668,12 +668,20 @@ class VectorIndex:
         """Writes the graph and bookkeeping into `directory` (which must exist) and fsyncs them.
 
         The caller makes it atomic by writing into a temporary directory and renaming it; writes must
-        be held off by the caller too if the snapshot has to match a log position. Filter graphs and the
-        exact-scan copy are not saved: they are rebuilt from the graph.
+        be held off by the caller too if the snapshot has to match a log position. Filter graphs are
+        saved beside the main graph (at 1M items a value's graph takes minutes to rebuild, and filtered
+        queries walk the main graph slowly until it is back); the exact-scan copy is read back from it.
         """
+        files = ["graph.hnsw", "slots.npz", "meta.json"]
         with self._lock.read():
             g = self._graph
             g.hnsw.save_index(str(directory / "graph.hnsw"))
+            filter_graphs = []
+            for n, ((key, value), fg) in enumerate(sorted(g.filter_graphs.items(), key=lambda kv: kv[0])):
+                name = f"filter-{n}.hnsw"
+                fg.hnsw.save_index(str(directory / name))
+                filter_graphs.append({"key": key, "value": value, "file": name, "size": fg.size, "m": fg.hnsw.M})
+                files.append(name)
             used = g.next_label
             np.savez(
                 directory / "slots.npz",
@@ -690,10 +698,11 @@ class VectorIndex:
                 "capacity": g.capacity,
                 "next_label": used,
                 "combos": g.attributes.combos,
+                "filter_graphs": filter_graphs,
             }
         with open(directory / "meta.json", "w", encoding="utf-8") as f:
             json.dump(meta, f, separators=(",", ":"))
-        for name in ("graph.hnsw", "slots.npz", "meta.json"):
+        for name in files:
             _fsync_file(directory / name)
 
     def load(self, directory: Path) -> None:
@@ -736,12 +745,26 @@ class VectorIndex:
             for label in np.flatnonzero(live).tolist():
                 g.ids.add(names[label].decode("utf-8"), label)
         if g.shadow is not None:
-            labels = np.flatnonzero(live)
+            labels = np.flatnonzero(g.live)
             for start in range(0, len(labels), _COPY_CHUNK):
                 chunk = labels[start : start + _COPY_CHUNK]
                 g.shadow[chunk] = hnsw.get_items(chunk, return_type="numpy")
+        self._load_filter_graphs(directory, meta.get("filter_graphs", []), g)
         with self._lock.write():
             self._graph = g
+
+    def _load_filter_graphs(self, directory: Path, saved: list[dict], g: _Graph) -> None:
+        """Takes back the saved filter graphs this configuration would build the same way; the others
+        are dropped and, if queries ask for them, rebuilt."""
+        if self.filter_graph_share <= 0:
+            return
+        for entry in saved:
+            if entry["m"] != self.filter_graph_m or not (directory / entry["file"]).is_file():
+                continue
+            fg = hnswlib.Index(space="ip", dim=self.dimension)
+            fg.load_index(str(directory / entry["file"]))
+            g.attributes.pinned.add((entry["key"], entry["value"]))
+            g.filter_graphs[(entry["key"], entry["value"])] = _FilterGraph(fg, entry["size"])
 
     def _empty_graph(self, capacity: int, hnsw: hnswlib.Index | None = None) -> _Graph:
         if hnsw is None:

@@ -2,7 +2,7 @@
 
 Layout of `data_dir`:
     CURRENT          generation number of the live snapshot (replaced atomically)
-    snapshot-<gen>/  graph.hnsw, slots.npz, meta.json (absent for generation 0)
+    snapshot-<gen>/  graph.hnsw, slots.npz, meta.json, filter-<n>.hnsw per value graph (absent for generation 0)
     wal-<gen>.log    writes acknowledged after that snapshot
 
 A snapshot is written into `snapshot-<gen>.tmp`, fsynced, renamed, and only then does CURRENT move

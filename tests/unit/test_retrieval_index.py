@@ -405,3 +405,30 @@ def test_filter_graphs_take_their_own_m():
     index.wait_for_filter_graphs(30)
     graph = index._graph.filter_graphs[("colour", "c1")]
     assert graph.hnsw.M == 24 and index._graph.hnsw.M == 8
+
+
+def test_filter_graphs_come_back_with_the_snapshot(tmp_path):
+    index, vectors, ids = value_graph_index()
+    c1 = [("colour", ["c1"])]
+    index.search(vectors[0], 10, filters=c1)
+    index.wait_for_filter_graphs(30)
+    index.save(tmp_path)
+    assert (tmp_path / "filter-0.hnsw").is_file()
+
+    restored = VectorIndex(16, initial_capacity=256, exact_scan_threshold=100, walk_cost_per_ef=0,
+                           filter_graph_share=0.5, auto_rebuild=False)
+    restored.load(tmp_path)
+    # Served from the value graph at once, no rebuild queued; and it follows writes made after the load.
+    assert restored.search(vectors[0], 10, filters=c1).plan == "hnsw_value_graph"
+    assert restored._filter_thread is None
+    restored.upsert(["fresh"], vectors[:1] * 1.001, [{"colour": ["c1"]}])
+    result = restored.search(vectors[0], 10, filters=c1)
+    assert result.plan == "hnsw_value_graph" and "fresh" in result.ids
+    restored.delete(["fresh"])
+    assert "fresh" not in restored.search(vectors[0], 10, filters=c1).ids
+
+    # A configuration that would build them otherwise (another M) rebuilds instead of reusing them.
+    other = VectorIndex(16, initial_capacity=256, exact_scan_threshold=100, walk_cost_per_ef=0,
+                        filter_graph_share=0.5, filter_graph_m=32, auto_rebuild=False)
+    other.load(tmp_path)
+    assert other.search(vectors[0], 10, filters=c1).plan == "hnsw_filtered"
