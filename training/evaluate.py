@@ -315,6 +315,8 @@ def _command_line(args: argparse.Namespace) -> str:
         parts.append(f"--cold-fraction {args.cold_fraction}")
     if args.quick:
         parts.append("--quick")
+    if getattr(args, "merge", False):
+        parts.append("--merge")
     if getattr(args, "target", None):
         parts.append(f"--target {args.target}")
     parts += [f"--model-option {k}={v}" for k, v in (getattr(args, "model_options", {}) or {}).items()]
@@ -322,8 +324,9 @@ def _command_line(args: argparse.Namespace) -> str:
 
 
 def _merge_earlier_run(result: dict, tuning: dict, results_path: Path, per_user_path: Path, data: SplitData,
-                       baselines: set[str], seed: int) -> dict:
-    """Adds the models of the earlier run on this dataset that this run did not evaluate.
+                       baselines: set[str], seed: int) -> tuple[dict, list[dict]]:
+    """Adds the models of the earlier run on this dataset that this run did not evaluate, keeping the
+    earlier run's model order; returns the merged tuning and the runs merged so far (oldest first).
 
     Only a run on the same data fingerprint and split qualifies (else ValueError); slices and significance
     are recomputed over the union from the saved per-user metrics, so they compare like with like.
@@ -342,9 +345,15 @@ def _merge_earlier_run(result: dict, tuning: dict, results_path: Path, per_user_
         tuning = {**tuning, name: earlier["tuning"].get(name, {})}
         if name in MODEL_FACTORIES and MODEL_FACTORIES[name].baseline:
             baselines = baselines | {name}
+    order = [*earlier["models"], *(n for n in result["models"] if n not in earlier["models"])]
+    result["models"] = {n: result["models"][n] for n in order}
+    tuning = {n: tuning[n] for n in order if n in tuning}
     result["slices"] = compute_slices(data, result["per_user"])
     result["significance"] = compute_significance(result["models"], result["per_user"], baselines, seed)
-    return tuning
+    before = earlier.get("run", {})
+    runs = [*before.get("merged_runs", []),
+            {k: before[k] for k in ("command", "seconds", "finished") if k in before}]
+    return tuning, runs
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
@@ -378,8 +387,10 @@ def run_evaluate(args: argparse.Namespace) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     per_user_path = out / f"{data.dataset_name}_per_user.npz"
+    merged_runs: list[dict] = []
     if args.merge:
-        tuning = _merge_earlier_run(result, tuning, out / "results.json", per_user_path, data, baselines, args.seed)
+        tuning, merged_runs = _merge_earlier_run(result, tuning, out / "results.json", per_user_path, data,
+                                                 baselines, args.seed)
     np.savez_compressed(per_user_path, **{f"{m}|{k}": v for m, metrics_ in result["per_user"].items()
                                           for k, v in metrics_.items()})
     result.pop("per_user")
@@ -395,6 +406,8 @@ def run_evaluate(args: argparse.Namespace) -> int:
         "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "machine": machine_description(),
     }
+    if merged_runs:
+        result["run"]["merged_runs"] = merged_runs
 
     results_path = out / "results.json"
     # One results.json holds every dataset evaluated; a run replaces only its own dataset's entry.

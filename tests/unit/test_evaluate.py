@@ -112,9 +112,13 @@ def test_merge_keeps_earlier_models_of_the_same_split(generic_dataset, tmp_path)
     common = ["--data", str(generic_dataset), "--out", str(out), "--quick"]
     assert evaluate.main([*common, "--models", "mostpop,ease"]) == 0
     assert evaluate.main([*common, "--models", "itemknn", "--merge"]) == 0
+    assert evaluate.main([*common, "--models", "ease", "--merge"]) == 0  # re-evaluated: keeps its place
     results = json.loads((out / "results.json").read_text())["tiny"]
-    assert set(results["models"]) == {"mostpop", "ease", "itemknn"}
-    assert set(results["tuning"]) == {"mostpop", "ease", "itemknn"}
+    assert list(results["models"]) == ["mostpop", "ease", "itemknn"]
+    assert list(results["tuning"]) == ["mostpop", "ease", "itemknn"]
+    assert "--merge" in results["run"]["command"]
+    assert [r["command"].split("--models ")[1].split()[0] for r in results["run"]["merged_runs"]] == [
+        "mostpop,ease", "itemknn"]
     for group in results["slices"].values():
         assert set(group["models"]) == {"mostpop", "ease", "itemknn"}
     assert results["significance"]["best_baseline"] in {"mostpop", "ease", "itemknn"}
