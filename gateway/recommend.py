@@ -53,8 +53,7 @@ class RecommendPipeline:
         started = time.perf_counter()
         reasons: list[tuple[str, str]] = []  # (kind for metrics, text for the client)
         with budget.stage("history"):
-            events = self.store.history(request.user_id)
-            history = _dedupe_keep_last([e.item_id for e in events] + list(request.recent_item_ids))
+            history = _dedupe_keep_last(self.store.history_item_ids(request.user_id) + list(request.recent_item_ids))
             excluded = set(history) | set(request.exclude_item_ids)
         context = common_pb2.UserContext(
             user_id=request.user_id, history_item_ids=history[-self.settings.history_window:],
