@@ -93,11 +93,15 @@ class RankingReplica:
 
     async def __init__(self, worker_settings: dict[str, Any]) -> None:
         # Imported here: the replica process needs onnxruntime, the process that builds the app does not.
+        from lmrec.logging_setup import configure_logging
         from ranking_service.hot_swap import BundleSwapper, Serving, ServingHolder, run_periodically
         from ranking_service.model import load_model
         from ranking_service.server import new_batcher
         from ranking_service.servicer import RankingServicer
 
+        # Our loggers' INFO lines (model loaded, hot-swapped) go to the replica's stderr, which Ray keeps
+        # in its worker logs; without this only warnings reach them.
+        configure_logging("ranking-replica")
         settings = RankingSettings(**worker_settings)
         self.replica_id = serve.get_replica_context().replica_id.unique_id
         model = await asyncio.to_thread(load_model, settings)
