@@ -111,7 +111,7 @@ def test_plan_follows_the_eligible_set_size(big):
     index, vectors, ids, queries = big
     assert index.search(queries[0], 10, filters=[("rare", ["y"])]).plan == "exact"
     assert index.search(queries[0], 10, filters=[("colour", ["c1"])]).plan == "hnsw_filtered"
-    assert index.search(queries[0], 10, exclude=ids[:10]).plan == "hnsw_filtered"
+    assert index.search(queries[0], 10, exclude=ids[:10]).plan == "hnsw_post_filter"
     assert index.search(queries[0], 10, exclude=ids[:19_900]).plan == "exact"
 
 
@@ -432,3 +432,29 @@ def test_filter_graphs_come_back_with_the_snapshot(tmp_path):
                         filter_graph_share=0.5, filter_graph_m=32, auto_rebuild=False)
     other.load(tmp_path)
     assert other.search(vectors[0], 10, filters=c1).plan == "hnsw_filtered"
+
+
+def test_exclusions_drop_from_an_unfiltered_walk_unless_they_crowd_it(big):
+    """Few exclusions: the walk's own candidates minus the excluded. Exclusions around the query (a user's
+    history near their context): too few survive, and the label-filtered walk answers instead."""
+    index, vectors, ids, queries = big
+    rng = np.random.default_rng(7)
+    hits = 0
+    for q in queries[:50]:
+        excluded = [ids[i] for i in rng.choice(len(ids), 500, replace=False)]
+        allowed = ~np.isin(np.arange(len(ids)), [int(i[1:]) for i in excluded])
+        result = index.search(q, 10, exclude=excluded)
+        assert result.plan == "hnsw_post_filter" and len(result.ids) == 10
+        assert not set(result.ids) & set(excluded)
+        hits += len(set(result.ids) & {ids[i] for i in exact_top(vectors, q, 10, allowed)})
+    assert hits / 500 >= 0.95
+
+    hits = 0
+    for q in queries[:20]:
+        crowd = exact_top(vectors, q, 400)  # every candidate a walk at the default ef would find
+        allowed = ~np.isin(np.arange(len(ids)), crowd)
+        result = index.search(q, 10, exclude=[ids[i] for i in crowd])
+        assert result.plan == "hnsw_filtered" and len(result.ids) == 10
+        assert not set(result.ids) & {ids[i] for i in crowd}
+        hits += len(set(result.ids) & {ids[i] for i in exact_top(vectors, q, 10, allowed)})
+    assert hits / 200 >= 0.9
