@@ -68,14 +68,19 @@ class ItemStore:
         lacking = dict(self._db.execute(
             "SELECT item_id, text FROM (SELECT item_id, text, max(rowid) FROM item_vectors GROUP BY item_id "
             "HAVING sum(model_version = ?) = 0)", (self.model_version,)).fetchall())
-        ids = list(lacking)
-        for start in range(0, len(ids), batch):
-            part = ids[start:start + batch]
-            texts = [lacking[i] for i in part]
-            self.put(part, texts, reencode(part, texts))
+        encoded = self.encode_and_put(lacking, reencode, batch)
         stored = set(self.stored_ids())
         with self._lock:
             self._drop_memory([i for i in self._rows if i not in stored])
+        return encoded
+
+    def encode_and_put(self, texts: dict[str, str], reencode: Reencode, batch: int = 256) -> int:
+        """Encodes {item_id: text} with this version's model in batches and stores it; returns how many."""
+        ids = list(texts)
+        for start in range(0, len(ids), batch):
+            part = ids[start:start + batch]
+            part_texts = [texts[i] for i in part]
+            self.put(part, part_texts, reencode(part, part_texts))
         return len(ids)
 
     def prune(self, keep: Iterable[str] = ()) -> int:

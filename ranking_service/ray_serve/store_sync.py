@@ -77,11 +77,8 @@ class ItemStoreFollower:
 
     def _apply(self, item_ids) -> None:
         lacking = self._store.refresh(item_ids, self._model_version)
-        if lacking:  # written by a replica on another model version (mid-swap): encode with ours
-            ids = list(lacking)
-            texts = [lacking[i] for i in ids]
-            self._store.put(ids, texts, self._encode(ids, texts))
-            self.items_encoded += len(ids)
+        # Written by a replica on another model version (mid-swap): encode with ours.
+        self.items_encoded += self._store.encode_and_put(lacking, self._encode)
 
     def catch_up(self) -> int:
         """Applies changes committed by other connections since the last call; returns how many items."""
