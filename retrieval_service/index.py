@@ -348,8 +348,10 @@ class VectorIndex:
         """Builds a compact graph of the live items, without tombstones, and swaps it in.
 
         Searches and writes go on meanwhile; writes made during the build are replayed onto the new
-        graph under the write lock just before the swap. Filter graphs are not carried over: they are
-        built again on their next use. Returns False if another rebuild is running.
+        graph under the write lock just before the swap. Filter graphs are labelled by the old graph's
+        slots, so they cannot be carried over: the values that had one get theirs rebuilt in the
+        background right after the swap (filtered queries walk the main graph meanwhile). Returns False
+        if another rebuild is running.
         """
         with self._lock.read():
             if self._rebuild_log is not None:
@@ -381,7 +383,11 @@ class VectorIndex:
                     else:
                         self._delete_from(fresh, *args)
                 self._graph = fresh
+                had_graphs = [(key, value, int(np.count_nonzero(fresh.attributes.bitmap(key, value, fresh.next_label))))
+                              for key, value in old.filter_graphs]
             log.info("rebuild swapped in: %d items", fresh.live_count)
+            for key, value, count in had_graphs:
+                self._request_filter_graph(fresh, key, value, count)
             return True
         finally:
             with self._lock.write():

@@ -458,3 +458,16 @@ def test_exclusions_drop_from_an_unfiltered_walk_unless_they_crowd_it(big):
         assert not set(result.ids) & {ids[i] for i in crowd}
         hits += len(set(result.ids) & {ids[i] for i in exact_top(vectors, q, 10, allowed)})
     assert hits / 200 >= 0.9
+
+
+def test_a_rebuild_rebuilds_the_filter_graphs_it_had_without_waiting_for_a_query():
+    index, vectors, ids = value_graph_index()
+    c1 = [("colour", ["c1"])]
+    index.search(vectors[0], 10, filters=c1)
+    index.wait_for_filter_graphs(30)
+    index.delete(ids[::3])
+    assert index.rebuild()
+    index.wait_for_filter_graphs(30)  # queued by the rebuild itself, not by a query
+    assert ("colour", "c1") in index._graph.filter_graphs
+    result = index.search(vectors[1], 10, filters=c1)
+    assert result.plan == "hnsw_value_graph" and all(int(i[1:]) % 10 == 1 and int(i[1:]) % 3 for i in result.ids)
