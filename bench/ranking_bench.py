@@ -269,6 +269,7 @@ def time_rank(bundle_dir: Path, manifest: Manifest, items: list, threads: int, a
     from lmrec.v1.common_pb2 import UserContext
     from lmrec.loadtest import QUERIES
     from ranking_service.model import load_model
+    from ranking_service.hot_swap import Serving, ServingHolder
     from ranking_service.server import new_batcher
     from ranking_service.servicer import RankingServicer
     from ranking_service.settings import RankingSettings
@@ -283,7 +284,7 @@ def time_rank(bundle_dir: Path, manifest: Manifest, items: list, threads: int, a
         async def measure() -> dict:
             batcher = new_batcher(settings, model)
             batcher.start()
-            servicer = RankingServicer(model, batcher)
+            servicer = RankingServicer(ServingHolder(Serving(model, batcher)))
             out = {}
             try:
                 # The catalogue goes in the way the gateway puts it there: Encode with item ids.

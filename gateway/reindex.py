@@ -27,16 +27,17 @@ from lmrec.v1 import retrieval_service_pb2 as rt
 log = logging.getLogger(__name__)
 INDEX_VERSION_KEY = "index_model_version"
 STALE = ""  # never a model version: the next pass re-indexes
+BATCH = 128
+CALL_TIMEOUT_S = 60.0
 
 
 def note_upsert_version(store: GatewayStore, model_version: str) -> None:
     """After an upsert: a vector from another model than the index holds makes the index stale."""
-    if store.get_meta(INDEX_VERSION_KEY) not in (None, model_version):
+    indexed = store.get_meta(INDEX_VERSION_KEY)
+    if indexed not in (None, model_version):
         log.info("an upsert was encoded by %s, the index holds %s vectors: re-indexing at the next pass",
-                 model_version, store.get_meta(INDEX_VERSION_KEY))
+                 model_version, indexed)
         store.set_meta(INDEX_VERSION_KEY, STALE)
-BATCH = 128
-CALL_TIMEOUT_S = 60.0
 
 
 class IndexReconciler:

@@ -28,11 +28,10 @@ log = logging.getLogger(__name__)
 SERVICE_NAME = ranking_service_pb2.DESCRIPTOR.services_by_name["RankingService"].full_name
 
 
-def create_server(settings: RankingSettings, model: LoadedModel, batcher: MicroBatcher,
-                  holder: ServingHolder | None = None):
+def create_server(settings: RankingSettings, holder: ServingHolder):
     """Builds the ranking server, not yet started; returns it, the bound port and the health servicer."""
     server = new_server()
-    ranking_service_pb2_grpc.add_RankingServiceServicer_to_server(RankingServicer(model, batcher, holder), server)
+    ranking_service_pb2_grpc.add_RankingServiceServicer_to_server(RankingServicer(holder), server)
     health = add_health_and_reflection(server, [SERVICE_NAME])
     port = bind(server, settings.host, settings.port)
     return server, port, health
@@ -58,7 +57,7 @@ async def serve(settings: RankingSettings) -> None:
     batcher = new_batcher(settings, model, metrics)
     batcher.start()
     holder = ServingHolder(Serving(model, batcher))
-    server, port, health = create_server(settings, model, batcher, holder)
+    server, port, health = create_server(settings, holder)
     await server.start()
     await set_health(health, [SERVICE_NAME], serving=True)
     log.info("ranking worker serving on %s:%d", settings.host, port)

@@ -11,9 +11,7 @@ from lmrec import validation as v
 from lmrec.v1 import ranking_service_pb2 as pb
 from lmrec.v1 import ranking_service_pb2_grpc as pb_grpc
 from lmrec.v1.common_pb2 import UserContext
-from ranking_service.batcher import MicroBatcher
 from ranking_service.hot_swap import Serving, ServingHolder
-from ranking_service.model import LoadedModel
 from ranking_service.ranker import RankContext
 
 MAX_CANDIDATES = 10_000
@@ -34,8 +32,8 @@ def rank_context(ctx: UserContext, field: str) -> RankContext:
 class RankingServicer(pb_grpc.RankingServiceServicer):
     """Every call reads `holder.current` once, so a hot swap never mixes two models within one call."""
 
-    def __init__(self, model: LoadedModel, batcher: MicroBatcher, holder: ServingHolder | None = None) -> None:
-        self._holder = holder or ServingHolder(Serving(model, batcher))
+    def __init__(self, holder: ServingHolder) -> None:
+        self._holder = holder
 
     @staticmethod
     async def _query_vector(serving: Serving, ctx: RankContext, deadline: float | None) -> np.ndarray | None:

@@ -110,8 +110,8 @@ class RankingReplica:
         batcher = new_batcher(settings, model, self._metrics)
         batcher.start()
         self._holder = ServingHolder(Serving(model, batcher))
-        self._servicer = RankingServicer(model, batcher, self._holder)
-        self._watcher = None
+        self._servicer = RankingServicer(self._holder)
+        self._watcher = None  # the watch task, held so it is not garbage-collected while it runs
         if settings.reload_interval_s:
             # Replicas share the item store and swap one after another: keep the previous version's rows.
             swapper = BundleSwapper(settings, self._holder, lambda m: new_batcher(settings, m, self._metrics),
