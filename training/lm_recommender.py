@@ -57,6 +57,11 @@ class LMRecConfig:
     patience: int = 8
     # Early stopping compares the mean of this many consecutive checks (training/sequences.EarlyStopping).
     smooth_checks: int = 3
+    # Per-step decay of the weight average that validation and the exported model use (0 = off;
+    # training/sequences.WeightAverage). ML-100K validation, no calibration hold-out: without it the
+    # NDCG@10 curve jumped between 0.104 and 0.127 on its plateau (epochs 40-116); with 0.99 it rose
+    # smoothly to 0.117-0.124 from epoch 40 on. SASRec gets the same averaging and early stopping.
+    weight_average: float = 0.99
     # Share of items whose id embedding is dropped at each step, so the text path learns to rank alone.
     # 0.3 rather than 0.1: validation NDCG@10 0.1143 vs 0.1155 (noise), and a stronger text-only path.
     id_dropout: float = 0.3
@@ -83,7 +88,8 @@ class LMRecConfig:
     def tiny(cls, seed: int = 0) -> LMRecConfig:
         """Seconds, not minutes: CI and smoke tests."""
         return cls(finetune=FinetuneConfig(steps=2, batch_pairs=8, seed=seed), dim=16, layers=1, heads=1,
-                   max_len=20, max_epochs=2, eval_every=1, parity_precisions=("fp32", "int8"), seed=seed)
+                   max_len=20, max_epochs=2, eval_every=1, weight_average=0.0, parity_precisions=("fp32", "int8"),
+                   seed=seed)
 
     @classmethod
     def from_options(cls, tiny: bool, seed: int, lm: str | None = None, finetune_steps: int | None = None,
@@ -193,7 +199,8 @@ def _fit_sequence_model(data: SplitData, phase: Phase, config: LMRecConfig, lm: 
     trained.curve, best_epoch = fit_next_item(
         net, windows, lr=config.lr, batch_size=config.batch_size, epochs=epochs, rng=rng, loss_fn=loss_fn,
         validate=(lambda: _validation_ndcg(trained, data, users)) if early_stop else None,
-        eval_every=config.eval_every, patience=config.patience, smooth=config.smooth_checks, desc=f"lmrec[{phase}]")
+        eval_every=config.eval_every, patience=config.patience, smooth=config.smooth_checks,
+        weight_average=config.weight_average, desc=f"lmrec[{phase}]")
     trained.epochs = (best_epoch or epochs) if early_stop else epochs
     return trained
 

@@ -6,7 +6,7 @@ Histories are left-padded item index + 1 (0 = pad), so the newest item always si
 from __future__ import annotations
 
 from collections.abc import Callable
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 
 import numpy as np
 import torch
@@ -101,19 +101,50 @@ class EarlyStopping:
             net.load_state_dict(self._state)
 
 
+class WeightAverage:
+    """Exponential moving average of a network's parameters (Polyak averaging).
+
+    One epoch on ML-100K is only ~16 optimiser steps, so the weights at any one epoch carry the noise of
+    the last few batches: the validation curve of both sequence models jumps by ±0.006 NDCG@10 from one
+    check to the next on its plateau. The average over the last few hundred steps sits on the plateau.
+    """
+
+    def __init__(self, net: torch.nn.Module, decay: float) -> None:
+        self.net, self.decay = net, decay
+        self.state = {k: v.detach().clone() for k, v in net.named_parameters()}
+
+    @torch.no_grad()
+    def update(self) -> None:
+        for k, v in self.net.named_parameters():
+            self.state[k].lerp_(v, 1.0 - self.decay)
+
+    @contextmanager
+    def swapped_in(self):
+        """The averaged weights in the network for the duration (validation, or the final copy-out)."""
+        live = {k: v.detach().clone() for k, v in self.net.named_parameters()}
+        self.net.load_state_dict(self.state, strict=False)
+        try:
+            yield
+        finally:
+            self.net.load_state_dict(live, strict=False)
+
+
 def fit_next_item(net: torch.nn.Module, windows: list[np.ndarray], *, lr: float, batch_size: int, epochs: int,
                   rng: np.random.Generator, loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
                   validate: Callable[[], float] | None = None, eval_every: int = 1, patience: int = 1,
-                  smooth: int = 1, desc: str = "train") -> tuple[list[tuple[int, float]], int | None]:
+                  smooth: int = 1, weight_average: float = 0.0,
+                  desc: str = "train") -> tuple[list[tuple[int, float]], int | None]:
     """The next-item training loop the sequential models share: Adam over length-bucketed windows, and,
     when `validate` is given, early stopping on its score every `eval_every` epochs with the best state
     restored (`smooth`: see EarlyStopping). `loss_fn(inputs, targets)` gets each batch split into
-    positions and their next items.
+    positions and their next items. With `weight_average` (a per-step decay, e.g. 0.99) validation and
+    the returned network use the moving average of the weights (WeightAverage).
 
     Returns the validation curve [(epoch, score)] and the best epoch (None without validation).
     """
     optimizer = torch.optim.Adam(net.parameters(), lr=lr)
     stopper, curve = EarlyStopping(patience, smooth), []
+    average = WeightAverage(net, weight_average) if weight_average else None
     bar = tqdm(range(1, epochs + 1), desc=desc, leave=False)
     for epoch in bar:
         net.train()
@@ -123,12 +154,19 @@ def fit_next_item(net: torch.nn.Module, windows: list[np.ndarray], *, lr: float,
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
+            if average is not None:
+                average.update()
         if validate is not None and epoch % eval_every == 0:
-            score = validate()
+            with average.swapped_in() if average is not None else nullcontext():
+                net.eval()
+                score = validate()
+                stop = stopper.update(epoch, score, net)
             curve.append((epoch, score))
             bar.set_postfix(ndcg10=f"{score:.4f}")
-            if stopper.update(epoch, score, net):
+            if stop:
                 break
+    if average is not None and stopper.best_epoch is None:
+        net.load_state_dict(average.state, strict=False)
     stopper.restore(net)
     net.eval()
     return curve, stopper.best_epoch

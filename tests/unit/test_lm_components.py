@@ -127,3 +127,38 @@ def test_smoothed_early_stopping_ignores_one_lucky_check():
         smooth.update(epoch, score, net)
     assert plain.best_epoch == 6  # the single spike
     assert smooth.best_epoch == 14  # the end of the best three-check stretch (10-14, mean 0.107)
+
+
+def test_weight_average_tracks_parameters_and_swaps_back():
+    from training.sequences import WeightAverage
+
+    net = torch.nn.Linear(2, 1)
+    with torch.no_grad():
+        net.weight.fill_(0.0)
+    average = WeightAverage(net, decay=0.5)
+    for value in (1.0, 1.0):
+        with torch.no_grad():
+            net.weight.fill_(value)
+        average.update()
+    assert torch.allclose(average.state["weight"], torch.full((1, 2), 0.75))  # 0 -> 0.5 -> 0.75
+    with average.swapped_in():
+        assert torch.allclose(net.weight, torch.full((1, 2), 0.75))
+    assert torch.allclose(net.weight, torch.ones(1, 2))  # the live weights are back for the next step
+
+
+def test_training_with_weight_average_returns_the_averaged_network():
+    from training.sequences import fit_next_item
+
+    torch.manual_seed(0)
+    net = torch.nn.Embedding(5, 3)
+    windows = [np.array([0, 1, 2, 3]), np.array([1, 2, 3, 4])]
+    captured = {}
+
+    def loss_fn(inputs, targets):
+        captured["live"] = {k: v.detach().clone() for k, v in net.state_dict().items()}
+        return net(inputs).pow(2).mean()
+
+    fit_next_item(net, windows, lr=0.1, batch_size=2, epochs=3, rng=np.random.default_rng(0), loss_fn=loss_fn,
+                  weight_average=0.9)
+    # Three steps of decay 0.9 leave most of the initial weights in the average, unlike the live ones.
+    assert not torch.allclose(net.weight, captured["live"]["weight"])

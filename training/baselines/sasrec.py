@@ -62,13 +62,16 @@ class SASRec(Recommender):
     name = "sasrec"
 
     def __init__(self, hidden: int = 64, layers: int = 2, heads: int = 1, dropout: float = 0.2, max_len: int = 50,
-                 lr: float = 2e-3, batch_size: int = 128, max_epochs: int = 60, eval_every: int = 2,
-                 patience: int = 4, fixed_epochs: int | None = None, all_windows: bool = True, threads: int = 1,
-                 seed: int = 0) -> None:
+                 lr: float = 2e-3, batch_size: int = 128, max_epochs: int = 100, eval_every: int = 2,
+                 patience: int = 8, smooth_checks: int = 3, weight_average: float = 0.99,
+                 fixed_epochs: int | None = None, all_windows: bool = True, threads: int = 1, seed: int = 0) -> None:
+        # Early stopping and weight averaging as the LM recommender's (LMRecConfig), so neither model's
+        # epoch count is picked by a noisier rule than the other's.
         self.hidden, self.layers, self.heads, self.dropout, self.max_len = hidden, layers, heads, dropout, max_len
         self.lr, self.batch_size, self.max_epochs = lr, batch_size, max_epochs
         self.eval_every, self.patience, self.fixed_epochs, self.seed = eval_every, patience, fixed_epochs, seed
-        self.all_windows, self.threads = all_windows, threads
+        self.all_windows, self.threads, self.smooth_checks = all_windows, threads, smooth_checks
+        self.weight_average = weight_average
         self._net: _SASRecNet | None = None
         self._history: list[np.ndarray] = []
         self._best_epoch: int | None = None
@@ -77,11 +80,12 @@ class SASRec(Recommender):
     @staticmethod
     def param_grid(quick: bool = False) -> list[dict]:
         if quick:
-            return [{"hidden": 16, "layers": 1, "max_len": 20, "max_epochs": 2, "eval_every": 1}]
+            return [{"hidden": 16, "layers": 1, "max_len": 20, "max_epochs": 2, "eval_every": 1, "weight_average": 0.0}]
         # Kept to two points because one run costs minutes on a 2-core CPU. Hand-checked on ML-100K
         # validation before fixing the rest: lr 1e-3 peaked at NDCG@10 0.105 (epoch 30), 2e-3 at 0.114
         # (epoch 36). max_len 50 with every window of a longer history used for training keeps all
-        # transitions while attention stays short.
+        # transitions while attention stays short. With weight averaging (ML-100K validation, dropout 0.2)
+        # the curve rose smoothly to a 0.110-0.112 plateau from epoch 32 on.
         return [{"hidden": 64, "layers": 2, "max_len": 50, "lr": 2e-3, "dropout": d} for d in (0.2, 0.5)]
 
     def fitted_params(self) -> dict:
@@ -110,7 +114,8 @@ class SASRec(Recommender):
         self.curve, best_epoch = fit_next_item(
             net, windows, lr=self.lr, batch_size=self.batch_size, epochs=self.fixed_epochs or self.max_epochs,
             rng=rng, loss_fn=loss_fn, validate=(lambda: self._validation_ndcg(data, val_users)) if early_stop else None,
-            eval_every=self.eval_every, patience=self.patience, desc=f"sasrec[{phase}]")
+            eval_every=self.eval_every, patience=self.patience, smooth=self.smooth_checks,
+            weight_average=self.weight_average, desc=f"sasrec[{phase}]")
         if best_epoch is not None:
             self._best_epoch = best_epoch
 
