@@ -323,6 +323,14 @@ def _command_line(args: argparse.Namespace) -> str:
     return " ".join(parts)
 
 
+def _bundle_record(bundle_dir: Path) -> dict:
+    """Which bundle a row was scored with, and the precision parity its export recorded."""
+    from lmrec.manifest import load_manifest
+
+    manifest = load_manifest(bundle_dir)
+    return {"model_version": manifest.model_version, "ranking_parity": manifest.parity.get("ranking", {})}
+
+
 def _merge_earlier_run(result: dict, tuning: dict, results_path: Path, per_user_path: Path, data: SplitData,
                        baselines: set[str], seed: int) -> tuple[dict, list[dict]]:
     """Adds the models of the earlier run on this dataset that this run did not evaluate, keeping the
@@ -384,6 +392,9 @@ def run_evaluate(args: argparse.Namespace) -> int:
         models[name] = entry.factory(args, **best)
     baselines = {n for n, e in entries.items() if e.baseline}
     result = evaluate_models(data, models, seed=args.seed, baselines=baselines)
+    for name, model in models.items():
+        if getattr(model, "bundle_dir", None) is not None:
+            tuning[name]["bundle"] = _bundle_record(Path(model.bundle_dir))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     per_user_path = out / f"{data.dataset_name}_per_user.npz"

@@ -226,10 +226,13 @@ class BundleScorer:
     """Scores users offline with the serving code: the bundle's ONNX graphs via SequenceRanker.
 
     The runtime is pinned to the CPU provider and the asked precision (the serving `choose_runtime` would
-    turn FP16 on a CPU into INT8, and parity must measure FP16 itself).
+    turn FP16 on a CPU into INT8, and parity must measure FP16 itself). `reencode` ignores the bundle's
+    training-time text vectors, so every item text goes through this precision's encoder, as items
+    upserted after training do.
     """
 
-    def __init__(self, bundle_dir: Path, precision: str, data: SplitData, phase: Phase) -> None:
+    def __init__(self, bundle_dir: Path, precision: str, data: SplitData, phase: Phase,
+                 reencode: bool = False) -> None:
         from lmrec.manifest import load_manifest
         from ranking_service.item_store import ItemStore
         from ranking_service.model import LoadedModel
@@ -244,7 +247,7 @@ class BundleScorer:
         store = ItemStore(Path(self._tmp.name) / "items.sqlite", manifest.served_dimension, manifest.model_version)
         self.ranker = SequenceRanker(bundle_dir, manifest, store, runtime, {"intra_op_threads": 1})
         model = LoadedModel(manifest, runtime, TextEncoder(bundle_dir, manifest, runtime, 1, 1), self.ranker, store,
-                            TrainedTexts.from_bundle(bundle_dir, manifest))
+                            None if reencode else TrainedTexts.from_bundle(bundle_dir, manifest))
         self.items = np.concatenate([model.encode_items(data.item_ids[start:start + 256],
                                                         data.item_texts[start:start + 256])
                                      for start in range(0, data.n_items, 256)])

@@ -55,10 +55,14 @@ def test_quick_run_end_to_end(generic_dataset, tmp_path, capsys):
     # The LM model is scored through its exported bundle; it ranks, and is compared with the best baseline.
     assert 0.0 <= results["models"]["lmrec"]["ndcg@10"] <= 1.0
     assert "lmrec" in results["significance"]["comparisons"]
+    bundle = results["tuning"]["lmrec"]["bundle"]
+    assert bundle["model_version"].startswith("lmrec-")
+    assert "reencoded_int8_vs_fp32_ndcg_rel_diff" in bundle["ranking_parity"]
     for png in ("tiny_metrics.png", "tiny_popularity.png", "tiny_cold_warm.png"):
         assert (out / png).stat().st_size > 1000
     report = (tmp_path / "evaluation.md").read_text()
     assert "| ease |" in report and "evaluation/tiny_metrics.png" in report
+    assert "re-encoded by the INT8 encoder" in report
     (tmp_path / "evaluation.md").unlink()
     assert render_report(["--out", str(out)]) == 0  # re-render from results.json alone
     assert (tmp_path / "evaluation.md").read_text() == report
