@@ -119,6 +119,14 @@ Two stages, trained by `lmrec train` (the same code the harness runs as `lmrec` 
    path ranks unseen items only ~5x better than chance among themselves (held-out targets: HR@10 0.15
    among the 322 text-only items in an earlier run), so a bias big enough to lift them lifts the wrong
    ones too.
+4. **Seed spread (side check, 2026-11-24).** The table's rows are one model seed each. Refitting both
+   sequential models on the same split with model seeds 1 and 2 (the epochs and cold bias of seed 0's
+   validation fit; lmrec scored FP32 in PyTorch, which ranks as the served FP32 graphs do): lmrec test
+   NDCG@10 0.1041 / 0.1041 / 0.1071 (mean 0.1051, sd 0.0017), SASRec 0.1059 / 0.1079 / 0.1017 (mean
+   0.1052, sd 0.0032). Averaged over the three seeds per user, lmrec vs SASRec is -0.1% (paired
+   permutation p = 0.98). On warm items the LM-assisted model ties a well-trained SASRec on ML-100K; what
+   it adds is reach to items without interactions (the cold slice) and free-text requests. Reproduce
+   with `python bench/seed_spread.py --seeds 1,2` after `lmrec evaluate`.
 
 Serving: item vector [e ; t ; f ; sqrt(M² - |e|² - f²)] is computed once at upsert time (f = 1 for a
 text-only item; the last coordinate gives every item the same norm, so the cosine HNSW index returns the
