@@ -24,14 +24,8 @@ import numpy as np
 
 from lmrec.datasets import load_dataset, resolve_data_path
 from lmrec.manifest import load_manifest
-from training.metrics import mask_history, paired_permutation_test, per_user_metrics, target_ranks
+from training.metrics import paired_permutation_test, phase_ndcg10
 from training.split import SplitConfig, build_split
-
-
-def per_user_ndcg(data, scores: np.ndarray) -> np.ndarray:
-    users = np.arange(data.n_users)
-    mask_history(scores, data.history_matrix("test"), users)
-    return per_user_metrics(target_ranks(scores, data.test_items))["ndcg@10"]
 
 
 def lmrec_scores(data, seed: int, epochs: int, cold_bias: float) -> np.ndarray:
@@ -70,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
             started = time.perf_counter()
             scores = (lmrec_scores(data, seed, int(hp["epochs"]), float(hp.get("cold_bias", 0.0))) if name == "lmrec"
                       else sasrec_scores(data, seed, sasrec_params))
-            per_user[name].append(per_user_ndcg(data, scores))
+            per_user[name].append(phase_ndcg10(scores, data, "test", np.arange(data.n_users)))
             print(json.dumps({"model": name, "seed": seed, "ndcg@10": float(per_user[name][-1].mean()),
                               "seconds": round(time.perf_counter() - started)}), flush=True)
     means = {name: [float(v.mean()) for v in values] for name, values in per_user.items()}

@@ -30,7 +30,7 @@ from lmrec.manifest import FORMAT_VERSION, EncoderSpec, Manifest, write_manifest
 from ranking_service.trained_texts import write_trained_texts
 from training.export_encoder import export_encoder_files, save_tokenizer
 from training.lm_model import ContextModel, ItemTower
-from training.metrics import mask_history, per_user_metrics, target_ranks
+from training.metrics import phase_ndcg10
 from training.onnx_export import convert_fp16, describe, export_module
 
 log = logging.getLogger(__name__)
@@ -75,12 +75,10 @@ def _ranking_parity(trained, data, out: Path) -> dict:
     from training.lm_recommender import BundleScorer, torch_scores
 
     users = data.eval_users("validation")[:PARITY_USERS]
-    history = data.history_matrix("validation")
     seqs = data.history_sequences("validation")
 
     def ndcg(scores: np.ndarray) -> float:
-        mask_history(scores, history, users)
-        return float(per_user_metrics(target_ranks(scores, data.val_items[users]))["ndcg@10"].mean())
+        return float(phase_ndcg10(scores, data, "validation", users).mean())
 
     reference = torch_scores(trained, [seqs[u] for u in users])
     result = {"users": int(len(users)), "torch_ndcg@10": ndcg(reference.copy())}

@@ -30,7 +30,7 @@ from torch.nn import functional as F
 from training.cold_calibration import calibrate_cold_bias, calibration_holdout
 from training.lm_finetune import FinetuneConfig, embed_texts, finetune_encoder
 from training.lm_model import LMSeqNet
-from training.metrics import mask_history, per_user_metrics, target_ranks
+from training.metrics import phase_ndcg10
 from training.protocols import Recommender
 from training.sequences import PAD, fit_next_item, torch_threads, training_windows
 from training.split import Phase, SplitData
@@ -217,9 +217,7 @@ def torch_scores(trained: TrainedLM, histories: list[np.ndarray]) -> np.ndarray:
 
 def _validation_ndcg(trained: TrainedLM, data: SplitData, users: np.ndarray) -> float:
     history = data.history_sequences("validation")
-    scores = torch_scores(trained, [history[u] for u in users])
-    mask_history(scores, data.history_matrix("validation"), users)
-    return float(per_user_metrics(target_ranks(scores, data.val_items[users]))["ndcg@10"].mean())
+    return float(phase_ndcg10(torch_scores(trained, [history[u] for u in users]), data, "validation", users).mean())
 
 
 class BundleScorer:

@@ -24,6 +24,13 @@ def mask_history(scores: np.ndarray, history: sp.csr_matrix, user_idx: np.ndarra
     return scores
 
 
+def phase_ndcg10(scores: np.ndarray, data, phase: str, user_idx: np.ndarray) -> np.ndarray:
+    """Per-user NDCG@10 of `scores` [users, items] for `data`'s (a SplitData) `phase` targets, each user's
+    history masked in place: what early stopping and the parity checks compare."""
+    mask_history(scores, data.history_matrix(phase), user_idx)
+    return per_user_metrics(target_ranks(scores, data.targets(phase)[user_idx]))["ndcg@10"]
+
+
 def target_ranks(scores: np.ndarray, targets: np.ndarray) -> np.ndarray:
     """1-based rank of each row's target among all columns (pessimistic ties).
 

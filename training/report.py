@@ -290,7 +290,7 @@ def _dataset_section(dataset: str, result: dict, out_dir: Path, report_dir: Path
             f"Machine: {machine.get('cpu')}, {machine.get('cores')} cores, {machine.get('memory_gib')} GiB RAM, "
             f"Python {machine.get('python')}, torch {machine.get('torch')} (CPU).",
             f"Data fingerprint: `{run.get('fingerprint', '')[:16]}…`.",
-            *([f"Merged with the figures of earlier runs on the same split: "
+            *(["Merged with the figures of earlier runs on the same split: "
                + "; ".join(f"`{r.get('command', '')}` ({r.get('finished')})" for r in run["merged_runs"]) + "."]
               if run.get("merged_runs") else []),
             "",

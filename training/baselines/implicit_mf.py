@@ -12,7 +12,7 @@ from implicit.cpu.als import AlternatingLeastSquares
 from implicit.cpu.bpr import BayesianPersonalizedRanking
 from threadpoolctl import threadpool_limits
 
-from training.baselines.itemknn import MIN_POSITIVE_WEIGHT, WEIGHTINGS, recency_weighted_history, weigh_interactions
+from training.baselines.itemknn import MIN_POSITIVE_WEIGHT, check_weighting, recency_weighted_history, weigh_interactions
 from training.protocols import Recommender
 from training.split import Phase, SplitData
 
@@ -64,10 +64,8 @@ class ALS(_ImplicitMF):
                  iterations: int = 15, weighting: str = "none", recency_half_life: float = 0.0,
                  seed: int = 0) -> None:
         super().__init__(seed)
-        if weighting not in WEIGHTINGS:
-            raise ValueError(f"weighting must be one of {WEIGHTINGS}, got {weighting!r}")
         self.factors, self.regularization, self.alpha, self.iterations = factors, regularization, alpha, iterations
-        self.weighting, self.recency_half_life = weighting, recency_half_life
+        self.weighting, self.recency_half_life = check_weighting(weighting), recency_half_life
 
     @staticmethod
     def param_grid(quick: bool = False) -> list[dict]:

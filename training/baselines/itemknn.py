@@ -17,6 +17,12 @@ BM25_K1, BM25_B = 1.2, 0.75
 MIN_POSITIVE_WEIGHT = 1e-6
 
 
+def check_weighting(weighting: str) -> str:
+    if weighting not in WEIGHTINGS:
+        raise ValueError(f"weighting must be one of {WEIGHTINGS}, got {weighting!r}")
+    return weighting
+
+
 def weigh_interactions(x: sp.csr_matrix, weighting: str, k1: float = BM25_K1, b: float = BM25_B) -> sp.csr_matrix:
     """User x item matrix with each entry re-weighted; "none" returns `x` as float32.
 
@@ -26,9 +32,7 @@ def weigh_interactions(x: sp.csr_matrix, weighting: str, k1: float = BM25_K1, b:
     the user's inverse frequency, so prolific users and blockbusters count less; TF-IDF keeps only
     the user IDF.
     """
-    if weighting not in WEIGHTINGS:
-        raise ValueError(f"weighting must be one of {WEIGHTINGS}, got {weighting!r}")
-    if weighting == "none":
+    if check_weighting(weighting) == "none":
         return x.astype(np.float32)
     item_user = x.T.tocsr()
     weighted = bm25_weight(item_user, K1=k1, B=b) if weighting == "bm25" else tfidf_weight(item_user)
@@ -77,12 +81,10 @@ class ItemKNN(Recommender):
 
     def __init__(self, neighbours: int = 100, shrink: float = 10.0, asymmetric_alpha: float = 0.5,
                  weighting: str = "none", recency_half_life: float = 0.0, seed: int = 0) -> None:
-        if weighting not in WEIGHTINGS:
-            raise ValueError(f"weighting must be one of {WEIGHTINGS}, got {weighting!r}")
         self.neighbours = neighbours
         self.shrink = shrink
         self.asymmetric_alpha = asymmetric_alpha
-        self.weighting = weighting
+        self.weighting = check_weighting(weighting)
         self.recency_half_life = recency_half_life  # <= 0: every history item weighs 1
         self.seed = seed
         self._sim: np.ndarray | None = None

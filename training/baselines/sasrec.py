@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from training.metrics import mask_history, per_user_metrics, target_ranks
+from training.metrics import phase_ndcg10
 from training.protocols import Recommender
 from training.sequences import PAD, fit_next_item, left_pad, torch_threads, training_windows
 from training.split import Phase, SplitData
@@ -120,9 +120,7 @@ class SASRec(Recommender):
             self._best_epoch = best_epoch
 
     def _validation_ndcg(self, data: SplitData, users: np.ndarray) -> float:
-        scores = self.score(users)
-        mask_history(scores, data.history_matrix("validation"), users)
-        return float(per_user_metrics(target_ranks(scores, data.val_items[users]))["ndcg@10"].mean())
+        return float(phase_ndcg10(self.score(users), data, "validation", users).mean())
 
     def score(self, user_idx: np.ndarray) -> np.ndarray:
         with torch_threads(self.threads):
