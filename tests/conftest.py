@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -11,6 +12,23 @@ from lmrec.datasets import Dataset, DatasetError, load_dataset, resolve_data_pat
 
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_BUNDLE = REPO / "artifacts" / "minilm-zeroshot"
+
+
+def link_bundle(source: Path, dest: Path) -> Path:
+    """A bundle copy whose model files are hard links to the source's (a full copy is ~200 MB, and the
+    suite makes several). Files under 1 MiB (manifest, tokenizer) are real copies, so a test may rewrite
+    them; a test that changes a model file must replace it (unlink, write), never write into it."""
+    def copy(src: str, dst: str) -> None:
+        if os.path.getsize(src) >= 1 << 20:
+            try:
+                os.link(src, dst)
+                return
+            except OSError:  # another file system, or links not allowed: fall back to a copy
+                pass
+        shutil.copy2(src, dst)
+
+    shutil.copytree(source, dest, copy_function=copy)
+    return dest
 
 
 def require_data() -> Dataset:

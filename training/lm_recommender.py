@@ -137,7 +137,10 @@ class TrainedLM:
 
 _LM_CACHE: dict[tuple, FineTunedLM] = {}
 _FIT_CACHE: dict[tuple, TrainedLM] = {}
-_BUNDLE_CACHE: dict[tuple, Path] = {}
+_BUNDLE_CACHE: dict[int, Path] = {}
+# Bundles exported only to be scored (no bundle_root given) live here; the directory's finalizer removes
+# it when the process exits, so repeated evaluations don't leave ~275 MB each in the temp dir.
+_SCRATCH: tempfile.TemporaryDirectory | None = None
 
 
 def fine_tuned_lm(data: SplitData, config: LMRecConfig) -> FineTunedLM:
@@ -310,7 +313,10 @@ def exported_bundle(trained: TrainedLM, data: SplitData, root: Path | None) -> P
     key = id(trained)
     if key not in _BUNDLE_CACHE:
         if root is None:
-            root = Path(tempfile.mkdtemp(prefix="lmrec-bundle-"))
+            global _SCRATCH
+            if _SCRATCH is None:
+                _SCRATCH = tempfile.TemporaryDirectory(prefix="lmrec-bundle-")
+            root = Path(tempfile.mkdtemp(dir=_SCRATCH.name))
         _BUNDLE_CACHE[key] = export_bundle(trained, data, Path(root) / f"lmrec-{data.dataset_name}-{trained.phase}")
     return _BUNDLE_CACHE[key]
 

@@ -17,6 +17,7 @@ from lmrec.datasets import Dataset
 from lmrec.manifest import load_manifest, write_manifest
 from lmrec.supervisor import ProcessGroup, SystemLayout, start_system
 from lmrec.v1 import gateway_service_pb2_grpc as gw_grpc
+from tests.conftest import link_bundle
 
 
 @dataclasses.dataclass
@@ -99,7 +100,7 @@ def replace_with_new_version(watched: Path, source: Path, staging: Path) -> str:
     """Replaces the bundle at `watched` the way `lmrec train --out` does (stage, then rename) with a copy
     of `source` under a new model version: same weights, so answers stay comparable. Returns the version."""
     staged = staging / "staged"
-    shutil.copytree(source, staged)
+    link_bundle(source, staged)
     manifest = load_manifest(staged)
     new_version = manifest.model_version + "-retrained"
     write_manifest(staged, manifest.model_copy(update={"model_version": new_version}))

@@ -8,7 +8,6 @@ client sees no failed call, and that a newly trained bundle is hot-swapped into 
 
 from __future__ import annotations
 
-import shutil
 import socket
 import threading
 import time
@@ -23,6 +22,7 @@ serve = pytest.importorskip("ray.serve", reason="the Ray Serve ranking tier need
 from lmrec.v1 import common_pb2, gateway_service_pb2 as gw  # noqa: E402
 from lmrec.v1 import ranking_service_pb2 as rk, ranking_service_pb2_grpc as rk_grpc  # noqa: E402
 from ranking_service.ray_serve.deployment import DEPLOYMENT_NAME  # noqa: E402
+from tests.conftest import link_bundle
 from tests.integration.conftest import replace_with_new_version  # noqa: E402
 
 pytestmark = [pytest.mark.integration, pytest.mark.ray, pytest.mark.timeout(600)]
@@ -145,7 +145,7 @@ def test_replicas_share_load_survive_a_kill_swap_bundles_and_serve_the_gateway(
     free_port, scrape = metrics_scraper
     metrics_port = free_port()
     watched = tmp_path / "bundle"  # a copy, replaced later by a "newly trained" one
-    shutil.copytree(bundle_dir, watched)
+    link_bundle(bundle_dir, watched)
     system = small_system_factory(histories=False, ranking_on_ray=True, bundle=watched, extra_args={"ranking": [
         "--ray-address", ray_cluster.address, "--app-name", APP, "--num-replicas", "2", "--replica-num-cpus", "1",
         "--metrics-port", str(metrics_port)]})

@@ -8,7 +8,6 @@ in while requests keep succeeding.
 from __future__ import annotations
 
 import json
-import shutil
 import threading
 import time
 from pathlib import Path
@@ -19,6 +18,7 @@ import pytest
 
 from lmrec.manifest import load_manifest
 from lmrec.v1 import common_pb2, gateway_service_pb2 as gw
+from tests.conftest import link_bundle
 from tests.integration.conftest import replace_with_new_version, start, subset
 
 # The served catalogue: enough items for a meaningful ranking, few enough to encode quickly twice (start
@@ -58,7 +58,7 @@ def served_split(ml100k):
 @pytest.fixture(scope="module")
 def trained_system(tmp_path_factory, tiny_bundle, ml100k):
     watched = tmp_path_factory.mktemp("watched") / "bundle"
-    shutil.copytree(tiny_bundle, watched)
+    link_bundle(tiny_bundle, watched)
     system = start(tmp_path_factory.mktemp("system"), watched, subset(ml100k, N_ITEMS),
                    # FP32: INT8 quantises activations per batch, so an item's INT8 vector depends on which
                    # texts it was encoded with; FP32 makes served and offline comparable to float rounding.

@@ -3,19 +3,17 @@
 from __future__ import annotations
 
 import json
-import shutil
 
 import pytest
 
 from lmrec.errors import ArtifactMismatch
 from lmrec.manifest import load_manifest
+from tests.conftest import link_bundle
 
 
 @pytest.fixture
 def bundle_copy(tmp_path, bundle_dir):
-    copy = tmp_path / "bundle"
-    shutil.copytree(bundle_dir, copy)
-    return copy
+    return link_bundle(bundle_dir, tmp_path / "bundle")
 
 
 def test_valid_bundle_loads(bundle_copy):
@@ -30,8 +28,10 @@ def test_missing_manifest_is_refused(tmp_path):
 
 
 def test_tampered_model_file_is_refused(bundle_copy):
-    with (bundle_copy / "encoder.int8.onnx").open("ab") as f:
-        f.write(b"tampered")
+    model = bundle_copy / "encoder.int8.onnx"
+    tampered = model.read_bytes() + b"tampered"
+    model.unlink()  # a hard link to the shared bundle: replace it, never write into it
+    model.write_bytes(tampered)
     with pytest.raises(ArtifactMismatch, match="int8 file 'encoder.int8.onnx' fails its sha256 check"):
         load_manifest(bundle_copy)
 
