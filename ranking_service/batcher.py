@@ -3,6 +3,10 @@
 Work waits at most `max_wait_ms` for company, a batch holds at most `max_batch` texts, the queue is
 bounded (past it new work is refused at once), and work whose caller's deadline has passed is dropped
 before it runs rather than computed for nobody.
+
+Work comes in lanes, each with its own model function (the ranking worker's: queries on the serving
+precision, item texts on FP32). One queue and one model thread serve every lane, so lanes never run at
+once and contend for the cores; a batch holds work of one function only, taken in arrival order.
 """
 
 from __future__ import annotations
@@ -10,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import Counter, deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -23,11 +27,16 @@ if TYPE_CHECKING:
     from ranking_service.metrics import RankingMetrics
 
 
+RunBatch = Callable[[list[str]], np.ndarray]
+DEFAULT_LANE = "default"
+
+
 @dataclass
 class _Pending:
     texts: list[str]
     future: asyncio.Future
     deadline: float | None
+    run: RunBatch
     enqueued: float = field(default_factory=time.monotonic)
 
 
@@ -43,9 +52,11 @@ class BatcherStats:
 
 
 class MicroBatcher:
-    def __init__(self, run_batch: Callable[[list[str]], np.ndarray], max_batch: int, max_wait_ms: float,
+    """`run_batch`: one model function, or {lane: function}; lanes sharing a function share batches."""
+
+    def __init__(self, run_batch: RunBatch | Mapping[str, RunBatch], max_batch: int, max_wait_ms: float,
                  max_queue: int, metrics: RankingMetrics | None = None) -> None:
-        self._run_batch = run_batch
+        self._lanes = dict(run_batch) if isinstance(run_batch, Mapping) else {DEFAULT_LANE: run_batch}
         self.max_batch = max_batch
         self.max_wait = max_wait_ms / 1000.0
         self.max_queue = max_queue
@@ -92,17 +103,18 @@ class MicroBatcher:
         self._running, self._queue = [], deque()
         self._executor.shutdown(wait=True)
 
-    async def submit(self, texts: list[str], deadline: float | None = None) -> np.ndarray:
-        """Encodes texts as part of some batch. `deadline` is a time.monotonic() value."""
+    async def submit(self, texts: list[str], deadline: float | None = None, lane: str = DEFAULT_LANE) -> np.ndarray:
+        """Encodes texts as part of some batch of `lane`. `deadline` is a time.monotonic() value."""
+        run = self._lanes[lane]
         if self._closed:
-            return await asyncio.to_thread(self._run_chunked, list(texts))
+            return await asyncio.to_thread(self._run_chunked, run, list(texts))
         if len(self._queue) >= self.max_queue:
             self.stats.rejected_overload += 1
             if self._metrics is not None:
                 self._metrics.refused.inc()
             raise Overloaded(f"ranking queue is full ({self.max_queue} requests waiting); retry later")
         future = asyncio.get_running_loop().create_future()
-        self._queue.append(_Pending(list(texts), future, deadline))
+        self._queue.append(_Pending(list(texts), future, deadline, run))
         self._wakeup.set()
         return await future
 
@@ -129,7 +141,7 @@ class MicroBatcher:
             started = time.monotonic()
             self._running = batch
             try:
-                vectors = await loop.run_in_executor(self._executor, self._run_chunked, texts)
+                vectors = await loop.run_in_executor(self._executor, self._run_chunked, batch[0].run, texts)
             except Exception as exc:  # handed to every waiting caller, which maps it to a status
                 for p in batch:
                     if not p.future.done():
@@ -145,30 +157,36 @@ class MicroBatcher:
                 offset += len(p.texts)
 
     def _take_batch(self) -> list[_Pending]:
+        """The oldest live work and, in arrival order, what else of its lane fits; the rest stays queued."""
         now = time.monotonic()
         batch: list[_Pending] = []
+        kept: deque[_Pending] = deque()
         size = 0
         while self._queue:
-            p = self._queue[0]
+            p = self._queue.popleft()
             if p.future.done():  # caller went away (cancelled)
-                self._queue.popleft()
                 continue
             if p.deadline is not None and p.deadline <= now:
-                self._queue.popleft()
                 self.stats.dropped_expired += 1
                 if self._metrics is not None:
                     self._metrics.expired.inc()
                 p.future.set_exception(DeadlineExceeded("deadline passed while queued for the ranking model"))
                 continue
+            if batch and p.run is not batch[0].run:
+                kept.append(p)
+                continue
             if batch and size + len(p.texts) > self.max_batch:
+                kept.append(p)
                 break
-            batch.append(self._queue.popleft())
+            batch.append(p)
             size += len(p.texts)
+        kept.extend(self._queue)
+        self._queue = kept
         return batch
 
-    def _run_chunked(self, texts: list[str]) -> np.ndarray:
+    def _run_chunked(self, run: RunBatch, texts: list[str]) -> np.ndarray:
         # A single oversized request still runs, in max_batch slices, so shapes stay within warm-up.
-        parts = [self._run_batch(texts[i: i + self.max_batch]) for i in range(0, len(texts), self.max_batch)]
+        parts = [run(texts[i: i + self.max_batch]) for i in range(0, len(texts), self.max_batch)]
         return np.concatenate(parts) if len(parts) > 1 else parts[0]
 
     def _record(self, batch: list[_Pending], n_texts: int, started: float) -> None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -24,10 +24,15 @@ log = logging.getLogger(__name__)
 class LoadedModel:
     manifest: Manifest
     runtime: RuntimeChoice
-    encoder: TextEncoder
+    encoder: TextEncoder  # free-text queries, on the request path
     ranker: Ranker
     store: ItemStore
     trained_texts: TrainedTexts | None = None
+    item_encoder: TextEncoder | None = None  # item texts, when not `encoder` (RankingSettings.item_precision)
+
+    @property
+    def item_text_encoder(self) -> TextEncoder:
+        return self.item_encoder or self.encoder
 
     def known_text_vectors(self, item_ids: list[str], texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
         """Training-time text vectors of unchanged catalogue items: (vectors, hit mask); misses need encoding."""
@@ -39,7 +44,7 @@ class LoadedModel:
         """Served item vectors: the LM text vectors plus what the ranker learnt about known ids."""
         vectors, hit = self.known_text_vectors(item_ids, texts)
         if not hit.all():
-            vectors[~hit] = self.encoder.encode([t for t, h in zip(texts, hit) if not h])
+            vectors[~hit] = self.item_text_encoder.encode([t for t, h in zip(texts, hit) if not h])
         return self.ranker.item_vectors(vectors, item_ids)
 
 
@@ -48,13 +53,20 @@ def load_model(settings: RankingSettings) -> LoadedModel:
     manifest = load_manifest(settings.bundle_dir)
     runtime = choose_runtime(settings.device, settings.precision)
     encoder = TextEncoder(settings.bundle_dir, manifest, runtime, settings.intra_op_threads, settings.inter_op_threads)
+    item_encoder = None
+    if settings.item_precision == "fp32" and runtime.precision != "fp32":
+        item_encoder = TextEncoder(settings.bundle_dir, manifest, replace(runtime, precision="fp32"),
+                                   settings.intra_op_threads, settings.inter_op_threads)
     store = ItemStore(Path(settings.state_dir) / "item_repr.sqlite", manifest.served_dimension, manifest.model_version)
     ranker = build_ranker(settings.bundle_dir, manifest, store, runtime,
                           {"intra_op_threads": settings.intra_op_threads or 1})
-    model = LoadedModel(manifest, runtime, encoder, ranker, store, TrainedTexts.from_bundle(settings.bundle_dir, manifest))
+    model = LoadedModel(manifest, runtime, encoder, ranker, store, TrainedTexts.from_bundle(settings.bundle_dir, manifest),
+                        item_encoder)
     reencoded = store.load(model.encode_items)
-    log.info("bundle %s (%s, %s on %s): %d items known, %d re-encoded", manifest.model_version,
-             manifest.ranker_kind, runtime.precision, runtime.providers[0], len(store), reencoded)
+    log.info("bundle %s (%s, queries %s, items %s, on %s): %d items known, %d re-encoded", manifest.model_version,
+             manifest.ranker_kind, runtime.precision, model.item_text_encoder.precision, runtime.providers[0],
+             len(store), reencoded)
     if settings.warmup:
-        encoder.warm_up(settings.max_batch_texts)
+        for warm in {id(e): e for e in (encoder, model.item_text_encoder)}.values():
+            warm.warm_up(settings.max_batch_texts)
     return model

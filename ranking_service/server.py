@@ -18,7 +18,7 @@ from lmrec.v1 import ranking_service_pb2, ranking_service_pb2_grpc
 from ranking_service.batcher import MicroBatcher
 from ranking_service.hot_swap import BundleSwapper, Serving, ServingHolder, run_periodically
 from ranking_service.model import LoadedModel, load_model
-from ranking_service.servicer import RankingServicer
+from ranking_service.servicer import ITEM_LANE, QUERY_LANE, RankingServicer
 from ranking_service.settings import RankingSettings
 
 if TYPE_CHECKING:
@@ -38,8 +38,9 @@ def create_server(settings: RankingSettings, holder: ServingHolder):
 
 
 def new_batcher(settings: RankingSettings, model: LoadedModel, metrics: RankingMetrics | None = None) -> MicroBatcher:
-    return MicroBatcher(model.encoder.encode, settings.max_batch_texts, settings.max_wait_ms, settings.max_queue,
-                        metrics)
+    """One batcher per model, with a lane for queries and one for item texts (one lane if one encoder)."""
+    lanes = {QUERY_LANE: model.encoder.encode, ITEM_LANE: model.item_text_encoder.encode}
+    return MicroBatcher(lanes, settings.max_batch_texts, settings.max_wait_ms, settings.max_queue, metrics)
 
 
 def metrics_for(settings: RankingSettings) -> tuple[RankingMetrics | None, MetricsServer | None]:
@@ -88,6 +89,7 @@ def worker_parser(prog: str, description: str) -> argparse.ArgumentParser:
     parser.add_argument("--state-dir", type=Path)
     parser.add_argument("--precision")
     parser.add_argument("--device")
+    parser.add_argument("--item-precision", help="fp32 (default) or serving: the encoder precision for item texts")
     parser.add_argument("--reload-interval-s", type=float, help="seconds between checks for a new bundle (0 = off)")
     parser.add_argument("--metrics-port", type=int, help="Prometheus /metrics port (0 = off)")
     parser.add_argument("--port-file", type=Path, help="write the bound port here once serving")

@@ -16,6 +16,8 @@ from ranking_service.ranker import RankContext
 
 MAX_CANDIDATES = 10_000
 MAX_HISTORY = 5_000
+# The batcher lanes (ranking_service/server.py:new_batcher): queries and item texts may use two encoders.
+QUERY_LANE, ITEM_LANE = "query", "item"
 
 
 def _deadline(context: grpc.aio.ServicerContext) -> float | None:
@@ -42,7 +44,7 @@ class RankingServicer(pb_grpc.RankingServiceServicer):
         # A Recommend asks for the same query twice (EncodeContext, then Rank): encode it once.
         cached = serving.query_cache.get(ctx.query)
         if cached is None:
-            cached = (await serving.batcher.submit([ctx.query], deadline))[0]
+            cached = (await serving.batcher.submit([ctx.query], deadline, QUERY_LANE))[0]
             serving.query_cache.put(ctx.query, cached)
         return cached
 
@@ -62,7 +64,7 @@ class RankingServicer(pb_grpc.RankingServiceServicer):
         text_vectors, hit = model.known_text_vectors(ids, texts)
         if not hit.all():
             misses = [t for t, h in zip(texts, hit) if not h]
-            text_vectors[~hit] = await serving.batcher.submit(misses, _deadline(context))
+            text_vectors[~hit] = await serving.batcher.submit(misses, _deadline(context), ITEM_LANE)
         vectors = model.ranker.item_vectors(text_vectors, ids)
         keyed = [i for i, item_id in enumerate(ids) if item_id]
         if keyed:
@@ -108,4 +110,5 @@ class RankingServicer(pb_grpc.RankingServiceServicer):
             precision=m.runtime.precision,
             execution_provider=m.runtime.providers[0],
             known_item_count=len(m.store),
+            item_precision=m.item_text_encoder.precision,
         )

@@ -19,6 +19,10 @@ class RankingSettings(BaseSettings):
     # auto: fp16 on CUDA, int8 on CPU.
     precision: Literal["auto", "fp32", "int8", "fp16"] = "auto"
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    # Item texts are encoded once (upsert, or re-encode after a swap) and their vectors serve for the
+    # model's life, off the request path: fp32 keeps INT8's error out of them (-6% NDCG@10 when every
+    # item is INT8-encoded, docs/benchmarks.md); "serving" uses `precision` for items too.
+    item_precision: Literal["fp32", "serving"] = "fp32"
     intra_op_threads: int = Field(0, ge=0, description="0 lets ONNX Runtime pick")
     inter_op_threads: int = Field(1, ge=0)
     max_batch_texts: int = Field(64, ge=1, le=4096)

@@ -25,6 +25,7 @@ class TextEncoder:
         self._tokenizer.no_padding()
         self._pad_id = self._tokenizer.token_to_id("[PAD]") or 0
         self._runtime = runtime
+        self.precision = runtime.precision
         self._session = new_session(model_path(bundle_dir, manifest, "encoder", runtime.precision), runtime,
                                     intra_op_threads, inter_op_threads)
 

@@ -84,7 +84,7 @@ class GetModelInfoRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class GetModelInfoResponse(_message.Message):
-    __slots__ = ("model_version", "encoder_name", "ranker_kind", "dimension", "precision", "execution_provider", "known_item_count")
+    __slots__ = ("model_version", "encoder_name", "ranker_kind", "dimension", "precision", "execution_provider", "known_item_count", "item_precision")
     MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
     ENCODER_NAME_FIELD_NUMBER: _ClassVar[int]
     RANKER_KIND_FIELD_NUMBER: _ClassVar[int]
@@ -92,6 +92,7 @@ class GetModelInfoResponse(_message.Message):
     PRECISION_FIELD_NUMBER: _ClassVar[int]
     EXECUTION_PROVIDER_FIELD_NUMBER: _ClassVar[int]
     KNOWN_ITEM_COUNT_FIELD_NUMBER: _ClassVar[int]
+    ITEM_PRECISION_FIELD_NUMBER: _ClassVar[int]
     model_version: str
     encoder_name: str
     ranker_kind: str
@@ -99,4 +100,5 @@ class GetModelInfoResponse(_message.Message):
     precision: str
     execution_provider: str
     known_item_count: int
-    def __init__(self, model_version: _Optional[str] = ..., encoder_name: _Optional[str] = ..., ranker_kind: _Optional[str] = ..., dimension: _Optional[int] = ..., precision: _Optional[str] = ..., execution_provider: _Optional[str] = ..., known_item_count: _Optional[int] = ...) -> None: ...
+    item_precision: str
+    def __init__(self, model_version: _Optional[str] = ..., encoder_name: _Optional[str] = ..., ranker_kind: _Optional[str] = ..., dimension: _Optional[int] = ..., precision: _Optional[str] = ..., execution_provider: _Optional[str] = ..., known_item_count: _Optional[int] = ..., item_precision: _Optional[str] = ...) -> None: ...

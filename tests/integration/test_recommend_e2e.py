@@ -5,11 +5,17 @@ from __future__ import annotations
 import uuid
 
 import grpc
+import numpy as np
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
+from lmrec.manifest import load_manifest
 from lmrec.v1 import common_pb2, gateway_service_pb2 as gw
+from lmrec.v1 import ranking_service_pb2 as rk
+from lmrec.v1 import ranking_service_pb2_grpc as rk_grpc
+from ranking_service.onnx_session import RuntimeChoice
+from ranking_service.text_encoder import TextEncoder
 
 pytestmark = pytest.mark.integration
 
@@ -177,3 +183,26 @@ def test_every_service_reports_serving_and_reflects_its_services(lmrec_system):
                 iter([reflection_pb2.ServerReflectionRequest(list_services="")]), timeout=5))
             names = {s.name for s in answer.list_services_response.service}
             assert {service, "grpc.health.v1.Health"} <= names, (name, names)
+
+
+def test_int8_worker_encodes_item_texts_in_fp32_and_queries_in_int8(lmrec_system, bundle_dir):
+    """Item vectors live for the model's life, so the CPU worker keeps INT8's error out of them; only the
+    per-request query path runs the INT8 encoder."""
+    texts = ["A quiet documentary about penguins in Antarctica (2005)", "Space opera with laser swords"]
+    runtime = {p: RuntimeChoice(p, ["CPUExecutionProvider"]) for p in ("fp32", "int8")}
+    manifest = load_manifest(bundle_dir)
+    encoders = {p: TextEncoder(bundle_dir, manifest, r, 1, 1) for p, r in runtime.items()}
+    offline = {p: e.encode(texts) for p, e in encoders.items()}
+    # INT8 quantises activations per batch: the served query ran alone, so it is compared alone.
+    offline_query = encoders["int8"].encode(texts[:1])[0]
+    with grpc.insecure_channel(lmrec_system.group.services["ranking"].address) as channel:
+        stub = rk_grpc.RankingServiceStub(channel)
+        info = stub.GetModelInfo(rk.GetModelInfoRequest(), timeout=10)
+        assert (info.precision, info.item_precision) == ("int8", "fp32")
+        served = stub.Encode(rk.EncodeRequest(inputs=[rk.EncodeInput(text=t) for t in texts]), timeout=30)
+        items = np.array([v.values for v in served.vectors], dtype=np.float32)
+        query = np.array(stub.EncodeContext(rk.EncodeContextRequest(
+            context=common_pb2.UserContext(query=texts[0])), timeout=30).vector, dtype=np.float32)
+    np.testing.assert_allclose(items, offline["fp32"], atol=1e-5)
+    assert np.abs(items - offline["int8"]).max() > 1e-3  # the INT8 encoder would have given other vectors
+    np.testing.assert_allclose(query, offline_query, atol=1e-5)

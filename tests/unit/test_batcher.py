@@ -114,3 +114,31 @@ def test_retiring_a_batcher_answers_every_caller():
     in_model, late = asyncio.run(main())
     assert in_model[0, 0] == 3.0 and late[0, 0] == 5.0
     assert calls == [1, 1]
+
+
+def test_lanes_batch_apart_in_arrival_order_and_share_when_one_function():
+    """Queries and item texts may run on two encoders: a batch holds one lane's work, each caller gets
+    its own lane's rows, and lanes that name the same function still share batches."""
+    order: list[tuple[str, int]] = []
+
+    def model(name: str, scale: float):
+        def run(texts):
+            order.append((name, len(texts)))
+            return np.array([[scale * len(t)] for t in texts], dtype=np.float32)
+        return run
+
+    query, item = model("query", 1.0), model("item", 100.0)
+
+    async def main(lanes):
+        batcher = MicroBatcher(lanes, max_batch=64, max_wait_ms=20, max_queue=100)
+        batcher.start()
+        results = await asyncio.gather(batcher.submit(["q"], lane="query"), batcher.submit(["ii"], lane="item"),
+                                       batcher.submit(["qqq"], lane="query"), batcher.submit(["i"], lane="item"))
+        await batcher.close()
+        return [r[0, 0] for r in results]
+
+    assert asyncio.run(main({"query": query, "item": item})) == [1.0, 200.0, 3.0, 100.0]
+    assert order == [("query", 2), ("item", 2)]  # the oldest work's lane first, then the other
+    order.clear()
+    assert asyncio.run(main({"query": query, "item": query})) == [1.0, 2.0, 3.0, 1.0]
+    assert order == [("query", 4)]
