@@ -172,7 +172,8 @@ class MicroBatcher:
                     self._metrics.expired.inc()
                 p.future.set_exception(DeadlineExceeded("deadline passed while queued for the ranking model"))
                 continue
-            if batch and p.run is not batch[0].run:
+            # `!=`, not `is not`: two bound methods of one encoder are equal, not the same object.
+            if batch and p.run != batch[0].run:
                 kept.append(p)
                 continue
             if batch and size + len(p.texts) > self.max_batch:
