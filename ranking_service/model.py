@@ -60,8 +60,8 @@ def load_model(settings: RankingSettings) -> LoadedModel:
     store = ItemStore(Path(settings.state_dir) / "item_repr.sqlite", manifest.served_dimension, manifest.model_version)
     ranker = build_ranker(settings.bundle_dir, manifest, store, runtime,
                           {"intra_op_threads": settings.intra_op_threads or 1})
-    model = LoadedModel(manifest, runtime, encoder, ranker, store, TrainedTexts.from_bundle(settings.bundle_dir, manifest),
-                        item_encoder)
+    model = LoadedModel(manifest, runtime, encoder, ranker, store,
+                        TrainedTexts.from_bundle(settings.bundle_dir, manifest), item_encoder)
     reencoded = store.load(model.encode_items)
     log.info("bundle %s (%s, queries %s, items %s, on %s): %d items known, %d re-encoded", manifest.model_version,
              manifest.ranker_kind, runtime.precision, model.item_text_encoder.precision, runtime.providers[0],
