@@ -430,17 +430,17 @@ def markdown(document: dict) -> str:
     lines = [f"`bench/ranking_bench.py`, {document['generated']}, bundle {document['bundle']['model_version']} "
              f"({document['bundle']['role']}), {document['texts']}. Machine: {machine}. Texts/s is the batch "
              "size over the mean call time.", ""]
-    for run in document["runs"]:
-        load = run["load_average_before_after"]
-        lines += [f"{run['threads']} intra-op thread(s) (1-min load average {load[0][0]:.2f} before, "
+    for measured in document["runs"]:
+        load = measured["load_average_before_after"]
+        lines += [f"{measured['threads']} intra-op thread(s) (1-min load average {load[0][0]:.2f} before, "
                   f"{load[1][0]:.2f} after):", "",
                   "| batch | width | " + " | ".join(f"{n} texts/s (p50 / p99 ms)" for n in names)
                   + " | tokenise p50 ms | INT8 / eager | ONNX FP32 / eager |",
                   "|---:|---:|" + "---:|" * len(names) + "---:|---:|---:|"]
-        for batch, row in run["results"].items():
-            r = run["ratios"][batch]
+        for batch, row in measured["results"].items():
+            r = measured["ratios"][batch]
             cells = [f"{row[n]['texts_per_s']:.0f} ({row[n]['p50_ms']:.1f} / {row[n]['p99_ms']:.1f})" for n in names]
-            lines.append(f"| {batch} | {run['shapes'][batch]['padded_width_mean']:.0f} | " + " | ".join(cells)
+            lines.append(f"| {batch} | {measured['shapes'][batch]['padded_width_mean']:.0f} | " + " | ".join(cells)
                          + f" | {row[TOKENIZE]['p50_ms']:.2f}"
                          + f" | {r.get(ORT_INT8 + '/eager', float('nan')):.2f}x"
                          + f" | {r.get(ORT_FP32 + '/eager', float('nan')):.2f}x |")

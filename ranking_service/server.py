@@ -8,8 +8,6 @@ import logging
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import grpc
-
 from lmrec.grpc_server import add_health_and_reflection, bind, new_server, serve_until_signalled, set_health
 from lmrec.logging_setup import configure_logging
 from lmrec.metrics_http import MetricsServer, start_metrics
