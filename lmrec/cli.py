@@ -169,9 +169,9 @@ def cmd_catalog_load(args: argparse.Namespace) -> int:
 
 
 def cmd_data_download(args: argparse.Namespace) -> int:
-    from lmrec.datasets import download_movielens_100k
+    from lmrec.datasets import download_dataset
 
-    print(download_movielens_100k(args.out))
+    print(download_dataset(args.dataset, args.out or Path("data") / args.dataset))
     return 0
 
 
@@ -251,8 +251,9 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
 
     data = subs.add_parser("data", help="datasets")
     data_subs = data.add_subparsers(dest="data_command", required=True)
-    download = data_subs.add_parser("download", help="download ML-100K (checks every file's sha256)")
-    download.add_argument("--out", type=Path, default=Path("data/ml-100k"))
+    download = data_subs.add_parser("download", help="download a dataset (checks every file's sha256)")
+    download.add_argument("--dataset", choices=["ml-100k", "ml-latest-small"], default="ml-100k")
+    download.add_argument("--out", type=Path, help="folder to write (default data/<dataset>)")
 
     for name, (help_text, attach) in OPTIONAL.items():
         sub = subs.add_parser(name, help=help_text)

