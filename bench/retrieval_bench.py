@@ -8,7 +8,9 @@ Synthetic clustered 384-d vectors; queries are perturbed catalogue vectors. Repo
 build time, bytes per item (RSS delta while building), recall@10/@100 against exact search, single-query
 QPS, p50 and p99 in process, QPS through gRPC at k=10 and k=100 (server pinned to one core, client on the
 other), and p50/p99 with 500 excluded ids and with a 5% attribute filter (after that value's filter graph
-is built, whose build time and memory are reported too). Adds its run to docs/benchmarks/retrieval.json.
+is built, whose build time and memory are reported too; the plain, excluded and filtered searches run
+interleaved query by query, so their ratio is not skewed by load that changes during the run). Adds its
+run to docs/benchmarks/retrieval.json with the 1-minute load average at start and end.
 """
 
 from __future__ import annotations
@@ -96,6 +98,20 @@ def timed(fn, queries) -> tuple[list, np.ndarray]:
     return results, lat
 
 
+def timed_side_by_side(fns, queries) -> list[tuple[list, np.ndarray]]:
+    """`timed` for several searches whose latencies are compared: each query runs every search back to
+    back, in an order that rotates, so drift in machine load over the run hits them alike."""
+    results = [[None] * len(queries) for _ in fns]
+    lat = np.empty((len(fns), len(queries)))
+    for i, query in enumerate(queries):
+        for step in range(len(fns)):
+            j = (i + step) % len(fns)
+            t0 = time.perf_counter()
+            results[j][i] = fns[j](query)
+            lat[j, i] = time.perf_counter() - t0
+    return [(results[j], lat[j]) for j in range(len(fns))]
+
+
 def p99_ms(lat: np.ndarray) -> float:
     return float(np.percentile(lat, 99) * 1e3)
 
@@ -142,9 +158,7 @@ def bench_lmrec(index: VectorIndex, x, q, truth10, truth100, truth_attr, exclude
     label = lambda ids: [int(i.rsplit("-", 1)[1]) for i in ids]  # noqa: E731
     attr_filter = ATTR_FILTER
     for ef in efs:
-        found10, lat = timed(lambda v: label(index.search(v, 10, ef=ef).ids), q)
         found100, _ = timed(lambda v: label(index.search(v, 100, ef=ef).ids), q)
-        _, lat_ex = timed(lambda v: index.search(v, 10, exclude=excluded_ids, ef=ef), q)
         plans = {}
 
         def attr_search(v):
@@ -152,7 +166,10 @@ def bench_lmrec(index: VectorIndex, x, q, truth10, truth100, truth_attr, exclude
             plans[result.plan] = plans.get(result.plan, 0) + 1
             return label(result.ids)
 
-        found_attr, lat_attr = timed(attr_search, q)
+        (found10, lat), (_, lat_ex), (found_attr, lat_attr) = timed_side_by_side([
+            lambda v: label(index.search(v, 10, ef=ef).ids),
+            lambda v: index.search(v, 10, exclude=excluded_ids, ef=ef),
+            attr_search], q)
         rows.append({
             "index": "lmrec-hnswlib", "ef": ef, "items": len(x),
             "recall@10": recall(found10, truth10), "recall@100": recall(found100, truth100),
@@ -260,10 +277,11 @@ def bench_faiss(x, q, truth10, truth100, truth_attr, excluded_labels, allowed_at
         ex = faiss.SearchParametersHNSW(efSearch=ef, sel=not_excluded)
         attr = faiss.SearchParametersHNSW(efSearch=ef, sel=in_category)
         plain100 = faiss.SearchParametersHNSW(efSearch=max(ef, 100))
-        found10, lat = timed(lambda v: index.search(v[None], 10, params=plain)[1][0].tolist(), q)
         found100, _ = timed(lambda v: index.search(v[None], 100, params=plain100)[1][0].tolist(), q)
-        _, lat_ex = timed(lambda v: index.search(v[None], 10, params=ex), q)
-        found_attr, lat_attr = timed(lambda v: index.search(v[None], 10, params=attr)[1][0].tolist(), q)
+        (found10, lat), (_, lat_ex), (found_attr, lat_attr) = timed_side_by_side([
+            lambda v: index.search(v[None], 10, params=plain)[1][0].tolist(),
+            lambda v: index.search(v[None], 10, params=ex),
+            lambda v: index.search(v[None], 10, params=attr)[1][0].tolist()], q)
         rows.append({
             "index": "faiss-hnswflat", "ef": ef, "items": len(x),
             "recall@10": recall(found10, truth10), "recall@100": recall(found100, truth100),
@@ -303,6 +321,7 @@ def main(argv: list[str] | None = None) -> None:
         return
     efs = [int(e) for e in args.efs.split(",")]
 
+    load_at_start = os.getloadavg()[0]
     t0 = time.perf_counter()
     x, q = make_data(args.n, args.dim, args.queries)
     rng = np.random.default_rng(1)
@@ -332,7 +351,8 @@ def main(argv: list[str] | None = None) -> None:
 
     report = {
         "machine": {"cpu": _cpu_model(), "cores": os.cpu_count(), "memory_gib": _mem_gib(), "python": platform.python_version(),
-                    "note": "2 vCPUs shared with other jobs during the run"},
+                    "note": "2 vCPUs shared with other jobs during the run",
+                    "load_average_1min_start_end": [load_at_start, os.getloadavg()[0]]},
         "params": {"n": args.n, "dim": args.dim, "queries": args.queries, "m": args.m,
                    "ef_construction": args.ef_construction, "grpc_concurrency": args.grpc_concurrency,
                    "exact_scan_threshold": args.exact_scan_threshold, "filter_graph_share": args.filter_graph_share,
