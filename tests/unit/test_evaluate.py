@@ -128,3 +128,11 @@ def test_merge_keeps_earlier_models_of_the_same_split(generic_dataset, tmp_path)
     assert results["significance"]["best_baseline"] in {"mostpop", "ease", "itemknn"}
     with pytest.raises(ValueError, match="other data or another split"):
         evaluate.main([*common, "--models", "mostpop", "--merge", "--seed", "1"])
+
+
+def test_report_knows_the_default_baselines():
+    """The report flags a dataset evaluated against part of the field; its list must be the CLI default's."""
+    from training.evaluate import DEFAULT_MODELS
+    from training.report import STANDARD_BASELINES
+
+    assert set(STANDARD_BASELINES) == set(DEFAULT_MODELS.split(",")) - {"lmrec", "lmrec-fp32"}
