@@ -509,6 +509,7 @@ class VectorIndex:
         exclude = set(exclude)
         with self._lock.read():
             g = self._graph
+            walked_then_dropped = False
             if exclude and not filters:
                 # At least this many items are eligible. When even that many make a graph walk the plan,
                 # the walk's candidates are checked against the ids themselves: resolving the ids to slots
@@ -516,6 +517,7 @@ class VectorIndex:
                 # pushed out of the CPU caches), more than the walk at ef=64.
                 at_least = g.live_count - len(exclude)
                 if at_least >= k and not self._exact_is_cheaper(g, at_least, ef, k):
+                    walked_then_dropped = True
                     found = self._walk_then_drop(g, q, k, ef, exclude)
                     if found is not None:
                         return found
@@ -535,7 +537,8 @@ class VectorIndex:
             if eligible <= self.exact_scan_threshold or (restricted and self._exact_is_cheaper(g, eligible, ef, want)):
                 return self._exact(g, q, self._eligible_labels(g, mask, excluded), want)
             if restricted and mask is None:
-                found = self._walk_then_drop(g, q, want, ef, exclude)
+                # The same walk with the same want (eligible >= at_least >= k) already came back crowded.
+                found = None if walked_then_dropped else self._walk_then_drop(g, q, want, ef, exclude)
                 if found is not None:
                     return found
                 mask = g.live.copy()
