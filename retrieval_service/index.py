@@ -490,7 +490,8 @@ class VectorIndex:
 
         Plans by the eligible-set size and selectivity: a brute-force scan when the set is at most
         `exact_scan_threshold` or so small a share of the index that a filtered walk would cost more
-        (see `walk_cost_per_ef`); a walk of the filter graphs of a filter's values when they are built;
+        (see `walk_cost_per_ef`); a walk of the filter graphs of a filter's values when they are built
+        (tried first for a single filter, minus any excluded ids, with no label mask);
         for exclusions alone, an unfiltered walk's candidates minus the excluded when enough survive;
         otherwise HNSW (with a label filter when anything is excluded or filtered), widening `ef` and
         finally scanning exactly when the graph walk finds fewer than k eligible items. Returns
@@ -509,6 +510,10 @@ class VectorIndex:
         exclude = set(exclude)
         with self._lock.read():
             g = self._graph
+            if len(filters) == 1 and g.filter_graphs:
+                found = self._value_graphs_then_drop(g, q, k, ef, filters[0], exclude)
+                if found is not None:
+                    return found
             walked_then_dropped = False
             if exclude and not filters:
                 # At least this many items are eligible. When even that many make a graph walk the plan,
@@ -598,6 +603,35 @@ class VectorIndex:
             labels, distances = hnsw.knn_query(q, k=k, num_threads=1, filter=allowed)
         return labels[0], distances[0]
 
+    def _value_graphs_then_drop(
+        self, g: _Graph, q: np.ndarray, k: int, ef: int, flt: Filter, exclude: set[str]
+    ) -> SearchResult | None:
+        """One filter whose values all have built graphs: their walks' candidates minus the excluded ids.
+
+        Needs no label mask, so it skips what the general plan pays before any walk: a mask over every
+        slot of the index per call (~0.2 ms at 1M) and, with exclusions, resolving the ids to slots.
+        None when the plan is not this one (a graph missing, a set small enough to scan) or when fewer
+        than k candidates survive; the general plan then runs.
+        """
+        key, values = flt
+        graphs = [g.filter_graphs.get((key, v)) for v in values if g.attributes.known(key, v)]
+        if not graphs or not all(graphs):
+            return None
+        # Multi-valued items can sit in several graphs, so the sizes bound the eligible set from both sides.
+        at_most = sum(fg.size for fg in graphs)
+        at_least = max(fg.size for fg in graphs) - len(exclude)
+        if at_least < k or self._exact_is_cheaper(g, at_most, ef, k):
+            return None
+        found = self._walk_value_graphs(g, q, graphs, max(ef, k), ef, None)
+        if found is None:
+            return None
+        labels, distances = found
+        ids = g.ids.ids_at(labels)
+        keep = [i for i, item_id in enumerate(ids) if item_id not in exclude][:k] if exclude else list(range(min(k, len(ids))))
+        if len(keep) < k:
+            return None
+        return SearchResult([ids[i] for i in keep], (1.0 - distances[keep]).tolist(), "hnsw_value_graph")
+
     def _search_filter_graphs(
         self, g: _Graph, q: np.ndarray, want: int, ef: int, filters: Sequence[Filter], excluded: np.ndarray, allowed
     ) -> SearchResult | None:
@@ -618,12 +652,23 @@ class VectorIndex:
             return None
         # Only the chosen filter is implied by walking its graphs; anything else needs the label filter.
         narrower = len(filters) > 1 or len(excluded) > 0
+        found = self._walk_value_graphs(g, q, chosen, want, ef, allowed if narrower else None)
+        if found is None or len(found[0]) < want:
+            return None
+        labels, distances = found
+        return SearchResult(g.ids.ids_at(labels[:want]), (1.0 - distances[:want]).tolist(), "hnsw_value_graph")
+
+    def _walk_value_graphs(
+        self, g: _Graph, q: np.ndarray, graphs: list[_FilterGraph], n: int, ef: int, allowed
+    ) -> tuple[np.ndarray, np.ndarray] | None:
+        """Up to `n` candidates from each graph, merged best first with each label once; None when a walk
+        finds fewer than it was asked for (hnswlib raises) or no graph holds anything."""
         found_labels, found_distances = [], []
-        for fg in chosen:
+        for fg in graphs:
             if fg.size == 0:
                 continue
             try:
-                labels, distances = self._walk(fg.hnsw, q, min(want, fg.size), ef, allowed if narrower else None)
+                labels, distances = self._walk(fg.hnsw, q, min(n, fg.size), max(ef, min(n, fg.size)), allowed)
             except RuntimeError as exc:
                 if "contiguous 2D array" not in str(exc):
                     raise
@@ -637,10 +682,8 @@ class VectorIndex:
         labels, distances = labels[order], distances[order]
         # A multi-valued item can be in several of the graphs: keep its first (best) hit.
         _, first = np.unique(labels, return_index=True)
-        keep = np.sort(first)[:want]
-        if len(keep) < want:
-            return None
-        return SearchResult(g.ids.ids_at(labels[keep]), (1.0 - distances[keep]).tolist(), "hnsw_value_graph")
+        keep = np.sort(first)
+        return labels[keep], distances[keep]
 
     @staticmethod
     def _filter_mask(g: _Graph, filters: Sequence[Filter]) -> np.ndarray:

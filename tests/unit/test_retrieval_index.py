@@ -323,6 +323,32 @@ def test_a_filtered_value_gets_its_own_graph_which_follows_writes():
     assert index.search(vectors[2], 10, filters=[("colour", ["c1", "c2"])]).plan == "hnsw_filtered"
 
 
+def test_a_value_graph_walk_drops_excluded_ids_and_falls_back_when_they_crowd_it():
+    index, vectors, ids = value_graph_index()
+    c1 = [("colour", ["c1"])]
+    index.search(vectors[0], 10, filters=c1)
+    index.wait_for_filter_graphs(30)
+    colours = np.array([i % 10 for i in range(len(ids))])
+    rng = np.random.default_rng(5)
+    hits = crowded_hits = 0
+    for q in vectors[1:401:10]:
+        # A scattered history (the plan without a label mask) and one that crowds the query's neighbourhood.
+        scattered = rng.choice(np.flatnonzero(colours == 1), 30, replace=False)
+        crowd = np.array(exact_top(vectors, q, 150, colours == 1))
+        for history, counter in ((scattered, "hits"), (crowd, "crowded")):
+            allowed = (colours == 1) & ~np.isin(np.arange(len(ids)), history)
+            result = index.search(q, 10, filters=c1, exclude=[ids[i] for i in history])
+            assert result.plan == "hnsw_value_graph" and len(result.ids) == 10
+            assert not set(result.ids) & {ids[i] for i in history}
+            assert all(int(i[1:]) % 10 == 1 for i in result.ids)
+            found = len(set(result.ids) & {ids[i] for i in exact_top(vectors, q, 10, allowed)})
+            if counter == "hits":
+                hits += found
+            else:
+                crowded_hits += found
+    assert hits / 400 >= 0.95 and crowded_hits / 400 >= 0.9
+
+
 def test_writes_during_a_value_graph_build_are_caught_up():
     index, vectors, ids = value_graph_index()
     c1 = [("colour", ["c1"])]
