@@ -19,6 +19,7 @@ from gateway.downstream import RankingClient, ShardedRetrievalClient, describe_r
 from gateway.settings import GatewaySettings
 from gateway.store import GatewayStore
 from lmrec.errors import DeadlineExceeded
+from lmrec.slots import with_reserved_slots
 from lmrec.v1 import common_pb2, gateway_service_pb2 as gw, retrieval_service_pb2 as rt
 
 if TYPE_CHECKING:
@@ -87,11 +88,13 @@ class RecommendPipeline:
         else:
             candidates = self._popularity(excluded, request.filters, want)
 
+        text_only: set[str] = set()
         if candidates.source == "retrieval" and ranking_ok and candidates.ids:
             with budget.stage("rank"):
                 try:
                     ranked = await self.ranking.rank(context, candidates.ids, budget.timeout("rank"))
                     candidates = _order_by(candidates, list(ranked.scores))
+                    text_only = set(ranked.text_only_item_ids)
                     self.model_version = ranked.model_version or self.model_version
                 except grpc.aio.AioRpcError as exc:
                     reasons.append(("ranking_failed",
@@ -99,9 +102,10 @@ class RecommendPipeline:
                 except DeadlineExceeded as exc:
                     reasons.append(("ranking_deadline", f"{exc}; retrieval order served"))
 
-        top = candidates.ids[: request.k]
-        items = [gw.RecommendedItem(item_id=i, score=s, title=self.store.catalog[i].title)
-                 for i, s in zip(top, candidates.scores[: request.k])]
+        # Only the ranker knows which items are text-only, so fallback answers keep their plain order.
+        keep = with_reserved_slots(candidates.ids, request.k, request.new_item_slots, text_only.__contains__)
+        items = [gw.RecommendedItem(item_id=candidates.ids[p], score=candidates.scores[p],
+                                    title=self.store.catalog[candidates.ids[p]].title) for p in keep]
         if self.metrics is not None:
             self.metrics.observe_recommend(time.perf_counter() - started, budget.timings, candidates.source,
                                            [kind for kind, _ in reasons])

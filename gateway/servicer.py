@@ -41,6 +41,7 @@ def check_filters(filters, field: str) -> None:
 def validate_recommend(request: gw.RecommendRequest) -> None:
     v.require_id(request.user_id, "user_id")
     v.check_range(request.k, "k", 1, MAX_K)
+    v.check_range(request.new_item_slots, "new_item_slots", 0, request.k)
     v.check_ids(request.recent_item_ids, "recent_item_ids", 1000)
     v.check_ids(request.exclude_item_ids, "exclude_item_ids", v.MAX_BATCH)
     v.check_text(request.query, "query", v.MAX_QUERY_CHARS)

@@ -48,6 +48,11 @@ class Ranker(ABC):
         trained rankers add what they learnt about known `item_ids`."""
         return text_vectors
 
+    def text_only(self, item_ids: list[str]) -> list[bool] | None:
+        """Per item, whether the model knows it only by its text (no learnt id representation); None
+        for rankers that represent every item the same way."""
+        return None
+
     @abstractmethod
     def context_vector(self, context: RankContext, query_vector: np.ndarray | None) -> np.ndarray | None:
         """Unit query vector for retrieval, or None when the context carries no signal (cold user, no query)."""

@@ -66,6 +66,9 @@ class SequenceRanker(Ranker):
         feeds = {"text_embedding": np.ascontiguousarray(text_vectors, dtype=np.float32), "id_embedding": ids}
         return run(self._items, feeds, self._runtime.on_cuda)[0].astype(np.float32)
 
+    def text_only(self, item_ids: list[str]) -> list[bool]:
+        return [item_id not in self._id_rows for item_id in item_ids]
+
     def history_vector(self, history_item_ids: list[str]) -> np.ndarray | None:
         vectors, known = self.store.gather(history_item_ids[-self.max_len:])
         vectors = vectors[known, : self.dim]

@@ -89,10 +89,12 @@ class RankingServicer(pb_grpc.RankingServiceServicer):
         reps, known = model.store.gather(candidates)
         scores = model.ranker.score(ctx, query_vector, reps).astype(np.float32)
         scores[~known] = -np.inf
+        text_only = model.ranker.text_only(candidates) or [False] * len(candidates)
         return pb.RankResponse(
             scores=scores,
             unknown_item_ids=[c for c, k in zip(candidates, known) if not k],
             model_version=model.manifest.model_version,
+            text_only_item_ids=[c for c, k, t in zip(candidates, known, text_only) if k and t],
         )
 
     async def ForgetItems(self, request: pb.ForgetItemsRequest, context) -> pb.ForgetItemsResponse:

@@ -119,7 +119,19 @@ Two stages, trained by `lmrec train` (the same code the harness runs as `lmrec` 
    path ranks unseen items only ~5x better than chance among themselves (held-out targets: HR@10 0.15
    among the 322 text-only items in an earlier run), so a bias big enough to lift them lifts the wrong
    ones too.
-4. **Seed spread (side check, 2026-11-24).** The table's rows are one model seed each. Refitting both
+4. **Reserved slots instead of a bias (diagnostic on test, 2026-11-24; not used for tuning).**
+   The gateway serves this per request: `RecommendRequest.new_item_slots` = s keeps s of the top k for
+   the best-scored text-only items, which replace the lowest others (lmrec/slots.py).
+   `python bench/cold_slots.py --bundle <bundle>` ranks offline with the same function. It reads the bundle's
+   test fit, the only fit a bundle keeps, so these figures describe the trade-off; they tune nothing.
+   ML-100K: s = 0 gives NDCG@10 0.1041 at a cold/warm HR@10 ratio of 0.18. s = 2 gives 0.0972 (-7%) at a
+   ratio of 0.42. s = 3 gives 0.0929 (-11%) at 0.65. The bias needs -26% of validation NDCG@10 to reach
+   0.5, so a quota is about 2.5x cheaper per unit of ratio. It still costs more NDCG than the tie with
+   SASRec allows. On latest-small no quota helps: s = 4 reaches a ratio of only 0.25. There, a cold test
+   target's median rank among the 912 text-only items is 178 (random would be ~456), and none ranks
+   first. The limit is how weakly the item text (title, year, genres, sparse tags) tells unseen items
+   apart, not how they are lifted.
+5. **Seed spread (side check, 2026-11-24).** The table's rows are one model seed each. Refitting both
    sequential models on the same split with model seeds 1 and 2 (the epochs and cold bias of seed 0's
    validation fit; lmrec scored FP32 in PyTorch, which ranks as the served FP32 graphs do): lmrec test
    NDCG@10 0.1041 / 0.1041 / 0.1071 (mean 0.1051, sd 0.0017; seeds 0 and 1 agree to 3e-8 by

@@ -27,7 +27,7 @@ EVENT_TYPE_PURCHASE: EventType
 EVENT_TYPE_DISMISS: EventType
 
 class RecommendRequest(_message.Message):
-    __slots__ = ("user_id", "recent_item_ids", "query", "k", "exclude_item_ids", "filters", "scenario")
+    __slots__ = ("user_id", "recent_item_ids", "query", "k", "exclude_item_ids", "filters", "scenario", "new_item_slots")
     USER_ID_FIELD_NUMBER: _ClassVar[int]
     RECENT_ITEM_IDS_FIELD_NUMBER: _ClassVar[int]
     QUERY_FIELD_NUMBER: _ClassVar[int]
@@ -35,6 +35,7 @@ class RecommendRequest(_message.Message):
     EXCLUDE_ITEM_IDS_FIELD_NUMBER: _ClassVar[int]
     FILTERS_FIELD_NUMBER: _ClassVar[int]
     SCENARIO_FIELD_NUMBER: _ClassVar[int]
+    NEW_ITEM_SLOTS_FIELD_NUMBER: _ClassVar[int]
     user_id: str
     recent_item_ids: _containers.RepeatedScalarFieldContainer[str]
     query: str
@@ -42,7 +43,8 @@ class RecommendRequest(_message.Message):
     exclude_item_ids: _containers.RepeatedScalarFieldContainer[str]
     filters: _containers.RepeatedCompositeFieldContainer[_common_pb2.AttributeFilter]
     scenario: str
-    def __init__(self, user_id: _Optional[str] = ..., recent_item_ids: _Optional[_Iterable[str]] = ..., query: _Optional[str] = ..., k: _Optional[int] = ..., exclude_item_ids: _Optional[_Iterable[str]] = ..., filters: _Optional[_Iterable[_Union[_common_pb2.AttributeFilter, _Mapping]]] = ..., scenario: _Optional[str] = ...) -> None: ...
+    new_item_slots: int
+    def __init__(self, user_id: _Optional[str] = ..., recent_item_ids: _Optional[_Iterable[str]] = ..., query: _Optional[str] = ..., k: _Optional[int] = ..., exclude_item_ids: _Optional[_Iterable[str]] = ..., filters: _Optional[_Iterable[_Union[_common_pb2.AttributeFilter, _Mapping]]] = ..., scenario: _Optional[str] = ..., new_item_slots: _Optional[int] = ...) -> None: ...
 
 class RecommendedItem(_message.Message):
     __slots__ = ("item_id", "score", "title")

@@ -58,14 +58,16 @@ class RankRequest(_message.Message):
     def __init__(self, context: _Optional[_Union[_common_pb2.UserContext, _Mapping]] = ..., candidate_item_ids: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class RankResponse(_message.Message):
-    __slots__ = ("scores", "unknown_item_ids", "model_version")
+    __slots__ = ("scores", "unknown_item_ids", "model_version", "text_only_item_ids")
     SCORES_FIELD_NUMBER: _ClassVar[int]
     UNKNOWN_ITEM_IDS_FIELD_NUMBER: _ClassVar[int]
     MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
+    TEXT_ONLY_ITEM_IDS_FIELD_NUMBER: _ClassVar[int]
     scores: _containers.RepeatedScalarFieldContainer[float]
     unknown_item_ids: _containers.RepeatedScalarFieldContainer[str]
     model_version: str
-    def __init__(self, scores: _Optional[_Iterable[float]] = ..., unknown_item_ids: _Optional[_Iterable[str]] = ..., model_version: _Optional[str] = ...) -> None: ...
+    text_only_item_ids: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, scores: _Optional[_Iterable[float]] = ..., unknown_item_ids: _Optional[_Iterable[str]] = ..., model_version: _Optional[str] = ..., text_only_item_ids: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class ForgetItemsRequest(_message.Message):
     __slots__ = ("item_ids",)

@@ -130,6 +130,8 @@ BAD_RECOMMENDS = [
     (dict(user_id="1", k=10, exclude_item_ids=[""]), "exclude_item_ids[0]"),
     (dict(user_id="1", k=10, exclude_item_ids=["x"] * 20_001), "exclude_item_ids"),
     (dict(user_id="1", k=10, filters=[common_pb2.AttributeFilter(key="genre")]), "filters[0].values"),
+    (dict(user_id="1", k=5, new_item_slots=6), "new_item_slots"),
+    (dict(user_id="1", k=5, new_item_slots=-1), "new_item_slots"),
 ]
 
 

@@ -164,6 +164,28 @@ def test_new_item_is_served_from_its_text(trained_system, ml100k):
     assert "new-2031" in [i.item_id for i in reply.items]
 
 
+def test_new_item_slots_reserve_places_for_text_only_items(trained_system, tiny_bundle, served_split):
+    system, _ = trained_system
+    manifest = load_manifest(tiny_bundle)
+    with_ids = set(json.loads((tiny_bundle / manifest.extra_files["item_ids"]).read_text()))
+    history = served_split.history_sequences("test")[0]
+    request = dict(user_id="slots-user", k=10, recent_item_ids=[served_split.item_ids[i] for i in history])
+    plain = system.stub.Recommend(gw.RecommendRequest(**request), timeout=30)
+    plain_ids = [i.item_id for i in plain.items]
+    slots = sum(i not in with_ids for i in plain_ids) + 2
+    slotted = system.stub.Recommend(gw.RecommendRequest(**request, new_item_slots=slots), timeout=30)
+    ids = [i.item_id for i in slotted.items]
+    assert not slotted.degraded and len(ids) == 10
+    assert sum(i not in with_ids for i in ids) == slots
+    # Text-only items below the plain top 10 took the places of its lowest-ranked others, at the end.
+    extra = [n for n, i in enumerate(ids) if i not in plain_ids]
+    assert len(extra) == 2 and extra == [8, 9] and all(ids[n] not in with_ids for n in extra)
+    assert ids[:8] == [i for i in plain_ids if i in ids]
+    assert slotted.items[8].score >= slotted.items[9].score
+    assert [i.item_id for i in system.stub.Recommend(gw.RecommendRequest(**request, new_item_slots=0),
+                                                     timeout=30).items] == plain_ids
+
+
 def test_free_text_request_steers_a_cold_user(trained_system, ml100k):
     system, _ = trained_system
     genres = {i.item_id: set(i.attributes.get("genre", [])) for i in ml100k.items[:N_ITEMS]}
