@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 from typing import TYPE_CHECKING
 
@@ -138,8 +139,21 @@ def connect_ray(settings: RayRankingSettings) -> bool:
     if settings.ray_address:
         ray.init(address=settings.ray_address, log_to_driver=False)
         return False
-    ray.init(num_cpus=settings.ray_num_cpus, include_dashboard=False, log_to_driver=False)
+    start_local_ray(num_cpus=settings.ray_num_cpus, include_dashboard=False, log_to_driver=False)
     return True
+
+
+# Ray waits 30 s for a new head's GCS to publish its port; on a busy 2-core machine it has taken longer.
+LOCAL_GCS_PORT_WAIT_S = "120"
+
+
+def start_local_ray(**init_options) -> None:
+    """`ray.init` of a new local cluster, with a start-up wait that survives a loaded machine (an
+    operator's own RAY_gcs_server_port_wait_time_s wins)."""
+    import ray
+
+    os.environ.setdefault("RAY_gcs_server_port_wait_time_s", LOCAL_GCS_PORT_WAIT_S)
+    ray.init(**init_options)
 
 
 def deploy_or_attach(settings: RayRankingSettings) -> DeploymentHandle:

@@ -22,6 +22,7 @@ serve = pytest.importorskip("ray.serve", reason="the Ray Serve ranking tier need
 from lmrec.v1 import common_pb2, gateway_service_pb2 as gw  # noqa: E402
 from lmrec.v1 import ranking_service_pb2 as rk, ranking_service_pb2_grpc as rk_grpc  # noqa: E402
 from ranking_service.ray_serve.deployment import DEPLOYMENT_NAME  # noqa: E402
+from ranking_service.ray_serve.frontend import start_local_ray  # noqa: E402
 from tests.conftest import link_bundle
 from tests.integration.conftest import replace_with_new_version  # noqa: E402
 
@@ -43,11 +44,11 @@ def ray_cluster():
     metrics_port = free_port()
     for attempt in (1, 2):
         try:
-            ray.init(num_cpus=3, include_dashboard=False, log_to_driver=False, _metrics_export_port=metrics_port)
+            start_local_ray(num_cpus=3, include_dashboard=False, log_to_driver=False, _metrics_export_port=metrics_port)
             break
         except Exception as exc:  # Ray gives its raylet a fixed 30 s to register; a loaded CI box may need more
             ray.shutdown()
-            if attempt == 2 or "timed out during startup" not in str(exc):
+            if attempt == 2 or not any(s in str(exc) for s in ("timed out during startup", "Timed out waiting")):
                 raise
     try:
         yield RayCluster(ray.get_runtime_context().gcs_address, metrics_port)

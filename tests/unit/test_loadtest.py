@@ -64,12 +64,21 @@ def _fixed_request() -> pb.RecommendRequest:
 
 
 def test_open_loop_keeps_sending_while_answers_are_slow():
-    """A 300 ms service must not slow a 50 req/s sender: every send happens near its scheduled time."""
+    """A 300 ms service must not slow a 50 req/s sender: sends do not wait for answers.
+
+    Checked by what a closed-loop sender could not do (many calls in flight at once, the run far shorter
+    than 20 x 0.3 s), with bounds wide enough for a loaded CI machine that delays the event loop.
+    """
     send_times: list[float] = []
+    in_flight, most_in_flight = 0, 0
 
     async def slow_call(request):
+        nonlocal in_flight, most_in_flight
         send_times.append(time.perf_counter())
+        in_flight += 1
+        most_in_flight = max(most_in_flight, in_flight)
         await asyncio.sleep(0.3)
+        in_flight -= 1
         return OK, False, ""
 
     async def go():
@@ -77,12 +86,13 @@ def test_open_loop_keeps_sending_while_answers_are_slow():
 
     recorder, elapsed, max_lag, scheduled = asyncio.run(go())
     assert scheduled == 20 and recorder.count == 20
-    start = send_times[0]
-    for i, sent in enumerate(send_times):
-        assert sent - start == pytest.approx(i / 50, abs=0.1), f"send {i} was not on schedule"
-    # The last send is due at 0.38 s and takes 0.3 s: the run cannot be a serial 20 x 0.3 s.
-    assert elapsed < 1.5
-    assert 290_000 <= recorder.percentile_us(50) <= 400_000
+    # At 50 req/s, ~15 calls of 0.3 s overlap; a sender that waited for answers would have 1.
+    assert most_in_flight >= 8
+    # The last send is due at 0.38 s; sent one after another, it would go out at 5.7 s.
+    assert send_times[-1] - send_times[0] < 2.0
+    assert elapsed < 3.0
+    # Latency counts from the scheduled time: never below the service's 0.3 s.
+    assert 290_000 <= recorder.percentile_us(50) <= 1_500_000
 
 
 def test_open_loop_counts_latency_from_the_scheduled_time_when_the_sender_falls_behind():
