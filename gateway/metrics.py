@@ -22,9 +22,19 @@ class GatewayMetrics:
                                 ["reason"], registry=registry)
         for kind in DEGRADED_KINDS:  # present at 0 from the start, so rate() works before the first failure
             self.degraded.labels(kind)
+        # asked: slots requested (new_item_slots); filled: text-only items the answers held for them. A gap
+        # means the candidates held too few new items (raise NUM_CANDIDATES) or ranking had failed.
+        self.new_item_slots = Counter("lmrec_gateway_new_item_slots_total",
+                                      "Places kept for text-only items in Recommend answers", ["outcome"],
+                                      registry=registry)
+        for outcome in ("asked", "filled"):
+            self.new_item_slots.labels(outcome)
 
     def observe_recommend(self, elapsed_s: float, timings_ms: Iterable[tuple[str, float]], source: str,
-                          degraded_kinds: Iterable[str]) -> None:
+                          degraded_kinds: Iterable[str], slots_asked: int = 0, slots_filled: int = 0) -> None:
+        if slots_asked:
+            self.new_item_slots.labels("asked").inc(slots_asked)
+            self.new_item_slots.labels("filled").inc(slots_filled)
         for stage, ms in timings_ms:
             self.stage.labels(stage).observe(ms / 1000)
         self.recommend.labels(source).observe(elapsed_s)

@@ -107,8 +107,9 @@ class RecommendPipeline:
         items = [gw.RecommendedItem(item_id=candidates.ids[p], score=candidates.scores[p],
                                     title=self.store.catalog[candidates.ids[p]].title) for p in keep]
         if self.metrics is not None:
+            filled = min(request.new_item_slots, sum(candidates.ids[p] in text_only for p in keep))
             self.metrics.observe_recommend(time.perf_counter() - started, budget.timings, candidates.source,
-                                           [kind for kind, _ in reasons])
+                                           [kind for kind, _ in reasons], request.new_item_slots, filled)
         return gw.RecommendResponse(
             items=items, model_version=self.model_version or "none", degraded=bool(reasons),
             degraded_reason="; ".join(text for _, text in reasons), source=candidates.source,

@@ -19,7 +19,7 @@ import pytest
 from lmrec.manifest import load_manifest
 from lmrec.v1 import common_pb2, gateway_service_pb2 as gw
 from tests.conftest import link_bundle
-from tests.integration.conftest import replace_with_new_version, start, subset
+from tests.integration.conftest import free_port, replace_with_new_version, scrape, start, subset
 
 # The served catalogue: enough items for a meaningful ranking, few enough to encode quickly twice (start
 # and hot swap) on a small CI machine. The offline side uses the same items (a split of the same subset).
@@ -59,10 +59,13 @@ def served_split(ml100k):
 def trained_system(tmp_path_factory, tiny_bundle, ml100k):
     watched = tmp_path_factory.mktemp("watched") / "bundle"
     link_bundle(tiny_bundle, watched)
+    gateway_metrics = free_port()
     system = start(tmp_path_factory.mktemp("system"), watched, subset(ml100k, N_ITEMS),
                    # FP32: INT8 quantises activations per batch, so an item's INT8 vector depends on which
                    # texts it was encoded with; FP32 makes served and offline comparable to float rounding.
-                   extra_args={"ranking": ["--reload-interval-s", "1", "--precision", "fp32"]})
+                   extra_args={"ranking": ["--reload-interval-s", "1", "--precision", "fp32"],
+                               "gateway": ["--metrics-port", str(gateway_metrics)]})
+    system.gateway_metrics_port = gateway_metrics
     yield system, watched
     system.close()
 
@@ -184,6 +187,9 @@ def test_new_item_slots_reserve_places_for_text_only_items(trained_system, tiny_
     assert slotted.items[8].score >= slotted.items[9].score
     assert [i.item_id for i in system.stub.Recommend(gw.RecommendRequest(**request, new_item_slots=0),
                                                      timeout=30).items] == plain_ids
+    samples = scrape(system.gateway_metrics_port)
+    assert samples[("lmrec_gateway_new_item_slots_total", frozenset({("outcome", "asked")}))] == slots
+    assert samples[("lmrec_gateway_new_item_slots_total", frozenset({("outcome", "filled")}))] == slots
 
 
 def test_free_text_request_steers_a_cold_user(trained_system, ml100k):

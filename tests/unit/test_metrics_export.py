@@ -76,3 +76,7 @@ def test_gateway_metrics_count_stages_and_degraded_kinds():
     assert value("lmrec_gateway_recommend_seconds_count", {"source": "ranked"}) == 1
     assert value("lmrec_gateway_degraded_total", {"reason": "ranking_unavailable"}) == 1
     assert value("lmrec_gateway_degraded_total", {"reason": "ranking_failed"}) == 0
+    assert value("lmrec_gateway_new_item_slots_total", {"outcome": "asked"}) == 0
+    metrics.observe_recommend(0.012, [("rank", 6.0)], "ranked", [], slots_asked=3, slots_filled=2)
+    assert value("lmrec_gateway_new_item_slots_total", {"outcome": "asked"}) == 3
+    assert value("lmrec_gateway_new_item_slots_total", {"outcome": "filled"}) == 2
