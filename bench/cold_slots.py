@@ -41,10 +41,12 @@ def top_lists(scores: np.ndarray, text_only: np.ndarray, slots: int, depth: int)
 
 def measure(tops: np.ndarray, targets: np.ndarray, cold_users: np.ndarray) -> dict:
     hit = tops == targets[:, None]
-    hr = hit.any(axis=1).astype(np.float64)
-    ndcg = (hit / np.log2(np.arange(2, TOP + 2))[None, :]).sum(axis=1)
+    # The target's position in the served top 10; past it, any rank beyond 10 scores the same @10.
+    ranks = np.where(hit.any(axis=1), hit.argmax(axis=1) + 1, TOP + 1)
+    m = metrics.per_user_metrics(ranks)
+    hr = m["hr@10"]
     cold, warm = float(hr[cold_users].mean()), float(hr[~cold_users].mean())
-    return {"ndcg@10": round(float(ndcg.mean()), 4), "hr@10": round(float(hr.mean()), 4),
+    return {"ndcg@10": round(float(m["ndcg@10"].mean()), 4), "hr@10": round(float(hr.mean()), 4),
             "cold_hr@10": round(cold, 4), "warm_hr@10": round(warm, 4), "ratio": round(cold / warm, 3)}
 
 

@@ -107,7 +107,8 @@ class RecommendPipeline:
         items = [gw.RecommendedItem(item_id=candidates.ids[p], score=candidates.scores[p],
                                     title=self.store.catalog[candidates.ids[p]].title) for p in keep]
         if self.metrics is not None:
-            filled = min(request.new_item_slots, sum(candidates.ids[p] in text_only for p in keep))
+            filled = (min(request.new_item_slots, sum(candidates.ids[p] in text_only for p in keep))
+                      if request.new_item_slots else 0)
             self.metrics.observe_recommend(time.perf_counter() - started, budget.timings, candidates.source,
                                            [kind for kind, _ in reasons], request.new_item_slots, filled)
         return gw.RecommendResponse(

@@ -590,11 +590,19 @@ class VectorIndex:
             if "contiguous 2D array" not in str(exc):
                 raise
             return None
+        return self._drop_excluded(g, labels, distances, excluded, want, "hnsw_post_filter")
+
+    @staticmethod
+    def _drop_excluded(g: _Graph, labels: np.ndarray, distances: np.ndarray, excluded: set[str], want: int,
+                       plan: str) -> SearchResult | None:
+        """The first `want` walk candidates whose ids are not excluded, or None when fewer survive."""
+        if not excluded:
+            labels, distances = labels[:want], distances[:want]
         ids = g.ids.ids_at(labels)
         keep = [i for i, item_id in enumerate(ids) if item_id not in excluded][:want]
         if len(keep) < want:
             return None
-        return SearchResult([ids[i] for i in keep], (1.0 - distances[keep]).tolist(), "hnsw_post_filter")
+        return SearchResult([ids[i] for i in keep], (1.0 - distances[keep]).tolist(), plan)
 
     def _walk(self, hnsw: hnswlib.Index, q: np.ndarray, k: int, ef: int, allowed) -> tuple[np.ndarray, np.ndarray]:
         with self._ef.hold(ef):
@@ -627,14 +635,7 @@ class VectorIndex:
         found = self._walk_value_graphs(g, q, graphs, max(ef, k), ef, None)
         if found is None:
             return None
-        labels, distances = found
-        if not exclude:
-            labels, distances = labels[:k], distances[:k]
-        ids = g.ids.ids_at(labels)
-        keep = [i for i, item_id in enumerate(ids) if item_id not in exclude][:k]
-        if len(keep) < k:
-            return None
-        return SearchResult([ids[i] for i in keep], (1.0 - distances[keep]).tolist(), "hnsw_value_graph")
+        return self._drop_excluded(g, *found, exclude, k, "hnsw_value_graph")
 
     def _search_filter_graphs(
         self, g: _Graph, q: np.ndarray, want: int, ef: int, filters: Sequence[Filter], excluded: np.ndarray, allowed
