@@ -140,6 +140,16 @@ Two stages, trained by `lmrec train` (the same code the harness runs as `lmrec` 
    permutation p = 0.98). On warm items the LM-assisted model ties a well-trained SASRec on ML-100K; what
    it adds is reach to items without interactions (the cold slice) and free-text requests. Reproduce
    with `python bench/seed_spread.py --seeds 1,2` after `lmrec evaluate`.
+6. **Three more ways to make the text count, none adopted (2026-11-24).** (a) An L2 penalty pulling id
+   embeddings towards zero, so that rarely seen items lean on their text vector (lmrec is behind SASRec
+   on the tail bucket above): validation NDCG@10, ML-100K, seed 0, 0.1145 without it and 0.1141 /
+   0.1135 / 0.1131 at weights 0.01 / 0.05 / 0.5. (b) Adding γ × the cosine between the candidate's LM
+   text vector and the mean text vector of the user's last n items, the LM's item-to-item similarity
+   next to the sequence model. (c) Giving a cold item the similarity-weighted mean id embedding of its
+   10 textually nearest trained items. (b) and (c) were diagnostics on the trained bundle's test fit,
+   so they tune nothing. (b) moved test NDCG@10 by -2.5% to +2.3% over n = 1–50 and γ = 0.05–0.4, within
+   noise, and left cold HR@10 unchanged. (c) lowered cold HR@10 from 0.040 to 0.000–0.032 at equal
+   NDCG@10: on this data, neighbours' id embeddings do not transfer to an unseen item.
 
 Serving: item vector [e ; t ; f ; sqrt(M² - |e|² - f²)] is computed once at upsert time (f = 1 for a
 text-only item; the last coordinate gives every item the same norm, so the cosine HNSW index returns the
