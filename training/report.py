@@ -150,6 +150,11 @@ Two stages, trained by `lmrec train` (the same code the harness runs as `lmrec` 
    so they tune nothing. (b) moved test NDCG@10 by -2.5% to +2.3% over n = 1–50 and γ = 0.05–0.4, within
    noise, and left cold HR@10 unchanged. (c) lowered cold HR@10 from 0.040 to 0.000–0.032 at equal
    NDCG@10: on this data, neighbours' id embeddings do not transfer to an unseen item.
+7. **Is latest-small's SASRec under-tuned? (side check, 2026-11-24).** Its grid's winner, dropout 0.5,
+   sits at the edge of the two-point grid (0.2, 0.5), so two more points were fitted on the same split's
+   validation phase, with the same early stopping: dropout 0.7 reached validation NDCG@10 0.0730
+   (epoch 88), and hidden 128 with dropout 0.5 reached 0.0734 (epoch 36), both below the chosen point's
+   0.0785. The table's SASRec row therefore stands as the best of four tuned points.
 
 Serving: item vector [e ; t ; f ; sqrt(M² - |e|² - f²)] is computed once at upsert time (f = 1 for a
 text-only item; the last coordinate gives every item the same norm, so the cosine HNSW index returns the
