@@ -332,7 +332,7 @@ def _bundle_record(bundle_dir: Path) -> dict:
 
 
 def _merge_earlier_run(result: dict, tuning: dict, results_path: Path, per_user_path: Path, data: SplitData,
-                       baselines: set[str], seed: int) -> tuple[dict, list[dict]]:
+                       baselines: set[str], seed: int, command: str) -> tuple[dict, list[dict]]:
     """Adds the models of the earlier run on this dataset that this run did not evaluate, keeping the
     earlier run's model order; returns the merged tuning and the runs merged so far (oldest first).
 
@@ -361,7 +361,11 @@ def _merge_earlier_run(result: dict, tuning: dict, results_path: Path, per_user_
     before = earlier.get("run", {})
     runs = [*before.get("merged_runs", []),
             {k: before[k] for k in ("command", "seconds", "finished") if k in before}]
-    return tuning, runs
+    # The same command again re-evaluated the same models, so its earlier runs no longer contribute a
+    # figure: keep them out of the provenance, or re-scoring a bundle again and again lists every one.
+    return tuning, [r for n, r in enumerate(runs)
+                    if r.get("command") != command and all(r.get("command") != later.get("command")
+                                                           for later in runs[n + 1:])]
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
@@ -401,7 +405,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
     merged_runs: list[dict] = []
     if args.merge:
         tuning, merged_runs = _merge_earlier_run(result, tuning, out / "results.json", per_user_path, data,
-                                                 baselines, args.seed)
+                                                 baselines, args.seed, _command_line(args))
     np.savez_compressed(per_user_path, **{f"{m}|{k}": v for m, metrics_ in result["per_user"].items()
                                           for k, v in metrics_.items()})
     result.pop("per_user")
