@@ -130,6 +130,17 @@ def test_merge_keeps_earlier_models_of_the_same_split(generic_dataset, tmp_path)
         evaluate.main([*common, "--models", "mostpop", "--merge", "--seed", "1"])
 
 
+def test_merge_provenance_drops_runs_the_same_command_superseded(generic_dataset, tmp_path):
+    out = tmp_path / "evaluation"
+    common = ["--data", str(generic_dataset), "--out", str(out), "--quick"]
+    assert evaluate.main([*common, "--models", "mostpop,ease"]) == 0
+    for _ in range(3):  # the same model re-scored again and again
+        assert evaluate.main([*common, "--models", "itemknn", "--merge"]) == 0
+    run = json.loads((out / "results.json").read_text())["tiny"]["run"]
+    assert [r["command"].split("--models ")[1].split()[0] for r in run["merged_runs"]] == ["mostpop,ease"]
+    assert "--models itemknn" in run["command"]
+
+
 def test_report_knows_the_default_baselines():
     """The report flags a dataset evaluated against part of the field; its list must be the CLI default's."""
     from training.evaluate import DEFAULT_MODELS
