@@ -61,12 +61,14 @@ class RecommendPipeline:
             query=request.query, scenario=request.scenario)
 
         query_vector: list[float] = []
+        # The model that served this request; mid-swap, concurrent requests may see different ones.
+        version = ""
         ranking_ok = True
         with budget.stage("encode_context"):
             try:
                 encoded = await self.ranking.encode_context(context, budget.timeout("encode_context"))
                 query_vector = list(encoded.vector)
-                self.model_version = encoded.model_version or self.model_version
+                version = encoded.model_version or version
             except grpc.aio.AioRpcError as exc:
                 ranking_ok = False
                 reasons.append(("ranking_unavailable",
@@ -95,13 +97,15 @@ class RecommendPipeline:
                     ranked = await self.ranking.rank(context, candidates.ids, budget.timeout("rank"))
                     candidates = _order_by(candidates, list(ranked.scores))
                     text_only = set(ranked.text_only_item_ids)
-                    self.model_version = ranked.model_version or self.model_version
+                    version = ranked.model_version or version
                 except grpc.aio.AioRpcError as exc:
                     reasons.append(("ranking_failed",
                                     f"ranking failed, retrieval order served ({describe_rpc_error(exc)})"))
                 except DeadlineExceeded as exc:
                     reasons.append(("ranking_deadline", f"{exc}; retrieval order served"))
 
+        # Answers the ranking tier had no part in report the last model it was seen serving.
+        self.model_version = version or self.model_version
         # Only the ranker knows which items are text-only, so fallback answers keep their plain order.
         keep = with_reserved_slots(candidates.ids, request.k, request.new_item_slots, text_only.__contains__)
         items = [gw.RecommendedItem(item_id=candidates.ids[p], score=candidates.scores[p],
@@ -112,7 +116,7 @@ class RecommendPipeline:
             self.metrics.observe_recommend(time.perf_counter() - started, budget.timings, candidates.source,
                                            [kind for kind, _ in reasons], request.new_item_slots, filled)
         return gw.RecommendResponse(
-            items=items, model_version=self.model_version or "none", degraded=bool(reasons),
+            items=items, model_version=version or self.model_version or "none", degraded=bool(reasons),
             degraded_reason="; ".join(text for _, text in reasons), source=candidates.source,
             timings=[common_pb2.StageTiming(stage=s, millis=ms) for s, ms in budget.timings])
 

@@ -224,7 +224,8 @@ def test_replicas_share_load_survive_a_kill_swap_bundles_and_serve_the_gateway(
         started = time.monotonic()
         swapped_after = None
         while time.monotonic() - started < 180:
-            if model_versions(stub, 8) == {new_version}:
+            # Serve may route a short run of calls to one replica; enough calls reach every replica.
+            if model_versions(stub, 32) == {new_version}:
                 swapped_after = time.monotonic() - started
                 break
             time.sleep(0.5)
