@@ -7,8 +7,9 @@
 Same weights on every side: the ONNX files the bundle's manifest lists for `--role` (default `encoder`)
 and, for PyTorch, the HF weights they were exported from (the bundle's `hf_model/` folder when it has
 one, else the manifest's `encoder.base_model`), wrapped in the exporter's own `PooledEncoder` (mean
-pooling + L2 normalisation), so all variants compute the same function; the run fails unless PyTorch
-and ONNX FP32 agree (cosine > 0.99 on every row).
+pooling + L2 normalisation) as the stock HF model, and for BERT-family weights also in `PackedEncoder`,
+the graph the ONNX files hold (padding skipped outside attention); all variants compute the same
+function, and the run fails unless each PyTorch variant and ONNX FP32 agree (cosine > 0.99 on every row).
 
 Inputs are ML-100K item texts (`lmrec.datasets`), tokenised and padded exactly as the ranking worker
 does (`TextEncoder.tokenize`); timing covers the model call, and the tokenisation that precedes it in the
@@ -49,6 +50,7 @@ from ranking_service.text_encoder import TextEncoder  # noqa: E402
 DEFAULT_BUNDLE = Path("artifacts/minilm-zeroshot")
 DEFAULT_JSON = REPO / "docs" / "benchmarks" / "ranking.json"
 EAGER = "torch-eager-fp32"
+EAGER_PACKED = "torch-eager-fp32-packed"
 ORT_FP32 = "onnx-fp32"
 ORT_INT8 = "onnx-int8"
 TOKENIZE = "worker-tokenize"
@@ -127,27 +129,38 @@ def hf_weights_dir(bundle_dir: Path, manifest: Manifest) -> str:
     return resolve_model_dir(manifest.encoder.base_model)
 
 
-def torch_variant(bundle_dir: Path, manifest: Manifest) -> tuple[Callable[[int], Variant], dict]:
-    """Loads the HF weights once; returns a factory of eager variants for a given thread count."""
+def torch_variants(bundle_dir: Path, manifest: Manifest) -> tuple[Callable[[int], list[Variant]], dict]:
+    """Loads the HF weights once; returns a factory of eager variants for a given thread count.
+
+    The baseline is the stock HF model as a PyTorch user runs it. For BERT-family weights a second eager
+    variant runs the exporter's `PackedEncoder` (what the ONNX graphs compute: padding skipped outside
+    attention), so the table separates what the runtime and INT8 gain from what the packing gains.
+    """
     import torch
     from transformers import AutoModel
 
     from training.export_encoder import PooledEncoder
+    from training.packed_encoder import PackedEncoder, supports_packing
 
     if manifest.encoder.pooling != "mean" or not manifest.encoder.normalized:
         raise SystemExit(f"{bundle_dir}: PyTorch side replicates mean pooling + L2 norm; the manifest says "
                          f"pooling={manifest.encoder.pooling}, normalized={manifest.encoder.normalized}")
     source = hf_weights_dir(bundle_dir, manifest)
     encoder = AutoModel.from_pretrained(source)
-    pooled = PooledEncoder(encoder).eval()
+    modules = {EAGER: PooledEncoder(encoder).eval()}
+    if supports_packing(encoder):
+        modules[EAGER_PACKED] = PackedEncoder(encoder).eval()
 
-    def forward(feeds: Feeds) -> np.ndarray:
-        with torch.inference_mode():
-            return pooled(torch.from_numpy(feeds[0]), torch.from_numpy(feeds[1])).numpy()
+    def forward_of(module: torch.nn.Module) -> Callable[[Feeds], np.ndarray]:
+        def forward(feeds: Feeds) -> np.ndarray:
+            with torch.inference_mode():
+                return module(torch.from_numpy(feeds[0]), torch.from_numpy(feeds[1])).numpy()
+        return forward
 
-    def for_threads(threads: int) -> Variant:
+    def for_threads(threads: int) -> list[Variant]:
         torch.set_num_threads(threads)  # process-wide; runs with different counts do not overlap
-        return Variant(EAGER, forward, f"PyTorch {torch.__version__} eager, no torch.compile")
+        return [Variant(name, forward_of(module), f"PyTorch {torch.__version__} eager {type(module).__name__}, "
+                        "no torch.compile") for name, module in modules.items()]
 
     info = {"weights": source, "torch": torch.__version__,
             "attn_implementation": getattr(encoder.config, "_attn_implementation", "?")}
@@ -318,8 +331,8 @@ def time_rank(bundle_dir: Path, manifest: Manifest, items: list, threads: int, a
 # --------------------------------------------------------------------------------------------------
 
 
-def build_variants(args, manifest: Manifest, eager_for: Callable[[int], Variant], threads: int) -> list[Variant]:
-    variants = [eager_for(threads)]
+def build_variants(args, manifest: Manifest, eager_for: Callable[[int], list[Variant]], threads: int) -> list[Variant]:
+    variants = eager_for(threads)
     have = manifest.models.get(args.role, {})
     if "cpu" in args.providers:
         for name, precision in ((ORT_FP32, "fp32"), (ORT_INT8, "int8")):
@@ -355,10 +368,11 @@ def run_threads(args, variants: list[Variant], texts: list[str], tokenizer: Text
     for batch in args.batch_sizes:
         batches = make_batches(texts, batch, pool=8, tokenize=tokenizer.tokenize, rng=rng)
         parities[batch] = parity(variants, batches[0][1])
-        eager_cos = parities[batch][f"{EAGER}_vs_onnx_fp32_min_cosine"]
-        if eager_cos <= PARITY_MIN_COSINE:
-            raise SystemExit(f"batch {batch}: PyTorch and ONNX FP32 disagree (min cosine {eager_cos:.4f}); "
-                             "the comparison would not be of the same model")
+        for eager in (v.name for v in variants if v.name in (EAGER, EAGER_PACKED)):
+            eager_cos = parities[batch][f"{eager}_vs_onnx_fp32_min_cosine"]
+            if eager_cos <= PARITY_MIN_COSINE:
+                raise SystemExit(f"batch {batch}: {eager} and ONNX FP32 disagree (min cosine {eager_cos:.4f}); "
+                                 "the comparison would not be of the same model")
         shapes[batch] = {"padded_width_mean": float(np.mean([f[0].shape[1] for _, f in batches])),
                          "real_tokens_mean": float(np.mean([f[1].sum(1).mean() for _, f in batches]))}
         times = time_batch_size(variants, batches, tokenizer.tokenize, args)
@@ -368,6 +382,8 @@ def run_threads(args, variants: list[Variant], texts: list[str], tokenizer: Text
             if name not in (EAGER, TOKENIZE):
                 ratios[batch][f"{name}/eager"] = ratio(row[name], row[EAGER], "texts_per_s")
                 ratios[batch][f"{name}/eager_at_p50"] = ratio(row[name], row[EAGER], "texts_per_s_at_p50")
+            if name not in (EAGER, EAGER_PACKED, TOKENIZE) and EAGER_PACKED in row:
+                ratios[batch][f"{name}/eager_packed"] = ratio(row[name], row[EAGER_PACKED], "texts_per_s")
         print(f"threads {threads} batch {batch:4d} (width {shapes[batch]['padded_width_mean']:.0f}): " + "  ".join(
             f"{n} {r['texts_per_s']:.0f}/s p50 {r['p50_ms']:.1f} ms" for n, r in row.items()), file=sys.stderr)
     return {"threads": threads, "load_average_before_after": [list(load_before), list(os.getloadavg())],
@@ -381,7 +397,7 @@ def main(argv=None) -> int:
         raise SystemExit(f"{args.bundle_dir} has no '{args.role}' model (roles: {sorted(manifest.models)})")
     dataset = load_dataset(args.data)
     texts = [it.text for it in dataset.items]
-    eager_for, torch_info = torch_variant(args.bundle_dir, manifest)
+    eager_for, torch_info = torch_variants(args.bundle_dir, manifest)
     # Tokenise exactly as the worker does (length buckets), with the bundle's tokenizer; the encoder's
     # own session is never run here.
     tokenizer = TextEncoder(args.bundle_dir, manifest, RuntimeChoice("fp32", CPU_PROVIDERS), 1, 1)
@@ -435,15 +451,16 @@ def markdown(document: dict) -> str:
         lines += [f"{measured['threads']} intra-op thread(s) (1-min load average {load[0][0]:.2f} before, "
                   f"{load[1][0]:.2f} after):", "",
                   "| batch | width | " + " | ".join(f"{n} texts/s (p50 / p99 ms)" for n in names)
-                  + " | tokenise p50 ms | INT8 / eager | ONNX FP32 / eager |",
-                  "|---:|---:|" + "---:|" * len(names) + "---:|---:|---:|"]
+                  + " | tokenise p50 ms | INT8 / eager | ONNX FP32 / eager | INT8 / eager packed |",
+                  "|---:|---:|" + "---:|" * len(names) + "---:|---:|---:|---:|"]
         for batch, row in measured["results"].items():
             r = measured["ratios"][batch]
             cells = [f"{row[n]['texts_per_s']:.0f} ({row[n]['p50_ms']:.1f} / {row[n]['p99_ms']:.1f})" for n in names]
             lines.append(f"| {batch} | {measured['shapes'][batch]['padded_width_mean']:.0f} | " + " | ".join(cells)
                          + f" | {row[TOKENIZE]['p50_ms']:.2f}"
                          + f" | {r.get(ORT_INT8 + '/eager', float('nan')):.2f}x"
-                         + f" | {r.get(ORT_FP32 + '/eager', float('nan')):.2f}x |")
+                         + f" | {r.get(ORT_FP32 + '/eager', float('nan')):.2f}x"
+                         + f" | {r.get(ORT_INT8 + '/eager_packed', float('nan')):.2f}x |")
         lines.append("")
     rank = document.get("rank")
     if rank:
