@@ -363,9 +363,8 @@ def _merge_earlier_run(result: dict, tuning: dict, results_path: Path, per_user_
             {k: before[k] for k in ("command", "seconds", "finished") if k in before}]
     # The same command again re-evaluated the same models, so its earlier runs no longer contribute a
     # figure: keep them out of the provenance, or re-scoring a bundle again and again lists every one.
-    return tuning, [r for n, r in enumerate(runs)
-                    if r.get("command") != command and all(r.get("command") != later.get("command")
-                                                           for later in runs[n + 1:])]
+    last = {r.get("command"): n for n, r in enumerate(runs)}
+    return tuning, [r for n, r in enumerate(runs) if r.get("command") != command and last[r.get("command")] == n]
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
