@@ -1,8 +1,9 @@
-"""Dataset loading into one shape: catalogue items plus interactions.
+"""Dataset loading into one shape: catalogue items, interactions and (optional) user attributes.
 
-Readers for MovieLens-100K (`u.data`, `u.item`), MovieLens latest-small (`ratings.csv`, `movies.csv`,
-`tags.csv`) and the generic lmrec format (`items.*` + `interactions.*` as CSV, JSONL or Parquet; see
-docs/data.md). Pure Python, no torch, so the CLI can load a catalogue in a serving-only install.
+Readers for MovieLens-100K (`u.data`, `u.item`, `u.user`), MovieLens latest-small (`ratings.csv`,
+`movies.csv`, `tags.csv`) and the generic lmrec format (`items.*` + `interactions.*`, optional `users.*`,
+as CSV, JSONL or Parquet; see docs/data.md). Pure Python, no torch, so the CLI can load a catalogue in a
+serving-only install.
 """
 
 from __future__ import annotations
@@ -95,9 +96,14 @@ class Dataset:
     name: str
     items: list[CatalogItem]
     interactions: list[Interaction]
+    # user id -> attributes (multi-valued, as items'). The evaluation slices by them; no model reads them.
+    users: dict[str, dict[str, list[str]]] = field(default_factory=dict)
 
     def fingerprint(self) -> str:
-        """sha256 over the canonical content, so a manifest can say exactly what a model saw."""
+        """sha256 over the canonical content, so a manifest can say exactly what a model saw.
+
+        User attributes are left out: no model reads them, and a bundle trained before they were loaded
+        stays valid for the same interactions and catalogue."""
         digest = hashlib.sha256()
         for it in sorted(self.items, key=lambda i: i.item_id):
             digest.update(f"{it.item_id}\x1f{it.title}\x1f{it.text}\x1e".encode())
@@ -145,6 +151,33 @@ def _year_attr(title: str) -> dict[str, list[str]]:
     return {"year": [match.group(1)]} if match else {}
 
 
+# Age bands for slicing: coarse enough that each holds a few hundred of ML-100K's 943 users.
+AGE_GROUPS = ((25, "<25"), (35, "25-34"), (50, "35-49"))
+OLDEST_AGE_GROUP = "50+"
+
+
+def age_group(age: int) -> str:
+    return next((label for bound, label in AGE_GROUPS if age < bound), OLDEST_AGE_GROUP)
+
+
+def _ml100k_users(file: Path) -> dict[str, dict[str, list[str]]]:
+    """u.user: `user id | age | gender | occupation | zip code`. The zip code is not kept: nothing here
+    needs a user's location, and the less personal data is held, the less there is to protect."""
+    users = {}
+    with file.open(encoding="latin-1") as f:
+        for n, line in enumerate(f, 1):
+            cols = line.rstrip("\n").split("|")
+            if len(cols) < 4 or not cols[0]:
+                continue
+            try:
+                age = int(cols[1])
+            except ValueError:
+                raise DatasetError(f"{file.name} line {n}: age {cols[1]!r} is not a whole number") from None
+            users[cols[0]] = {"age": [str(age)], "age_group": [age_group(age)], "gender": [cols[2]],
+                              "occupation": [cols[3]]}
+    return users
+
+
 def load_movielens_100k(path: Path) -> Dataset:
     path = Path(path)
     items: list[CatalogItem] = []
@@ -163,7 +196,8 @@ def load_movielens_100k(path: Path) -> Dataset:
         for line in f:
             user, item, rating, ts = line.split("\t")
             interactions.append(Interaction(user, item, int(ts), float(rating)))
-    return Dataset("ml-100k", items, interactions)
+    users = _ml100k_users(path / "u.user") if (path / "u.user").is_file() else {}
+    return Dataset("ml-100k", items, interactions, users)
 
 
 def load_movielens_latest(path: Path) -> Dataset:
@@ -193,23 +227,26 @@ def load_movielens_latest(path: Path) -> Dataset:
     return Dataset("ml-latest-small", items, interactions)
 
 
+def _table_file(stem: Path) -> Path | None:
+    return next((stem.with_suffix(s) for s in (".csv", ".jsonl", ".parquet") if stem.with_suffix(s).is_file()),
+                None)
+
+
 def _read_table(stem: Path) -> list[dict]:
-    for suffix in (".csv", ".jsonl", ".parquet"):
-        file = stem.with_suffix(suffix)
-        if not file.is_file():
-            continue
-        if suffix == ".csv":
-            with file.open(encoding="utf-8") as f:
-                return list(csv.DictReader(f))
-        if suffix == ".jsonl":
-            with file.open(encoding="utf-8") as f:
-                return [json.loads(line) for line in f if line.strip()]
-        try:
-            import pyarrow.parquet as pq
-        except ImportError as exc:
-            raise DatasetError(f"{file}: reading Parquet needs pyarrow (pip install 'lmrec[training]')") from exc
-        return pq.read_table(file).to_pylist()
-    raise DatasetError(f"none of {stem.name}.csv, {stem.name}.jsonl, {stem.name}.parquet in {stem.parent}")
+    file = _table_file(stem)
+    if file is None:
+        raise DatasetError(f"none of {stem.name}.csv, {stem.name}.jsonl, {stem.name}.parquet in {stem.parent}")
+    if file.suffix == ".csv":
+        with file.open(encoding="utf-8") as f:
+            return list(csv.DictReader(f))
+    if file.suffix == ".jsonl":
+        with file.open(encoding="utf-8") as f:
+            return [json.loads(line) for line in f if line.strip()]
+    try:
+        import pyarrow.parquet as pq
+    except ImportError as exc:
+        raise DatasetError(f"{file}: reading Parquet needs pyarrow (pip install 'lmrec[training]')") from exc
+    return pq.read_table(file).to_pylist()
 
 
 def _attributes(value) -> dict[str, list[str]]:
@@ -242,7 +279,16 @@ def load_generic(path: Path) -> Dataset:
             ))
         except (KeyError, ValueError) as exc:
             raise DatasetError(f"interactions row {i}: {exc!r}") from None
-    return Dataset(path.name, items, interactions)
+    users = {}
+    if _table_file(path / "users") is not None:
+        for i, row in enumerate(_read_table(path / "users")):
+            if not row.get("user_id"):
+                raise DatasetError(f"users row {i}: user_id is required")
+            try:
+                users[str(row["user_id"])] = _attributes(row.get("attributes"))
+            except (DatasetError, ValueError) as exc:
+                raise DatasetError(f"users row {i}: {exc}") from None
+    return Dataset(path.name, items, interactions, users)
 
 
 def load_dataset(path: str | os.PathLike | None = None) -> Dataset:

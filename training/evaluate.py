@@ -33,7 +33,7 @@ from typing import Any, Callable
 import numpy as np
 from tqdm.auto import tqdm
 
-from lmrec.datasets import load_dataset, resolve_data_path
+from lmrec.datasets import AGE_GROUPS, OLDEST_AGE_GROUP, load_dataset, resolve_data_path
 from training import metrics
 from training.baselines import BASELINES
 from training.protocols import Recommender
@@ -45,6 +45,10 @@ TUNING_METRIC = "ndcg@10"
 SIGNIFICANCE_METRICS = ("ndcg@10", "hr@10")
 SCORE_BATCH = 512
 POPULARITY_BUCKETS = ("head", "torso", "tail")
+# Users by the length of their test-phase history: (upper bound, label), the last one open-ended.
+ACTIVITY_BUCKETS = ((50, "<=50"), (150, "51-150"), (None, ">150"))
+# User attributes the report slices by, when the dataset has them (ML-100K's u.user; a generic users table).
+USER_SLICE_ATTRIBUTES = ("gender", "age_group")
 
 ModelFactory = Callable[..., Recommender]
 GridFn = Callable[[bool], list[dict]]
@@ -218,12 +222,34 @@ def popularity_buckets(data: SplitData) -> np.ndarray:
     return item_bucket[data.test_items]
 
 
+def user_groups(data: SplitData) -> dict[str, np.ndarray]:
+    """Masks over users: "activity:<bucket>" by test-phase history length, and "<attribute>:<value>" for
+    each USER_SLICE_ATTRIBUTES value the dataset gives (users without the attribute are in none)."""
+    lengths = np.array([len(h) for h in data.history_sequences("test")])
+    groups, lower = {}, 0
+    for upper, label in ACTIVITY_BUCKETS:
+        groups[f"activity:{label}"] = (lengths > lower) & (lengths <= upper if upper is not None else True)
+        lower = upper
+    for attribute in USER_SLICE_ATTRIBUTES:
+        values = [(attrs.get(attribute) or [None])[0] for attrs in data.user_attributes]
+        for value in sorted({v for v in values if v is not None}, key=_slice_value_order):
+            groups[f"{attribute}:{value}"] = np.array([v == value for v in values])
+    return groups
+
+
+def _slice_value_order(value: str) -> tuple:
+    """Age bands youngest first; any other values alphabetically."""
+    bands = [label for _, label in AGE_GROUPS] + [OLDEST_AGE_GROUP]
+    return (bands.index(value) if value in bands else len(bands), value)
+
+
 def compute_slices(data: SplitData, per_user: dict[str, dict[str, np.ndarray]]) -> dict:
     buckets = popularity_buckets(data)
     cold_users = data.cold_items[data.test_items]
     groups = {f"popularity:{b}": buckets == b for b in POPULARITY_BUCKETS}
     groups["cold_start:cold"] = cold_users
     groups["cold_start:warm"] = ~cold_users
+    groups.update(user_groups(data))
     item_counts = {b: int(len(np.unique(data.test_items[buckets == b]))) for b in (*POPULARITY_BUCKETS, "cold")}
     slices = {}
     for group, mask in groups.items():

@@ -59,6 +59,8 @@ class SplitData:
         test_items: per user, test item index (always present; may be cold).
         cold_items: bool mask over items.
         config, stats: how the split was made and what was dropped.
+        user_attributes: per dense user, the dataset's attributes of that user ({} when it has none).
+            For the evaluation's user slices; no model reads them.
     """
 
     dataset_name: str
@@ -75,6 +77,7 @@ class SplitData:
     cold_items: np.ndarray
     config: SplitConfig
     stats: dict = field(default_factory=dict)
+    user_attributes: list[dict[str, list[str]]] = field(default_factory=list)
     user_index: dict[str, int] = field(default_factory=dict)
     item_index: dict[str, int] = field(default_factory=dict)
 
@@ -275,4 +278,5 @@ def build_split(dataset: Dataset, config: SplitConfig | None = None) -> SplitDat
         cold_items=cold,
         config=config,
         stats=stats,
+        user_attributes=[dataset.users.get(u, {}) for u in user_ids],
     )

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from lmrec.datasets import DatasetError, load_dataset
+from lmrec.datasets import DatasetError, age_group, load_dataset
 
 
 def _write(path, text: str) -> None:
@@ -65,6 +65,24 @@ def test_ml100k_layout(tmp_path):
     assert ds.name == "ml-100k"
     assert ds.items[0].text == "Toy Story (1995) Genres: Animation, Children's."
     assert ds.interactions[0].user_id == "196" and ds.interactions[0].rating == 3.0
+    assert ds.users == {}  # u.user is optional
+    before = ds.fingerprint()
+
+    (root / "u.user").write_text("196|49|M|writer|55105\n7|24|F|student|02139\n", encoding="latin-1")
+    ds = load_dataset(root)
+    # The zip code is not kept; the age band is derived for the evaluation's slices.
+    assert ds.users == {"196": {"age": ["49"], "age_group": ["35-49"], "gender": ["M"], "occupation": ["writer"]},
+                        "7": {"age": ["24"], "age_group": ["<25"], "gender": ["F"], "occupation": ["student"]}}
+    assert ds.fingerprint() == before  # no model reads user attributes: bundles stay valid
+
+    (root / "u.user").write_text("196|forty|M|writer|55105\n", encoding="latin-1")
+    with pytest.raises(DatasetError, match="u.user line 1: age 'forty'"):
+        load_dataset(root)
+
+
+def test_age_bands():
+    assert [age_group(a) for a in (7, 24, 25, 34, 35, 49, 50, 73)] == [
+        "<25", "<25", "25-34", "25-34", "35-49", "35-49", "50+", "50+"]
 
 
 @pytest.mark.parametrize("suffix", ["csv", "jsonl"])
@@ -87,6 +105,24 @@ def test_generic_layout_with_optional_columns(tmp_path, suffix):
     assert by_id["a"].attributes == {"colour": ["red"]}
     assert by_id["b"].text == "Blue hat"  # the title stands in for a missing text
     assert [(x.rating, x.scenario) for x in ds.interactions] == [(None, "search"), (5.0, None)]
+    assert ds.users == {}
+
+
+def test_generic_users_table_is_optional_and_checked(tmp_path):
+    root = tmp_path / "shop"
+    root.mkdir()
+    _write(root / "items.csv", "item_id,title\na,A\n")
+    _write(root / "interactions.csv", "user_id,item_id,timestamp\nu1,a,10\n")
+    _write(root / "users.jsonl", json.dumps({"user_id": "u1", "attributes": {"gender": "F", "tier": ["gold"]}})
+           + "\n" + json.dumps({"user_id": "u9"}) + "\n")
+    assert load_dataset(root).users == {"u1": {"gender": ["F"], "tier": ["gold"]}, "u9": {}}
+    (root / "users.jsonl").unlink()
+    _write(root / "users.csv", "user_id,attributes\nu1,not-json\n")
+    with pytest.raises(DatasetError, match="users row 0"):
+        load_dataset(root)
+    _write(root / "users.csv", "user_id,attributes\n,{}\n")
+    with pytest.raises(DatasetError, match="users row 0: user_id is required"):
+        load_dataset(root)
 
 
 def test_generic_layout_errors_name_the_row(tmp_path):

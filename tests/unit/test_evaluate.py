@@ -31,6 +31,12 @@ def generic_dataset(tmp_path_factory):
             liked = [i for i in range(40) if i % 4 == group] + list(rng.choice(40, 3, replace=False))
             for t, i in enumerate(rng.permutation(liked)[: int(rng.integers(4, 12))]):
                 writer.writerow([f"user{u}", f"m{i}", 1000 + t, 4])
+    # Two thirds of the users are described; the rest have no row, as the generic layout allows.
+    with (root / "users.csv").open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["user_id", "attributes"])
+        for u in range(40):
+            writer.writerow([f"user{u}", json.dumps({"gender": "FM"[u % 2], "age_group": ["<25", "50+"][u % 3 == 0]})])
     return root
 
 
@@ -49,6 +55,13 @@ def test_quick_run_end_to_end(generic_dataset, tmp_path, capsys):
         <= set(results["slices"])
     sizes = [results["slices"][f"popularity:{b}"]["n_users"] for b in ("head", "torso", "tail")]
     assert sum(sizes) + results["slices"]["cold_start:cold"]["n_users"] == results["protocol"]["n_users"]
+    activity = [g for g in results["slices"] if g.startswith("activity:")]
+    assert activity == ["activity:<=50", "activity:51-150", "activity:>150"]
+    assert sum(results["slices"][g]["n_users"] for g in activity) == results["protocol"]["n_users"]
+    # Described users only; age bands youngest first.
+    assert [g for g in results["slices"] if g.split(":")[0] in ("gender", "age_group")] == [
+        "gender:F", "gender:M", "age_group:<25", "age_group:50+"]
+    assert results["slices"]["gender:F"]["n_users"] + results["slices"]["gender:M"]["n_users"] == 40
     assert results["significance"]["best_baseline"] in results["models"]
     assert set(results["tuning"]) == set(results["models"])
     assert not results["skipped"]
@@ -58,11 +71,12 @@ def test_quick_run_end_to_end(generic_dataset, tmp_path, capsys):
     bundle = results["tuning"]["lmrec"]["bundle"]
     assert bundle["model_version"].startswith("lmrec-")
     assert "reencoded_int8_vs_fp32_ndcg_rel_diff" in bundle["ranking_parity"]
-    for png in ("tiny_metrics.png", "tiny_popularity.png", "tiny_cold_warm.png"):
+    for png in ("tiny_metrics.png", "tiny_popularity.png", "tiny_cold_warm.png", "tiny_activity.png"):
         assert (out / png).stat().st_size > 1000
     report = (tmp_path / "evaluation.md").read_text()
     assert "| ease |" in report and "evaluation/tiny_metrics.png" in report
     assert "re-encoded by the INT8 encoder" in report
+    assert "### By user" in report and "| model | gender F NDCG@10 / HR@10 (n=20) |" in report
     (tmp_path / "evaluation.md").unlink()
     assert render_report(["--out", str(out)]) == 0  # re-render from results.json alone
     assert (tmp_path / "evaluation.md").read_text() == report
