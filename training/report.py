@@ -150,11 +150,12 @@ Two stages, trained by `lmrec train` (the same code the harness runs as `lmrec` 
    text model can know more about an unseen item's general appeal. Best rows over w = 0.25 to 2. On
    ML-100K the cold target ranks first among the text-only items for 9.5% of cold users, against 2.4%
    (median rank 19.5 against 33.5). Even so, s = 1 reaches a ratio of only 0.45 (NDCG@10 0.1068), and
-   s = 2 reaches 0.73 at 0.1049 (-2.9%, below SASRec's 0.1059). The bias reaches 0.5 at 0.0948 at best.
-   On latest-small, s = 4 reaches 0.50 at 0.0593 (-12.7%, below SASRec's 0.0599). So knowing each
-   unseen item's true popularity would still not meet both targets at once: on ML-100K the cold target
-   costs about 3% of NDCG@10, six times lmrec's seed-averaged margin over SASRec (+0.5%, item 5). What
-   is missing is each user's taste for the unseen items, which title, year and genres do not carry.
+   s = 2 reaches 0.73 at 0.1049 (-2.9%, below SASRec's 0.1059). The bias reaches 0.5 at 0.0960 at
+   best (-11%). On latest-small, s = 4 reaches 0.497, just short of 0.5, at 0.0593 (-12.7%, below
+   SASRec's 0.0599). So knowing each unseen item's true popularity would still not meet both targets at
+   once: on ML-100K the cold target costs about 3% of NDCG@10, six times lmrec's seed-averaged margin
+   over SASRec (+0.5%, item 5). What is missing is each user's taste for the unseen items, which title,
+   year and genres do not carry.
 5. **Seed spread (side check, 2026-11-24).** The table's rows are one model seed each. Refitting both
    sequential models on the same split with model seeds 1 and 2 (the LM fine-tuning keeps seed 0; the
    epochs and cold bias of seed 0's validation fit; lmrec scored FP32 in PyTorch, which ranks as the served FP32
