@@ -50,6 +50,9 @@ class LMRecConfig:
     max_len: int = 50
     lr: float = 2e-3
     batch_size: int = 128
+    # On ML-100K the validation fit stops at the cap (best epoch 98 of 100). With a cap of 220 it stopped
+    # early at 128 with its best at 112, at NDCG@10 0.1189 against 0.1181: a plateau, not lost accuracy,
+    # and each epoch costs ~3.2 s on one core.
     max_epochs: int = 100
     eval_every: int = 2
     # Checks (every eval_every epochs) without a new best before stopping. The validation curve is noisy
