@@ -58,7 +58,8 @@ def measure(tops: np.ndarray, targets: np.ndarray, cold_users: np.ndarray) -> di
     hr = m["hr@10"]
     cold, warm = float(hr[cold_users].mean()), float(hr[~cold_users].mean())
     return {"ndcg@10": round(float(m["ndcg@10"].mean()), 4), "hr@10": round(float(hr.mean()), 4),
-            "cold_hr@10": round(cold, 4), "warm_hr@10": round(warm, 4), "ratio": round(cold / warm, 3)}
+            "cold_hr@10": round(cold, 4), "warm_hr@10": round(warm, 4),
+            "ratio": round(cold / warm, 3) if warm > 0 else None}
 
 
 def bias_to_ratio(scores: np.ndarray, text_only: np.ndarray, targets: np.ndarray, cold_users: np.ndarray,
@@ -69,7 +70,7 @@ def bias_to_ratio(scores: np.ndarray, text_only: np.ndarray, targets: np.ndarray
     for b in np.round(np.arange(0.0, 3.0001, 0.05), 2):
         lifted = scores + np.where(text_only, b * unit, 0.0)[None, :]
         m = measure(top_lists(lifted, text_only, 0, depth), targets, cold_users)
-        if m["warm_hr@10"] > 0 and m["ratio"] >= ratio:
+        if m["ratio"] is not None and m["ratio"] >= ratio:
             return {"bias_in_spreads": float(b), **m}
     return None
 
