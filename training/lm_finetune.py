@@ -33,7 +33,7 @@ class FinetuneConfig:
     # ML-100K validation fits (seed 0, docs/evaluation.md): 100 / 400 / 1000 steps gave NDCG@10 0.1145 /
     # 0.1151 / 0.1181, and meeting the cold-item target there cost 26% / 17% / 15% of it. ~4 steps/s on 2
     # cores, so 1000 keeps `lmrec train` within its 20-minute budget. 2000 steps did worse on both counts
-    # (0.1094, 25%): past ~1000 the co-occurrence objective pulls the text vectors away from what ranks.
+    # (0.1094, 25%), so more steps stopped paying.
     steps: int = 1000
     batch_pairs: int = 32
     lr: float = 3e-5
