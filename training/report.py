@@ -312,21 +312,23 @@ def _groups(result: dict, kind: str) -> list[str]:
 
 
 def _user_sections(result: dict, activity_plot: str | None) -> list[str]:
-    """Users by history length and, where the dataset describes its users, by gender and age band."""
+    """Users by history length and, where the dataset describes its users, by each attribute sliced."""
     activity = _groups(result, "activity")
     if not activity:
         return []
+    # Every other kind of slice the evaluation wrote is a user attribute (training/evaluate.py).
+    attributes = list(dict.fromkeys(g.split(":", 1)[0] for g in result["slices"]
+                                    if g.split(":", 1)[0] not in ITEM_AND_ACTIVITY_SLICES))
     lines = ["### By user: history length and demographics", "",
              "Users grouped by how many items their test-phase history holds (new users have short ones)"
-             + (", and by the attributes the dataset gives them (ML-100K: `u.user`)." if any(
-                 _groups(result, kind) for kind in USER_ATTRIBUTE_SLICES) else "."), "",
+             + (", and by the attributes the dataset gives them (ML-100K: `u.user`)." if attributes else "."), "",
              *_slice_table(result, activity, [g.split(":", 1)[1] + " items" for g in activity]), ""]
     if activity_plot:
         lines += [f"![NDCG@10 by history length]({activity_plot})", ""]
-    for kind, label in USER_ATTRIBUTE_SLICES.items():
+    for kind in attributes:
         groups = _groups(result, kind)
-        if groups:
-            lines += [*_slice_table(result, groups, [f"{label} {g.split(':', 1)[1]}" for g in groups]), ""]
+        label = ATTRIBUTE_LABELS.get(kind, kind)
+        lines += [*_slice_table(result, groups, [f"{label} {g.split(':', 1)[1]}" for g in groups]), ""]
     return lines
 
 
@@ -373,8 +375,9 @@ def _grouped_bars(result: dict, groups: list[str], labels: list[str], title: str
     plt.close(fig)
 
 
-# User attributes sliced by training/evaluate.py (USER_SLICE_ATTRIBUTES), with their column labels.
-USER_ATTRIBUTE_SLICES = {"gender": "gender", "age_group": "age"}
+# Slice kinds that are not user attributes; and shorter column labels for some attributes.
+ITEM_AND_ACTIVITY_SLICES = ("popularity", "cold_start", "activity")
+ATTRIBUTE_LABELS = {"age_group": "age"}
 
 # The classical baselines `lmrec evaluate` runs by default (training/evaluate.py: DEFAULT_MODELS).
 STANDARD_BASELINES = ("mostpop", "itemknn", "ease", "als", "bpr", "sasrec")
