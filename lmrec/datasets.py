@@ -82,6 +82,9 @@ class CatalogItem:
     attributes: dict[str, list[str]] = field(default_factory=dict)
 
 
+TIE_BREAKS = ("file", "item_id")
+
+
 @dataclass(frozen=True)
 class Interaction:
     user_id: str
@@ -111,13 +114,22 @@ class Dataset:
             digest.update(f"{x.user_id}\x1f{x.item_id}\x1f{x.timestamp}\x1f{x.rating}\x1f{x.scenario}\x1e".encode())
         return digest.hexdigest()
 
-    def histories(self) -> dict[str, list[Interaction]]:
-        """Per user, interactions ordered by time with the item id as deterministic tie-break."""
+    def histories(self, tie_break: str = "file") -> dict[str, list[Interaction]]:
+        """Per user, interactions ordered by time.
+
+        Args:
+            tie_break: order of interactions sharing a timestamp: "file" keeps the data file's order (a
+                stable sort, the default: an id order inside same-second groups is a pattern sequence
+                models learn), "item_id" sorts them by item id (the old rule, kept to measure its effect).
+        """
+        if tie_break not in TIE_BREAKS:
+            raise ValueError(f"tie_break must be one of {TIE_BREAKS}, got {tie_break!r}")
         by_user: dict[str, list[Interaction]] = defaultdict(list)
         for x in self.interactions:
             by_user[x.user_id].append(x)
+        key = (lambda e: e.timestamp) if tie_break == "file" else (lambda e: (e.timestamp, e.item_id))
         for events in by_user.values():
-            events.sort(key=lambda e: (e.timestamp, e.item_id))
+            events.sort(key=key)
         return dict(by_user)
 
 

@@ -110,9 +110,19 @@ def _relative(result: dict, key: str, base_key: str) -> float:
     return (result[key] - base) / base if base else 0.0
 
 
-def export_bundle(trained, data, out_dir: Path) -> Path:
+def export_bundle(trained, data, out_dir: Path, training_data: str = "holdout",
+                  validation_split=None) -> Path:
     """Writes the bundle next to `out_dir`, then swaps it in with renames, so a ranking worker watching
-    `out_dir` never loads a half-written bundle."""
+    `out_dir` never loads a half-written bundle.
+
+    Args:
+        training_data: "holdout" (fitted on `data`'s train + validation: an evaluation bundle for that
+            split) or "all" (fitted on every interaction: a production bundle, never to be scored).
+        validation_split: the split config of the validation fit that chose the epochs, when it is not
+            `data`'s own (production bundles); recorded in the manifest.
+    """
+    if training_data not in ("holdout", "all"):
+        raise ValueError(f"training_data must be 'holdout' or 'all', got {training_data!r}")
     out_dir = Path(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = out_dir.parent / f".{out_dir.name}.tmp-{os.getpid()}"
@@ -169,7 +179,8 @@ def export_bundle(trained, data, out_dir: Path) -> Path:
     name = Path(config.model or "all-MiniLM-L6-v2").name
     hyper = config.as_dict()
     hyper.update({"epochs": trained.epochs, "fit_phase": trained.phase, "lm_source": lm.source,
-                  "split": data.config.as_dict(), "query_scale": query_scale, "max_norm": max_norm})
+                  "split": (validation_split or data.config).as_dict(), "training_data": training_data,
+                  "query_scale": query_scale, "max_norm": max_norm})
     if not config.unit:
         hyper.update({"cold_bias": trained.cold_bias, "cold_calibration": trained.cold_calibration})
     manifest = Manifest(

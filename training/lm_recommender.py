@@ -353,6 +353,9 @@ class TrainedBundleRecommender(Recommender):
         hp = manifest.hyperparameters
         if phase != "test" or hp.get("fit_phase") != "test":
             raise ValueError(f"{self.bundle_dir}: a trained bundle can only be evaluated on the test phase")
+        if hp.get("training_data", "holdout") != "holdout":
+            raise ValueError(f"{self.bundle_dir} is a production bundle trained on every interaction, test "
+                             "targets included; build an evaluation bundle with `lmrec train --holdout`")
         if manifest.data_fingerprint != data.fingerprint or hp.get("split") != data.config.as_dict():
             raise ValueError(f"{self.bundle_dir} was trained on other data or another split "
                              f"({manifest.data_fingerprint}, {hp.get('split')}); retrain or drop the bundle option")

@@ -3,7 +3,9 @@
 Protocol (docs/evaluation.md repeats it for readers):
   * every rating is an implicit interaction; a repeated (user, item) pair keeps its first occurrence, so
     the task is always "recommend an item the user has not had yet" and history masking is well defined;
-  * per user, interactions are ordered by (timestamp, item id); users with fewer than 3 are dropped;
+  * per user, interactions are ordered by timestamp, ties in the data file's order (a stable sort;
+    `tie_break="item_id"` restores the old id order to measure what it changed); users with fewer than 3
+    are dropped;
   * last interaction = test, the one before = validation, the rest = train;
   * a seeded `cold_fraction` of catalogue items is "cold": their interactions are removed from train and
     validation (a validation target that is cold leaves that user out of validation), but they stay
@@ -35,9 +37,11 @@ NO_ITEM = -1
 class SplitConfig:
     cold_fraction: float = 0.1
     seed: int = 0
+    tie_break: str = "file"
 
     def as_dict(self) -> dict:
-        return {"cold_fraction": self.cold_fraction, "seed": self.seed, "min_interactions": MIN_INTERACTIONS}
+        return {"cold_fraction": self.cold_fraction, "seed": self.seed, "min_interactions": MIN_INTERACTIONS,
+                "tie_break": self.tie_break}
 
 
 @dataclass
@@ -56,11 +60,13 @@ class SplitData:
         train_timestamps: matching timestamps.
         val_items: per user, validation item index, or NO_ITEM (-1) when the user's validation
             interaction was on a cold item.
-        test_items: per user, test item index (always present; may be cold).
+        test_items: per user, test item index (always present; may be cold); test_timestamps: its time.
         cold_items: bool mask over items.
         config, stats: how the split was made and what was dropped.
         user_attributes: per dense user, the dataset's attributes of that user ({} when it has none).
             For the evaluation's user slices; no model reads them.
+        item_attributes: per dense item, the catalogue's attributes (genres...), for beyond-accuracy
+            metrics; no model reads them.
     """
 
     dataset_name: str
@@ -75,9 +81,11 @@ class SplitData:
     val_timestamps: np.ndarray
     test_items: np.ndarray
     cold_items: np.ndarray
+    test_timestamps: np.ndarray
     config: SplitConfig
     stats: dict = field(default_factory=dict)
     user_attributes: list[dict[str, list[str]]] = field(default_factory=list)
+    item_attributes: list[dict[str, list[str]]] = field(default_factory=list)
     user_index: dict[str, int] = field(default_factory=dict)
     item_index: dict[str, int] = field(default_factory=dict)
 
@@ -165,7 +173,8 @@ class SplitData:
 
     def protocol(self) -> dict:
         return {
-            "split": "leave-one-out by time (tie-break: item id); last = test, previous = validation",
+            "split": f"leave-one-out by time (tie-break: {self.config.tie_break} order); last = test, "
+                     "previous = validation",
             "candidates": "all catalogue items; the user's own history items are masked",
             **self.config.as_dict(),
             **self.stats,
@@ -202,7 +211,7 @@ def build_split(dataset: Dataset, config: SplitConfig | None = None) -> SplitDat
     unknown_item_events = 0
     repeat_events = 0
     kept: dict[str, list[tuple[int, int]]] = {}
-    histories = dataset.histories()
+    histories = dataset.histories(config.tie_break)
     for user, events in histories.items():
         seen: set[int] = set()
         rows = []
@@ -228,11 +237,10 @@ def build_split(dataset: Dataset, config: SplitConfig | None = None) -> SplitDat
     cold[rng.choice(len(item_ids), size=n_cold, replace=False)] = True
 
     user_ids = sorted(kept, key=_natural_key)
-    train_seqs, train_ts, val_items, val_ts, test_items = [], [], [], [], []
+    train_seqs, train_ts, val_items, val_ts, test_items, test_ts = [], [], [], [], [], []
     cold_train_dropped = cold_val_dropped = 0
     for user in user_ids:
-        # Dataset.histories() orders by (timestamp, raw item id string); keeping its order means any
-        # code that walks histories() directly sees the same sequence as the split.
+        # Keeping Dataset.histories()'s order means code walking it sees the same sequence as the split.
         rows = kept[user]
         ts = np.array([r[0] for r in rows], dtype=np.int64)
         items = np.array([r[1] for r in rows], dtype=np.int64)
@@ -247,6 +255,7 @@ def build_split(dataset: Dataset, config: SplitConfig | None = None) -> SplitDat
             val_items.append(items[-2])
         val_ts.append(ts[-2])
         test_items.append(items[-1])
+        test_ts.append(ts[-1])
 
     test_arr = np.array(test_items, dtype=np.int64)
     stats = {
@@ -276,7 +285,26 @@ def build_split(dataset: Dataset, config: SplitConfig | None = None) -> SplitDat
         val_timestamps=np.array(val_ts, dtype=np.int64),
         test_items=test_arr,
         cold_items=cold,
+        test_timestamps=np.array(test_ts, dtype=np.int64),
         config=config,
         stats=stats,
         user_attributes=[dataset.users.get(u, {}) for u in user_ids],
+        item_attributes=[catalogue[i].attributes for i in item_ids],
     )
+
+
+def all_interactions(dataset: Dataset, tie_break: str = "file") -> SplitData:
+    """The production view: every interaction of every user is history in the "test" phase.
+
+    What `lmrec train` (without --holdout) fits its served model on. No item is cold and nothing is held
+    out: the "validation" item is each user's last interaction, so `history_sequences("test")` is the
+    whole sequence, and `test_items` repeats that item only to keep the shape. Nothing may be scored on
+    this view.
+    """
+    split = build_split(dataset, SplitConfig(cold_fraction=0.0, tie_break=tie_break))
+    # With no cold items every user has a validation item: train + validation + test is the whole sequence.
+    return replace(split,
+                   train_sequences=[np.append(seq, v) for seq, v in zip(split.train_sequences, split.val_items)],
+                   train_timestamps=[np.append(ts, t) for ts, t in zip(split.train_timestamps, split.val_timestamps)],
+                   val_items=split.test_items.copy(), val_timestamps=split.test_timestamps.copy(),
+                   stats={**split.stats, "view": "all interactions"})

@@ -1,9 +1,13 @@
 """`lmrec train`: interactions + item texts -> a versioned, checked serving bundle.
 
-Runs the evaluation protocol's split (docs/evaluation.md), so the bundle can be evaluated honestly with
-`lmrec evaluate --target` once served: a validation fit chooses the number of epochs by early stopping
-on validation NDCG@10, then the model is refit on train + validation (test interactions and the cold
-items never reach it) and exported with its parity checks.
+Two kinds of bundle (the manifest's `training_data` says which):
+  * production (the default, what `make run` serves): a validation fit on the evaluation split chooses
+    the number of epochs by early stopping on validation NDCG@10 and calibrates the text-only item bias;
+    then the model is refit on **every** interaction of every user, with no item held out as cold;
+  * evaluation (`--holdout`): the same validation fit, then a refit on train + validation of the split
+    (test interactions and the split's cold items never reach it), so `lmrec evaluate --target` (or
+    `--model-option bundle=`) can score it honestly on that split's test items.
+Both are exported with their parity checks.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ from lmrec.datasets import load_dataset, resolve_data_path
 from lmrec.manifest import load_manifest
 from training.lm_bundle import export_bundle
 from training.lm_recommender import LMRecConfig, LMRecommender, train
-from training.split import SplitConfig, build_split
+from training.split import SplitConfig, all_interactions, build_split
 
 log = logging.getLogger(__name__)
 DEFAULT_OUT = Path("artifacts/lmrec-ml100k")
@@ -33,7 +37,13 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
     parser.add_argument("--config", choices=["default", "tiny"], default="default",
                         help="tiny: seconds-long smoke configuration (CI)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--cold-fraction", type=float, default=0.1)
+    parser.add_argument("--holdout", action="store_true",
+                        help="build the evaluation bundle: trained without each user's last interaction and the "
+                             "split's cold items, for `lmrec evaluate`; the default trains on every interaction")
+    parser.add_argument("--cold-fraction", type=float, default=0.1,
+                        help="share of items held out as cold in the evaluation split (default 0.1)")
+    parser.add_argument("--tie-break", choices=["file", "item_id"], default="file",
+                        help="order of same-timestamp interactions: the data file's (default) or by item id")
     parser.add_argument("--finetune-steps", type=int, help="LM fine-tuning steps (0 = keep the pre-trained LM)")
     parser.add_argument("--epochs", type=int, help="skip the validation fit and train this many epochs")
     parser.add_argument("--dim", type=int, help="collaborative vector size")
@@ -44,8 +54,11 @@ def run_train(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     config = LMRecConfig.from_options(args.config == "tiny", args.seed, args.lm, args.finetune_steps, args.dim)
     dataset = load_dataset(resolve_data_path(args.data))
-    data = build_split(dataset, SplitConfig(cold_fraction=args.cold_fraction, seed=args.seed))
-    print(f"{data.dataset_name}: {data.n_users} users, {data.n_items} items", file=sys.stderr)
+    data = build_split(dataset, SplitConfig(cold_fraction=args.cold_fraction, seed=args.seed,
+                                            tie_break=args.tie_break))
+    print(f"{data.dataset_name}: {data.n_users} users, {data.n_items} items; "
+          f"{'evaluation (held-out) bundle' if args.holdout else 'production bundle on every interaction'}",
+          file=sys.stderr)
     epochs = args.epochs
     validation = {}
     if epochs is None:
@@ -56,13 +69,16 @@ def run_train(args: argparse.Namespace) -> int:
                       "cold_bias": probe.trained.cold_bias, "cold_calibration": probe.trained.cold_calibration}
         print(f"validation: best epoch {epochs}, curve {probe.trained.curve}; cold bias {probe.trained.cold_bias} "
               f"({probe.trained.cold_calibration.get('chosen')})", file=sys.stderr)
-    trained = train(data, "test", config, epochs)
+    final = data if args.holdout else all_interactions(dataset, args.tie_break)
+    trained = train(final, "test", config, epochs)
     trained.curve = validation.get("curve", [])
     trained.cold_bias = validation.get("cold_bias", 0.0)
     trained.cold_calibration = validation.get("cold_calibration", {"rule": "not calibrated (--epochs given)"})
-    bundle = export_bundle(trained, data, args.out)
+    bundle = export_bundle(trained, final, args.out,
+                           training_data="holdout" if args.holdout else "all", validation_split=data.config)
     manifest = load_manifest(bundle)
-    summary = {"bundle": str(bundle), "model_version": manifest.model_version, "epochs": epochs,
+    summary = {"bundle": str(bundle), "model_version": manifest.model_version,
+               "training_data": manifest.hyperparameters["training_data"], "epochs": epochs,
                "seconds": round(time.perf_counter() - started, 1), "parity": manifest.parity,
                "index_params": manifest.index_params}
     print(json.dumps(summary, indent=2))

@@ -32,12 +32,12 @@ pytestmark = pytest.mark.timeout(900)
 
 @pytest.fixture(scope="module")
 def tiny_bundle(tmp_path_factory, ml100k) -> Path:
-    """A bundle made by the `lmrec train` entry point with the tiny CI configuration."""
+    """An evaluation bundle made by the `lmrec train --holdout` entry point with the tiny CI configuration."""
     from lmrec.datasets import resolve_data_path
     from training.train import main
 
     out = tmp_path_factory.mktemp("trained") / "lmrec-tiny"
-    assert main(["--config", "tiny", "--data", str(resolve_data_path()), "--out", str(out)]) == 0
+    assert main(["--config", "tiny", "--holdout", "--data", str(resolve_data_path()), "--out", str(out)]) == 0
     return out
 
 

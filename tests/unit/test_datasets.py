@@ -158,6 +158,24 @@ def test_same_commands_run_on_the_latest_small_layout(tmp_path):
     assert set(results["ml-latest-small"]["models"]) == {"mostpop", "lmrec"}
     assert train_main(["--data", str(root), "--config", "tiny", "--out", str(tmp_path / "bundle")]) == 0
     assert (tmp_path / "bundle" / "manifest.json").is_file()
+    check_production_bundle(tmp_path / "bundle", load_dataset(root))
+
+
+def check_production_bundle(bundle, dataset):
+    """`lmrec train` without --holdout learns every interaction: every item any user had has its id
+    embedding (no cold hold-out), the manifest says so, and the evaluation harness refuses to score it."""
+    from lmrec.manifest import load_manifest
+    from training.lm_recommender import TrainedBundleRecommender
+    from training.split import SplitConfig, build_split
+
+    manifest = load_manifest(bundle)
+    assert manifest.hyperparameters["training_data"] == "all"
+    with_ids = set(json.loads((bundle / manifest.extra_files["item_ids"]).read_text()))
+    assert with_ids == {x.item_id for x in dataset.interactions}
+    split = build_split(dataset, SplitConfig(**{k: v for k, v in manifest.hyperparameters["split"].items()
+                                                if k != "min_interactions"}))
+    with pytest.raises(ValueError, match="production bundle"):
+        TrainedBundleRecommender(bundle, "fp32").fit(split, "test")
 
 
 def _archive(tmp_path, kind: str, files: dict[str, bytes]) -> Path:

@@ -17,14 +17,31 @@ def _raw(split, seq):
     return [split.item_ids[i] for i in seq]
 
 
-def test_leave_one_out_orders_by_time_then_item_id():
-    # Items "3" and "12" share a timestamp: string order puts "12" first, like Dataset.histories().
+def test_leave_one_out_orders_by_time_then_file_order():
+    # Items "3" and "12" share a timestamp: the file lists "3" first, and so does the split.
     ds = _dataset({"u1": [("5", 40), ("3", 10), ("12", 10), ("7", 30), ("9", 50)]})
     split = build_split(ds, SplitConfig(cold_fraction=0.0))
-    assert _raw(split, split.train_sequences[0]) == ["12", "3", "7"]
+    assert _raw(split, split.train_sequences[0]) == ["3", "12", "7"]
     assert split.item_ids[split.val_items[0]] == "5"
     assert split.item_ids[split.test_items[0]] == "9"
     assert list(split.train_timestamps[0]) == [10, 10, 30]
+    assert split.protocol()["tie_break"] == "file"
+
+
+def test_the_test_item_of_a_tied_final_group_is_the_last_in_the_file_not_the_highest_id():
+    ds = _dataset({"u1": [("1", 10), ("2", 20), ("9", 30), ("4", 30)]})
+    assert split_test_item(ds, "file") == "4"
+    assert split_test_item(ds, "item_id") == "9"  # the old rule: string order, "9" > "4"
+
+
+def split_test_item(ds, tie_break):
+    split = build_split(ds, SplitConfig(cold_fraction=0.0, tie_break=tie_break))
+    return split.item_ids[split.test_items[0]]
+
+
+def test_an_unknown_tie_break_is_refused():
+    with pytest.raises(ValueError, match="tie_break"):
+        build_split(_dataset({"u": [("1", 1), ("2", 2), ("3", 3)]}), SplitConfig(tie_break="random"))
 
 
 def test_users_with_fewer_than_three_interactions_are_dropped():
