@@ -36,6 +36,7 @@ from tqdm.auto import tqdm
 from lmrec.datasets import AGE_GROUPS, OLDEST_AGE_GROUP, load_dataset, resolve_data_path
 from training import metrics
 from training.baselines import BASELINES
+from training.beyond_accuracy import beyond_accuracy_metrics
 from training.protocols import Recommender
 from training.split import Phase, SplitConfig, SplitData, build_split
 
@@ -43,6 +44,9 @@ DEFAULT_MODELS = "mostpop,itemknn,ease,als,bpr,sasrec,lmrec,lmrec-fp32"
 DEFAULT_OUT = Path("docs/evaluation")
 TUNING_METRIC = "ndcg@10"
 SIGNIFICANCE_METRICS = ("ndcg@10", "hr@10")
+TOP_K = 10
+# Item texts are encoded as the LM recommender encodes them (LMRecConfig.max_length), by the pre-trained LM.
+ITEM_VECTOR_MAX_LENGTH = 64
 SCORE_BATCH = 512
 POPULARITY_BUCKETS = ("head", "torso", "tail")
 # Users by the length of their test-phase history: (upper bound, label), the last one open-ended.
@@ -71,6 +75,8 @@ PLUGIN_MODULES: dict[str, str] = {"lmrec": "training.lm_recommender", "lmrec-fp3
                                   "served": "training.remote_eval"}
 EXTRA_EVALUATIONS: list[Callable[[argparse.Namespace, SplitData, dict[str, Recommender]], dict]] = []
 EXTRA_ARGUMENT_HOOKS: list[Callable[[argparse.ArgumentParser], None]] = []
+# Pre-trained LM item vectors per data fingerprint: a multi-model run (one process) encodes the texts once.
+_ITEM_VECTORS: dict[str, np.ndarray] = {}
 
 
 def register_model(name: str, factory: ModelFactory, grid: GridFn | None = None, baseline: bool = False,
@@ -165,8 +171,31 @@ def tune(name: str, entry: ModelEntry, data: SplitData, args: argparse.Namespace
     return best, trace
 
 
+def pretrained_item_vectors(data: SplitData) -> np.ndarray:
+    """Unit text embeddings of `data.item_texts` by the pre-trained (not fine-tuned) bundled MiniLM.
+
+    One model-independent space for intra-list diversity, so every model's lists are measured alike;
+    cached per data fingerprint for the process.
+
+    Raises:
+        RuntimeError: the LM cannot be loaded (pass `item_vectors` to `evaluate_models` instead).
+    """
+    if data.fingerprint not in _ITEM_VECTORS:
+        try:
+            from training.export_encoder import load_pooled_encoder
+            from training.lm_finetune import embed_texts
+
+            pooled, tokenizer, _ = load_pooled_encoder(None)
+        except (ImportError, OSError) as exc:
+            raise RuntimeError("ild@10 needs the pre-trained LM's item vectors and it could not be loaded; "
+                               "install the training extra or pass item_vectors") from exc
+        _ITEM_VECTORS[data.fingerprint] = embed_texts(pooled, tokenizer, data.item_texts, ITEM_VECTOR_MAX_LENGTH)
+    return _ITEM_VECTORS[data.fingerprint]
+
+
 def evaluate_models(data: SplitData, models: dict[str, Recommender], seed: int = 0,
-                    baselines: set[str] | None = None, fitted: bool = False) -> dict:
+                    baselines: set[str] | None = None, fitted: bool = False,
+                    item_vectors: np.ndarray | None = None) -> dict:
     """Fits (unless `fitted`) each model for the test phase and computes everything results.json holds.
 
     Args:
@@ -175,25 +204,37 @@ def evaluate_models(data: SplitData, models: dict[str, Recommender], seed: int =
         seed: seeds bootstrap and permutation resampling.
         baselines: names eligible as "best baseline" for significance (default: every model).
         fitted: the models were already fitted with phase "test".
+        item_vectors: float [n_items, dim] vectors for ild@10; default `pretrained_item_vectors(data)`.
 
     Returns:
         {"models", "per_user", "slices", "significance", "protocol"} for one dataset; "per_user" holds
         numpy arrays and is dropped before writing JSON.
+
+    Raises:
+        RuntimeError: no `item_vectors` given and the pre-trained LM cannot be loaded.
     """
     users = np.arange(data.n_users)
+    if models and item_vectors is None:
+        item_vectors = pretrained_item_vectors(data)
+    # Novelty's p(i): the share of users whose test-phase history (what the models saw) holds item i.
+    item_user_counts = data.item_popularity("test")
     out_models, per_user = {}, {}
     for name, model in tqdm(models.items(), desc="test", leave=False):
         started = time.perf_counter()
         if not fitted:
             model.fit(data, "test")
-        ranks, tops = score_phase(model, data, "test", users, want_top=10)
+        ranks, tops = score_phase(model, data, "test", users, want_top=TOP_K)
         values = metrics.per_user_metrics(ranks)
-        per_user[name] = values
         row: dict[str, Any] = {}
         for metric in metrics.METRICS:
             row[metric] = float(values[metric].mean())
             row[metric + "_ci"] = list(metrics.bootstrap_ci(values[metric], seed=seed))
-        row["coverage@10"] = metrics.coverage(tops, data.n_items)
+        beyond, beyond_per_user = beyond_accuracy_metrics(tops, item_vectors, data.item_attributes,
+                                                          item_user_counts, data.n_users)
+        row.update(beyond)
+        for metric, per_user_values in beyond_per_user.items():
+            row[metric + "_ci"] = list(metrics.bootstrap_ci(per_user_values, seed=seed))
+        per_user[name] = {**values, **beyond_per_user}
         row["test_seconds"] = round(time.perf_counter() - started, 2)
         out_models[name] = row
     return {

@@ -51,6 +51,15 @@ PROTOCOL_TEXT = """\
 * **Metrics.** HR@k (target in top k), NDCG@k (1/log2(rank+1) if rank <= k, one relevant item),
   MRR@10, averaged over users; coverage@10 = share of the catalogue in at least one user's top 10.
   95% CIs are percentile bootstraps over users (1000 resamples).
+* **Beyond accuracy** (training/beyond_accuracy.py; definitions as in Microsoft Recommenders'
+  `python_evaluation` where it has them), over each user's top 10. ILD@10 (LM): per list, the mean over
+  item pairs of 1 - cosine similarity of the items' pre-trained MiniLM text embeddings (one space for
+  every model; 0 = same direction, 1 = orthogonal), averaged over users. ILD@10 (attributes): the same
+  with the Jaccard distance between the items' attribute sets (MovieLens: genres and year). Novelty@10:
+  the mean -log2 p(i) of the recommended items in bits, p(i) = share of users whose test-phase history
+  holds item i (never seen: a count of 1); higher = less popular. Gini@10: Gini coefficient of how often
+  each catalogue item appears across all lists, never-recommended items included (0 = equal exposure,
+  towards 1 = a few items take every slot).
 * **Significance.** Each model against the best baseline (highest test NDCG@10): two-sided paired
   sign-flip permutation test over users on the per-user NDCG@10 and HR@10 (10 000 resamples; p is
   (count + 1) / (resamples + 1)). No correction for multiple comparisons.
@@ -265,9 +274,12 @@ def _fmt(value, digits: int = 4) -> str:
     return "–" if value is None else f"{value:.{digits}f}"
 
 
-def _ci(row: dict, metric: str) -> str:
+def _ci(row: dict, metric: str, digits: int = 4) -> str:
+    """Value [CI]; "–" for a metric the row lacks (a row merged from a run before it existed)."""
+    if row.get(metric) is None:
+        return "–"
     lo, hi = row.get(metric + "_ci", (None, None))
-    return f"{_fmt(row[metric])} [{_fmt(lo)}, {_fmt(hi)}]"
+    return f"{_fmt(row[metric], digits)} [{_fmt(lo, digits)}, {_fmt(hi, digits)}]"
 
 
 def _p_value(significance: dict, name: str, metric: str) -> str:
@@ -290,6 +302,26 @@ def _models_table(result: dict) -> list[str]:
                      f"{_fmt(row['ndcg@20'])} | {_fmt(row['mrr@10'])} | {_fmt(row['coverage@10'], 3)} | "
                      f"{_p_value(sig, name, 'ndcg@10')} |")
     return lines
+
+
+# What training/evaluate.py added beside coverage@10; results.json rows from before lack them.
+BEYOND_ACCURACY_METRICS = ("ild@10", "ild_attr@10", "novelty@10", "gini@10")
+
+
+def _beyond_accuracy_table(result: dict) -> list[str]:
+    """ILD, novelty, coverage and exposure Gini per model; none when no row has them (older results)."""
+    rows = result["models"]
+    if not any(row.get(m) is not None for row in rows.values() for m in BEYOND_ACCURACY_METRICS):
+        return []
+    lines = ["| model | ILD@10 (LM) [95% CI] | ILD@10 (attributes) [95% CI] | novelty@10 (bits) [95% CI] | "
+             "coverage@10 | Gini@10 |", "|---|---|---|---|---|---|"]
+    for name, row in rows.items():
+        lines.append(f"| {name} | {_ci(row, 'ild@10', 3)} | {_ci(row, 'ild_attr@10', 3)} | "
+                     f"{_ci(row, 'novelty@10', 2)} | {_fmt(row.get('coverage@10'), 3)} | "
+                     f"{_fmt(row.get('gini@10'), 3)} |")
+    return ["### Beyond accuracy", "", *lines, "",
+            "Definitions: Protocol, *Beyond accuracy*. \"–\": a row merged from a run that did not compute it.",
+            ""]
 
 
 def _slice_table(result: dict, groups: list[str], labels: list[str]) -> list[str]:
@@ -434,6 +466,7 @@ def _dataset_section(dataset: str, result: dict, out_dir: Path, report_dir: Path
         "",
         f"![metrics by model]({rel['metrics']})",
         "",
+        *_beyond_accuracy_table(result),
     ]
     missing = [m for m in STANDARD_BASELINES if m not in result.get("models", {})]
     if missing and "lmrec" in result.get("models", {}):

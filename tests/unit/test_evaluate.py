@@ -51,6 +51,10 @@ def test_quick_run_end_to_end(generic_dataset, tmp_path, capsys):
     for metric in ("hr@10", "ndcg@10", "hr@20", "ndcg@20", "mrr@10", "coverage@10"):
         assert 0.0 <= row[metric] <= 1.0
     assert row["ndcg@10_ci"][0] <= row["ndcg@10"] <= row["ndcg@10_ci"][1]
+    for name, model_row in results["models"].items():
+        assert 0.0 <= model_row["ild@10"] <= 2.0 and 0.0 <= model_row["ild_attr@10"] <= 1.0, name
+        assert 0.0 <= model_row["gini@10"] <= 1.0 and model_row["novelty@10"] >= 0.0, name
+        assert model_row["ild@10_ci"][0] <= model_row["ild@10"] <= model_row["ild@10_ci"][1], name
     assert {"popularity:head", "popularity:torso", "popularity:tail", "cold_start:cold", "cold_start:warm"} \
         <= set(results["slices"])
     sizes = [results["slices"][f"popularity:{b}"]["n_users"] for b in ("head", "torso", "tail")]
@@ -77,6 +81,7 @@ def test_quick_run_end_to_end(generic_dataset, tmp_path, capsys):
     assert "| ease |" in report and "evaluation/tiny_metrics.png" in report
     assert "re-encoded by the INT8 encoder" in report
     assert "### By user" in report and "| model | gender F NDCG@10 / HR@10 (n=20) |" in report
+    assert "### Beyond accuracy" in report and "| model | ILD@10 (LM) [95% CI] |" in report
     (tmp_path / "evaluation.md").unlink()
     assert render_report(["--out", str(out)]) == 0  # re-render from results.json alone
     assert (tmp_path / "evaluation.md").read_text() == report
@@ -105,13 +110,43 @@ def test_registered_model_is_evaluated_like_a_baseline(generic_dataset, monkeypa
     data = build_split(load_dataset(generic_dataset))
     args = argparse.Namespace(seed=0, quick=True)
     models = {name: entry.factory(args) for name, entry in entries.items()}
-    result = evaluate.evaluate_models(data, models, baselines={"mostpop"})
+    vectors = np.random.default_rng(0).normal(size=(data.n_items, 8))
+    result = evaluate.evaluate_models(data, models, baselines={"mostpop"}, item_vectors=vectors)
     assert result["models"]["lmrec"]["hr@10"] == 1.0 and result["models"]["lmrec"]["ndcg@10"] == 1.0
+    assert 0.0 <= result["models"]["lmrec"]["ild@10"] <= 2.0
+    assert result["per_user"]["lmrec"]["novelty@10"].shape == (data.n_users,)
     comparison = result["significance"]["comparisons"]["lmrec"]["ndcg@10"]
     assert result["significance"]["best_baseline"] == "mostpop" and comparison["p_value"] < 0.01
     assert result["slices"]["cold_start:cold"]["models"]["lmrec"]["hr@10"] in (1.0, None)
     evaluate.register_model("lmrec", lambda args, **params: _Oracle(), grid=lambda quick: [])
     assert evaluate.tune("lmrec", evaluate.MODEL_FACTORIES["lmrec"], data, args) == ({}, [])
+
+
+def test_item_vectors_are_encoded_once_per_data_and_lm_failure_is_loud(generic_dataset, monkeypatch):
+    import training.export_encoder
+    import training.lm_finetune
+
+    data = build_split(load_dataset(generic_dataset))
+    calls = []
+    monkeypatch.setattr(evaluate, "_ITEM_VECTORS", {})
+    monkeypatch.setattr(training.export_encoder, "load_pooled_encoder", lambda model: (None, None, "stub"))
+    monkeypatch.setattr(training.lm_finetune, "embed_texts",
+                        lambda pooled, tokenizer, texts, max_length: calls.append(texts) or np.eye(len(texts)))
+    args = argparse.Namespace(seed=0, quick=True)
+    for _ in range(2):
+        models = {name: evaluate.MODEL_FACTORIES[name].factory(args) for name in ("mostpop", "itemknn")}
+        result = evaluate.evaluate_models(data, models)
+    assert calls == [data.item_texts]
+    # One-hot vectors: every pair of distinct items is orthogonal.
+    assert result["models"]["itemknn"]["ild@10"] == pytest.approx(1.0)
+
+    def unavailable(model):
+        raise OSError("no weights here")
+
+    monkeypatch.setattr(evaluate, "_ITEM_VECTORS", {})
+    monkeypatch.setattr(training.export_encoder, "load_pooled_encoder", unavailable)
+    with pytest.raises(RuntimeError, match="item_vectors"):
+        evaluate.evaluate_models(data, {"mostpop": evaluate.MODEL_FACTORIES["mostpop"].factory(args)})
 
 
 def test_unknown_model_is_an_error():
@@ -142,6 +177,24 @@ def test_merge_keeps_earlier_models_of_the_same_split(generic_dataset, tmp_path)
     assert results["significance"]["best_baseline"] in {"mostpop", "ease", "itemknn"}
     with pytest.raises(ValueError, match="other data or another split"):
         evaluate.main([*common, "--models", "mostpop", "--merge", "--seed", "1"])
+
+
+def test_merge_renders_earlier_rows_without_beyond_accuracy_metrics(generic_dataset, tmp_path):
+    out = tmp_path / "evaluation"
+    common = ["--data", str(generic_dataset), "--out", str(out), "--quick"]
+    assert evaluate.main([*common, "--models", "mostpop"]) == 0
+    # A results.json written before these metrics existed.
+    all_results = json.loads((out / "results.json").read_text())
+    row = all_results["tiny"]["models"]["mostpop"]
+    for key in [k for k in row if k.split("@")[0] in ("ild", "ild_attr", "novelty", "gini")]:
+        del row[key]
+    (out / "results.json").write_text(json.dumps(all_results))
+    assert evaluate.main([*common, "--models", "itemknn", "--merge"]) == 0
+    results = json.loads((out / "results.json").read_text())["tiny"]
+    assert "ild@10" not in results["models"]["mostpop"] and "ild@10" in results["models"]["itemknn"]
+    report = (tmp_path / "evaluation.md").read_text()
+    assert "| mostpop | – | – | – | " in report
+    assert "| itemknn | – |" not in report
 
 
 def test_merge_provenance_drops_runs_the_same_command_superseded(generic_dataset, tmp_path):
