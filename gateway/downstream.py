@@ -58,8 +58,10 @@ class RankingClient:
     async def encode_context(self, context: common_pb2.UserContext, timeout: float) -> rk.EncodeContextResponse:
         return await self._stub.EncodeContext(rk.EncodeContextRequest(context=context), timeout=timeout)
 
-    async def rank(self, context: common_pb2.UserContext, candidates: Sequence[str], timeout: float) -> rk.RankResponse:
-        return await self._stub.Rank(rk.RankRequest(context=context, candidate_item_ids=candidates), timeout=timeout)
+    async def rank(self, context: common_pb2.UserContext, candidates: Sequence[str], timeout: float,
+                   explain: bool = False, vectors_for_top: int = 0) -> rk.RankResponse:
+        return await self._stub.Rank(rk.RankRequest(context=context, candidate_item_ids=candidates, explain=explain,
+                                                    vectors_for_top=vectors_for_top), timeout=timeout)
 
     async def forget(self, item_ids: Sequence[str], timeout: float) -> None:
         await self._stub.ForgetItems(rk.ForgetItemsRequest(item_ids=item_ids), timeout=timeout)

@@ -29,9 +29,24 @@ class GatewayMetrics:
                                       registry=registry)
         for outcome in ("asked", "filled"):
             self.new_item_slots.labels(outcome)
+        # Scenario labels are the scenarios file's names plus "default" and "other": a bounded set.
+        self.by_scenario = Counter("lmrec_gateway_recommend_requests_total",
+                                   "Recommend answers by scenario and exploration policy", ["scenario", "policy"],
+                                   registry=registry)
+        self.explored = Counter("lmrec_gateway_explored_items_total",
+                                "Items placed by exploration instead of the greedy choice", ["scenario"],
+                                registry=registry)
+
+    def declare_scenarios(self, labels: Iterable[str]) -> None:
+        for label in labels:
+            self.explored.labels(label)
 
     def observe_recommend(self, elapsed_s: float, timings_ms: Iterable[tuple[str, float]], source: str,
-                          degraded_kinds: Iterable[str], slots_asked: int = 0, slots_filled: int = 0) -> None:
+                          degraded_kinds: Iterable[str], slots_asked: int = 0, slots_filled: int = 0,
+                          scenario: str = "default", policy: str = "greedy", explored: int = 0) -> None:
+        self.by_scenario.labels(scenario, policy).inc()
+        if explored:
+            self.explored.labels(scenario).inc(explored)
         if slots_asked:
             self.new_item_slots.labels("asked").inc(slots_asked)
             self.new_item_slots.labels("filled").inc(slots_filled)

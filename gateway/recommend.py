@@ -1,13 +1,16 @@
-"""The Recommend pipeline: context → query vector → filtered retrieval → LM ranking → top k.
+"""The Recommend pipeline: feedback → context → query vector → filtered retrieval → LM ranking → policy.
 
 Each stage gets what is left of one budget. When ranking fails the answer falls back (retrieval order,
-or popularity) and says so with `degraded`; only retrieval being down entirely is an error.
+or popularity) and says so with `degraded`; only retrieval being down entirely is an error. The policy
+stage (gateway/policy/) then shapes the ranked list: diversity, reserved new-item places, exploration
+with logged propensities, and a reason for every item.
 """
 
 from __future__ import annotations
 
 import logging
 import time
+import uuid
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -16,8 +19,14 @@ import numpy as np
 
 from gateway.budget import Budget
 from gateway.downstream import RankingClient, ShardedRetrievalClient, describe_rpc_error
+from gateway.impressions import Impression, ImpressionLog
+from gateway.policy.diversity import mmr_order
+from gateway.policy.exploration import place, rng_for
+from gateway.policy.feedback import read_feedback
+from gateway.policy.reasons import ItemEvidence, matched_filters, reasons_for
+from gateway.policy.scenarios import Scenarios
 from gateway.settings import GatewaySettings
-from gateway.store import GatewayStore
+from gateway.store import GatewayStore, now_ms
 from lmrec.errors import DeadlineExceeded
 from lmrec.slots import with_reserved_slots
 from lmrec.v1 import common_pb2, gateway_service_pb2 as gw, retrieval_service_pb2 as rt
@@ -29,6 +38,11 @@ log = logging.getLogger(__name__)
 
 FALLBACK_HISTORY = 50
 POPULARITY_CACHE_S = 2.0
+# The most recent negatives sent to the ranking tier (it uses its own, smaller window).
+NEGATIVE_HISTORY = 50
+# Diversity re-ranks this many times k best candidates (at least DIVERSITY_MIN_POOL).
+DIVERSITY_POOL_FACTOR = 5
+DIVERSITY_MIN_POOL = 50
 
 
 @dataclass
@@ -40,25 +54,35 @@ class Candidates:
 
 class RecommendPipeline:
     def __init__(self, settings: GatewaySettings, store: GatewayStore, ranking: RankingClient,
-                 retrieval: ShardedRetrievalClient, metrics: GatewayMetrics | None = None) -> None:
+                 retrieval: ShardedRetrievalClient, scenarios: Scenarios | None = None,
+                 impressions: ImpressionLog | None = None, metrics: GatewayMetrics | None = None) -> None:
         self.settings = settings
         self.metrics = metrics
         self.store = store
         self.ranking = ranking
         self.retrieval = retrieval
+        self.scenarios = scenarios or Scenarios(None)
+        self.impressions = impressions
         self.model_version = ""
         self._popular: list[str] = []
         self._popular_at = 0.0
 
     async def recommend(self, request: gw.RecommendRequest, budget: Budget) -> gw.RecommendResponse:
         started = time.perf_counter()
+        scenario = self.scenarios.resolve(request.scenario)
+        policy = scenario.policy
+        request_id = request.request_id or uuid.uuid4().hex
         reasons: list[tuple[str, str]] = []  # (kind for metrics, text for the client)
         with budget.stage("history"):
-            history = _dedupe_keep_last(self.store.history_item_ids(request.user_id) + list(request.recent_item_ids))
-            excluded = set(history) | set(request.exclude_item_ids)
+            feedback = read_feedback(self.store.feedback(request.user_id), request.recent_item_ids,
+                                     policy.event_weights, self.settings.negative_rating_below)
+            excluded = feedback.seen | set(request.exclude_item_ids)
+        window = self.settings.history_window
+        history = feedback.positive[-window:]
+        filters = [*request.filters, *(common_pb2.AttributeFilter(key=k, values=v) for k, v in policy.filters.items())]
         context = common_pb2.UserContext(
-            user_id=request.user_id, history_item_ids=history[-self.settings.history_window:],
-            query=request.query, scenario=request.scenario)
+            user_id=request.user_id, history_item_ids=history, history_weights=feedback.weights[-window:],
+            query=request.query, scenario=request.scenario, negative_item_ids=feedback.negative[-NEGATIVE_HISTORY:])
 
         query_vector: list[float] = []
         # The model that served this request; mid-swap, concurrent requests may see different ones.
@@ -74,12 +98,12 @@ class RecommendPipeline:
                 reasons.append(("ranking_unavailable",
                                 f"ranking unavailable for the context ({describe_rpc_error(exc)})"))
 
-        want = max(self.settings.num_candidates, request.k)
+        want = max(policy.num_candidates or self.settings.num_candidates, request.k)
         if query_vector or (not ranking_ok and history):
             search = rt.SearchRequest(
                 query_vector=query_vector,
                 query_item_ids=[] if query_vector else history[-FALLBACK_HISTORY:],
-                k=want, exclude_item_ids=sorted(excluded), filters=request.filters)
+                k=want, exclude_item_ids=sorted(excluded), filters=filters)
             with budget.stage("retrieval"):
                 found = await self.retrieval.search(search, budget.timeout("retrieval"))
             if found.failed_shards:
@@ -88,15 +112,22 @@ class RecommendPipeline:
             scores = dict(found.results)
             candidates = Candidates(found_ids, [scores[i] for i in found_ids], "retrieval")
         else:
-            candidates = self._popularity(excluded, request.filters, want)
+            candidates = self._popularity(excluded, filters, want)
 
+        diversity = request.diversity if request.HasField("diversity") else policy.diversity
         text_only: set[str] = set()
+        attributions = {}
+        vectors: dict[str, np.ndarray] = {}
         if candidates.source == "retrieval" and ranking_ok and candidates.ids:
             with budget.stage("rank"):
                 try:
-                    ranked = await self.ranking.rank(context, candidates.ids, budget.timeout("rank"))
+                    ranked = await self.ranking.rank(
+                        context, candidates.ids, budget.timeout("rank"), explain=True,
+                        vectors_for_top=max(DIVERSITY_POOL_FACTOR * request.k, DIVERSITY_MIN_POOL) if diversity else 0)
+                    attributions = dict(zip(candidates.ids, ranked.attributions))
                     candidates = _order_by(candidates, list(ranked.scores))
                     text_only = set(ranked.text_only_item_ids)
+                    vectors = {v.item_id: np.asarray(v.values, dtype=np.float32) for v in ranked.top_vectors}
                     version = ranked.model_version or version
                 except grpc.aio.AioRpcError as exc:
                     reasons.append(("ranking_failed",
@@ -106,19 +137,51 @@ class RecommendPipeline:
 
         # Answers the ranking tier had no part in report the last model it was seen serving.
         self.model_version = version or self.model_version
-        # Only the ranker knows which items are text-only, so fallback answers keep their plain order.
-        keep = with_reserved_slots(candidates.ids, request.k, request.new_item_slots, text_only.__contains__)
-        items = [gw.RecommendedItem(item_id=candidates.ids[p], score=candidates.scores[p],
-                                    title=self.store.catalog[candidates.ids[p]].title) for p in keep]
+        version = version or self.model_version or "none"
+        with budget.stage("policy"):
+            if diversity and vectors:
+                candidates = _diversified(candidates, vectors, diversity)
+            slots = request.new_item_slots or policy.new_item_slots
+            # Only the ranker knows which items are text-only, so fallback answers keep their plain order.
+            keep = with_reserved_slots(candidates.ids, request.k, slots, text_only.__contains__)
+            slotted = {candidates.ids[p] for p in keep if p >= request.k}
+            kept = set(keep)
+            greedy = [*keep, *(p for p in range(len(candidates.ids)) if p not in kept)]
+            parameter = policy.epsilon if policy.exploration == "epsilon" else policy.temperature
+            exploration, parameter = _exploration(request, policy.exploration, parameter)
+            placed = place([candidates.scores[p] for p in greedy], request.k, exploration, parameter,
+                           policy.exploration_pool, rng_for(request_id))
+            filter_pairs = [(f.key, tuple(f.values)) for f in filters]
+            titles = {i: self.store.catalog[i].title for i in
+                      {a.history_item_id for a in attributions.values() if a.history_item_id} if i in self.store.catalog}
+            items, shown = [], []
+            for position, (g, propensity, explored) in enumerate(zip(placed.indices, placed.propensities, placed.explored)):
+                item_id = candidates.ids[greedy[g]]
+                attribution = attributions.get(item_id)
+                evidence = ItemEvidence(
+                    history_item_id=attribution.history_item_id if attribution else "",
+                    history_weight=attribution.history_weight if attribution else 0.0,
+                    query_weight=attribution.query_weight if attribution else 0.0,
+                    matched_filters=matched_filters(self.store.catalog[item_id].attributes, filter_pairs),
+                    new_item_slot=item_id in slotted, explored=explored, propensity=propensity)
+                items.append(gw.RecommendedItem(
+                    item_id=item_id, score=candidates.scores[greedy[g]], title=self.store.catalog[item_id].title,
+                    reasons=reasons_for(evidence, candidates.source, request.query, titles), position=position,
+                    propensity=propensity))
+                shown.append(Impression(request_id, request.user_id, item_id, position, propensity, exploration,
+                                        parameter, g, request.k, placed.pool_size, version, scenario.name, now_ms()))
+        if self.impressions is not None:
+            self.impressions.record(shown)
         if self.metrics is not None:
-            filled = (min(request.new_item_slots, sum(candidates.ids[p] in text_only for p in keep))
-                      if request.new_item_slots else 0)
+            filled = min(slots, sum(candidates.ids[p] in text_only for p in keep)) if slots else 0
             self.metrics.observe_recommend(time.perf_counter() - started, budget.timings, candidates.source,
-                                           [kind for kind, _ in reasons], request.new_item_slots, filled)
+                                           [kind for kind, _ in reasons], slots, filled, scenario.label,
+                                           exploration, sum(placed.explored))
         return gw.RecommendResponse(
-            items=items, model_version=version or self.model_version or "none", degraded=bool(reasons),
+            items=items, model_version=version, degraded=bool(reasons),
             degraded_reason="; ".join(text for _, text in reasons), source=candidates.source,
-            timings=[common_pb2.StageTiming(stage=s, millis=ms) for s, ms in budget.timings])
+            timings=[common_pb2.StageTiming(stage=s, millis=ms) for s, ms in budget.timings],
+            request_id=request_id, scenario=scenario.name, policy=exploration)
 
     def _popularity(self, excluded: set[str], filters, want: int) -> Candidates:
         """Most-interacted catalogue items, honouring exclusions and filters: the cold-start answer."""
@@ -141,6 +204,32 @@ class RecommendPipeline:
         return Candidates(ids, [counts.get(i, 0) / top for i in ids], "popularity")
 
 
+def _exploration(request: gw.RecommendRequest, default_policy: str, default_parameter: float) -> tuple[str, float]:
+    """The request's exploration policy and parameter, or the scenario's."""
+    chosen = request.exploration.policy
+    if chosen == gw.EXPLORATION_POLICY_GREEDY:
+        return "greedy", 0.0
+    if chosen == gw.EXPLORATION_POLICY_EPSILON:
+        return "epsilon", request.exploration.epsilon
+    if chosen == gw.EXPLORATION_POLICY_SOFTMAX:
+        return "softmax", request.exploration.temperature
+    return default_policy, (0.0 if default_policy == "greedy" else default_parameter)
+
+
+def _diversified(candidates: Candidates, vectors: dict[str, np.ndarray], diversity: float) -> Candidates:
+    """MMR over the best candidates that came with vectors; the rest keep their order below them."""
+    top = [p for p, i in enumerate(candidates.ids) if i in vectors]
+    if len(top) < 2:
+        return candidates
+    order = mmr_order(np.asarray([candidates.scores[p] for p in top]),
+                      np.stack([vectors[candidates.ids[p]] for p in top]), len(top), diversity)
+    moved = [top[o] for o in order]
+    chosen = set(moved)
+    positions = [*moved, *(p for p in range(len(candidates.ids)) if p not in chosen)]
+    return Candidates([candidates.ids[p] for p in positions], [candidates.scores[p] for p in positions],
+                      candidates.source)
+
+
 def _order_by(candidates: Candidates, scores: list[float]) -> Candidates:
     # Stable sort: candidates the ranker does not know (-inf) keep their retrieval order at the end.
     values = np.asarray(scores, dtype=np.float64)
@@ -154,11 +243,3 @@ def _order_by(candidates: Candidates, scores: list[float]) -> Candidates:
 
 def _matches(attributes: dict[str, list[str]], filters) -> bool:
     return all(set(attributes.get(f.key, ())) & set(f.values) for f in filters)
-
-
-def _dedupe_keep_last(item_ids: list[str]) -> list[str]:
-    seen: dict[str, None] = {}
-    for item_id in item_ids:
-        seen.pop(item_id, None)
-        seen[item_id] = None
-    return list(seen)

@@ -9,6 +9,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from gateway.downstream import RankingClient, ShardedRetrievalClient
+from gateway.impressions import ImpressionLog
+from gateway.policy.scenarios import Scenarios
+from gateway.recommend import RecommendPipeline
 from gateway.reindex import IndexReconciler
 from gateway.servicer import GatewayServicer
 from gateway.settings import GatewaySettings
@@ -27,11 +30,15 @@ SERVICE_NAME = gateway_service_pb2.DESCRIPTOR.services_by_name["GatewayService"]
 
 
 def create_server(settings: GatewaySettings, store: GatewayStore, ranking: RankingClient,
-                  retrieval: ShardedRetrievalClient, metrics: GatewayMetrics | None = None):
+                  retrieval: ShardedRetrievalClient, metrics: GatewayMetrics | None = None,
+                  impressions: ImpressionLog | None = None, scenarios: Scenarios | None = None):
     """Builds the gateway server, not yet started; returns it, the bound port and the health servicer."""
     server = new_server()
-    servicer = GatewayServicer(settings, store, ranking, retrieval)
-    servicer.pipeline.metrics = metrics
+    scenarios = scenarios or Scenarios(settings.scenarios_file)
+    if metrics is not None:
+        metrics.declare_scenarios(scenarios.labels)
+    pipeline = RecommendPipeline(settings, store, ranking, retrieval, scenarios, impressions, metrics)
+    servicer = GatewayServicer(settings, store, ranking, retrieval, pipeline, impressions)
     gateway_service_pb2_grpc.add_GatewayServiceServicer_to_server(servicer, server)
     health = add_health_and_reflection(server, [SERVICE_NAME])
     port = bind(server, settings.host, settings.port)
@@ -39,11 +46,13 @@ def create_server(settings: GatewaySettings, store: GatewayStore, ranking: Ranki
 
 
 async def serve(settings: GatewaySettings) -> None:
-    store = GatewayStore(Path(settings.state_dir) / "gateway.sqlite")
+    scenarios = Scenarios(settings.scenarios_file)  # a bad file stops the gateway here, naming the field
+    store = GatewayStore(Path(settings.state_dir) / "gateway.sqlite", settings.negative_rating_below)
+    impressions = ImpressionLog(Path(settings.state_dir) / "impressions.sqlite", settings.impression_flush_s)
     ranking = RankingClient(settings.ranking_address)
     retrieval = ShardedRetrievalClient(settings.retrieval_addresses)
     metrics, metrics_server = metrics_for(settings)
-    server, port, health = create_server(settings, store, ranking, retrieval, metrics)
+    server, port, health = create_server(settings, store, ranking, retrieval, metrics, impressions, scenarios)
     await server.start()
     await set_health(health, [SERVICE_NAME], serving=True)
     log.info("gateway serving on %s:%d (ranking %s, retrieval %s)", settings.host, port,
@@ -61,6 +70,7 @@ async def serve(settings: GatewaySettings) -> None:
             await asyncio.gather(reindex, return_exceptions=True)
         await ranking.close()
         await retrieval.close()
+        impressions.close()
         store.close()
         if metrics_server is not None:
             metrics_server.close()
@@ -83,6 +93,7 @@ def parse_settings(argv: list[str] | None) -> GatewaySettings:
     parser.add_argument("--retrieval-addresses", help="comma-separated, one per shard in shard order")
     parser.add_argument("--state-dir", type=Path)
     parser.add_argument("--metrics-port", type=int, help="Prometheus /metrics port (0 = off)")
+    parser.add_argument("--scenarios-file", type=Path, help="per-scenario policies (TOML), re-read on change")
     parser.add_argument("--port-file", type=Path, help="write the bound port here once serving")
     return settings_from_flags(parser, argv, GatewaySettings)
 

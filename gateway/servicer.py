@@ -8,6 +8,7 @@ import grpc
 
 from gateway.budget import Budget
 from gateway.downstream import RankingClient, ShardedRetrievalClient, as_lmrec_error
+from gateway.impressions import ImpressionLog
 from gateway.recommend import RecommendPipeline
 from gateway.reindex import note_upsert_version
 from gateway.settings import GatewaySettings
@@ -47,6 +48,17 @@ def validate_recommend(request: gw.RecommendRequest) -> None:
     v.check_text(request.query, "query", v.MAX_QUERY_CHARS)
     v.check_text(request.scenario, "scenario", 64)
     check_filters(request.filters, "filters")
+    if request.HasField("diversity") and not 0.0 <= request.diversity <= 1.0:  # also refuses NaN
+        raise InvalidArgument("diversity", f"must be in 0..1, got {request.diversity}")
+    exploration = request.exploration
+    if exploration.policy not in gw.ExplorationPolicy.values():
+        raise InvalidArgument("exploration.policy", f"unknown policy {exploration.policy}")
+    if exploration.policy == gw.EXPLORATION_POLICY_EPSILON and not 0.0 <= exploration.epsilon <= 1.0:
+        raise InvalidArgument("exploration.epsilon", f"must be in 0..1, got {exploration.epsilon}")
+    if exploration.policy == gw.EXPLORATION_POLICY_SOFTMAX and not exploration.temperature > 0:
+        raise InvalidArgument("exploration.temperature", f"must be > 0, got {exploration.temperature}")
+    if request.request_id:
+        v.require_id(request.request_id, "request_id")
 
 
 def catalog_item(item, field: str) -> CatalogItem:
@@ -72,18 +84,23 @@ def feedback_event(event: gw.FeedbackEvent, field: str) -> Event:
     if not math.isfinite(event.value):
         raise InvalidArgument(f"{field}.value", "must be finite")
     v.check_text(event.scenario, f"{field}.scenario", 64)
+    if event.request_id:
+        v.require_id(event.request_id, f"{field}.request_id")
     ts = event.event_time.ToMilliseconds() if event.HasField("event_time") else now_ms()
-    return Event(event.user_id, event.item_id, int(event.event_type), float(event.value), ts, event.scenario)
+    return Event(event.user_id, event.item_id, int(event.event_type), float(event.value), ts, event.scenario,
+                 event.request_id)
 
 
 class GatewayServicer(gw_grpc.GatewayServiceServicer):
     def __init__(self, settings: GatewaySettings, store: GatewayStore, ranking: RankingClient,
-                 retrieval: ShardedRetrievalClient) -> None:
+                 retrieval: ShardedRetrievalClient, pipeline: RecommendPipeline,
+                 impressions: ImpressionLog | None = None) -> None:
         self.settings = settings
         self.store = store
         self.ranking = ranking
         self.retrieval = retrieval
-        self.pipeline = RecommendPipeline(settings, store, ranking, retrieval)
+        self.pipeline = pipeline
+        self.impressions = impressions
 
     def _budget(self, context, default_s: float) -> Budget:
         return Budget.from_context(context.time_remaining(), default_s, self.settings.reserve_ms / 1000)
@@ -145,11 +162,20 @@ class GatewayServicer(gw_grpc.GatewayServiceServicer):
         out = []
         for e in self.store.history(request.user_id):
             event = gw.FeedbackEvent(user_id=e.user_id, item_id=e.item_id, event_type=e.event_type,
-                                     value=e.value, scenario=e.scenario)
+                                     value=e.value, scenario=e.scenario, request_id=e.request_id)
             event.event_time.FromMilliseconds(e.timestamp_ms)
             out.append(event)
-        return gw.GetUserHistoryResponse(events=out)
+        shown = []
+        for i in self.impressions.for_user(request.user_id) if self.impressions is not None else ():
+            impression = gw.Impression(request_id=i.request_id, user_id=i.user_id, item_id=i.item_id,
+                                       position=i.position, propensity=i.propensity, policy=i.policy,
+                                       model_version=i.model_version, scenario=i.scenario)
+            impression.shown_time.FromMilliseconds(i.time_ms)
+            shown.append(impression)
+        return gw.GetUserHistoryResponse(events=out, impressions=shown)
 
     async def DeleteUserData(self, request: gw.DeleteUserDataRequest, context) -> gw.DeleteUserDataResponse:
         v.require_id(request.user_id, "user_id")
-        return gw.DeleteUserDataResponse(deleted_event_count=self.store.delete_user(request.user_id))
+        impressions = self.impressions.delete_user(request.user_id) if self.impressions is not None else 0
+        return gw.DeleteUserDataResponse(deleted_event_count=self.store.delete_user(request.user_id),
+                                         deleted_impression_count=impressions)

@@ -29,6 +29,13 @@ class GatewaySettings(BaseSettings):
     # How often to check that the retrieval index holds the served model's vectors (re-index on a
     # model change, see gateway/reindex.py); 0 = never.
     reindex_interval_s: float = Field(5.0, ge=0)
+    # A RATING event below this value is a negative signal, like DISMISS (gateway/policy/feedback.py).
+    negative_rating_below: float = 3.0
+    # Per-scenario policies (TOML, gateway/policy/scenarios.py), re-read when the file changes; unset:
+    # every scenario gets the built-in default policy.
+    scenarios_file: Path | None = None
+    # Impressions reach disk this long after their answer at most (gateway/impressions.py).
+    impression_flush_s: float = Field(0.05, gt=0, le=10)
     # Prometheus exposition at http://host:metrics_port/metrics; 0 = off.
     metrics_port: int = Field(0, ge=0, le=65535)
     # Written (atomically) with the bound port once serving; lets a supervisor use port 0.

@@ -2,7 +2,8 @@
 
 SQLite in WAL mode with synchronous=FULL: a write is on disk when the call that made it returns, so an
 acknowledged event or item survives a crash. Catalogue titles/attributes and popularity counts are
-mirrored in memory because every request reads them.
+mirrored in memory because every request reads them. Popularity counts the users with a positive event
+on an item (gateway/policy/feedback.py says which events are negative).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from gateway.policy.feedback import negative_sql
 from lmrec.datasets import CatalogItem
 
 
@@ -27,6 +29,7 @@ class Event:
     value: float
     timestamp_ms: int
     scenario: str = ""
+    request_id: str = ""
 
 
 _SCHEMA = """
@@ -34,29 +37,37 @@ CREATE TABLE IF NOT EXISTS items (
     item_id TEXT PRIMARY KEY, title TEXT NOT NULL, text TEXT NOT NULL, attributes TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS events (
     seq INTEGER PRIMARY KEY AUTOINCREMENT, user_id TEXT NOT NULL, item_id TEXT NOT NULL,
-    event_type INTEGER NOT NULL, value REAL NOT NULL, ts_ms INTEGER NOT NULL, scenario TEXT NOT NULL);
--- Serves every by-user read and covers the item-id history each Recommend reads, so that read never
--- touches the table. It replaced events_by_user (user_id, ts_ms, seq), its prefix, which only cost writes.
-CREATE INDEX IF NOT EXISTS events_items_by_user ON events (user_id, ts_ms, seq, item_id);
+    event_type INTEGER NOT NULL, value REAL NOT NULL, ts_ms INTEGER NOT NULL, scenario TEXT NOT NULL,
+    request_id TEXT NOT NULL DEFAULT '');
+-- Serves every by-user read and covers the feedback each Recommend reads, so that read never touches the
+-- table. It replaced events_items_by_user (its prefix), which only cost writes.
+CREATE INDEX IF NOT EXISTS events_feedback_by_user ON events (user_id, ts_ms, seq, item_id, event_type, value);
 DROP INDEX IF EXISTS events_by_user;
+DROP INDEX IF EXISTS events_items_by_user;
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
 
 
 class GatewayStore:
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, negative_rating_below: float = 3.0) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.executescript(_SCHEMA)
+        if "request_id" not in {row[1] for row in self._db.execute("PRAGMA table_info(events)")}:
+            self._db.execute("ALTER TABLE events ADD COLUMN request_id TEXT NOT NULL DEFAULT ''")
+        # Joins clicks to logged impressions (off-policy evaluation); only events that carry a request id.
+        self._db.execute("CREATE INDEX IF NOT EXISTS events_by_request ON events (request_id) WHERE request_id != ''")
         self._lock = threading.Lock()
+        negative, self._negative_args = negative_sql(negative_rating_below)
+        self._positive = f"NOT {negative}"
         self.catalog: dict[str, CatalogItem] = {}
         for item_id, title, text, attrs in self._db.execute("SELECT item_id, title, text, attributes FROM items"):
             self.catalog[item_id] = CatalogItem(item_id, title, text, json.loads(attrs))
-        self.popularity: Counter[str] = Counter(
-            dict(self._db.execute("SELECT item_id, COUNT(DISTINCT user_id) FROM events GROUP BY item_id"))
-        )
+        self.popularity: Counter[str] = Counter(dict(self._db.execute(
+            f"SELECT item_id, COUNT(DISTINCT user_id) FROM events WHERE {self._positive} GROUP BY item_id",
+            self._negative_args)))
 
     # Catalogue ---------------------------------------------------------------------------------
     def upsert_items(self, items: Sequence[CatalogItem]) -> None:
@@ -83,42 +94,64 @@ class GatewayStore:
 
     # Events ------------------------------------------------------------------------------------
     def record_events(self, events: Sequence[Event]) -> None:
-        rows = [(e.user_id, e.item_id, e.event_type, e.value, e.timestamp_ms, e.scenario) for e in events]
+        rows = [(e.user_id, e.item_id, e.event_type, e.value, e.timestamp_ms, e.scenario, e.request_id)
+                for e in events]
         with self._lock:
-            pairs_before = self._new_pairs(events)
+            users = {e.user_id for e in events}
+            before = self._positive_pairs(users)
             with self._db:
                 self._db.executemany(
-                    "INSERT INTO events (user_id, item_id, event_type, value, ts_ms, scenario) "
-                    "VALUES (?, ?, ?, ?, ?, ?)", rows)
-            for _, item_id in pairs_before:
+                    "INSERT INTO events (user_id, item_id, event_type, value, ts_ms, scenario, request_id) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
+            for _, item_id in self._positive_pairs(users) - before:
                 self.popularity[item_id] += 1
 
-    def _new_pairs(self, events: Iterable[Event]) -> set[tuple[str, str]]:
-        pairs = {(e.user_id, e.item_id) for e in events}
-        known = set()
-        for user_id in {u for u, _ in pairs}:
-            known |= {(user_id, i) for (i,) in self._db.execute(
-                "SELECT DISTINCT item_id FROM events WHERE user_id = ?", (user_id,))}
-        return pairs - known
+    def _positive_pairs(self, users: Iterable[str]) -> set[tuple[str, str]]:
+        """(user, item) pairs with at least one positive event."""
+        pairs = set()
+        for user_id in users:
+            pairs |= {(user_id, i) for (i,) in self._db.execute(
+                f"SELECT DISTINCT item_id FROM events WHERE user_id = ? AND {self._positive}",
+                (user_id, *self._negative_args))}
+        return pairs
 
     def history(self, user_id: str) -> list[Event]:
         """The user's events, oldest first."""
         with self._lock:
             rows = self._db.execute(
-                "SELECT user_id, item_id, event_type, value, ts_ms, scenario FROM events "
+                "SELECT user_id, item_id, event_type, value, ts_ms, scenario, request_id FROM events "
                 "WHERE user_id = ? ORDER BY ts_ms, seq", (user_id,)).fetchall()
         return [Event(*row) for row in rows]
 
     def history_item_ids(self, user_id: str) -> list[str]:
-        """The items of the user's events, oldest first: what Recommend reads (whole events cost ~2x)."""
+        """The items of the user's events, oldest first."""
+        return [item_id for item_id, _, _ in self.feedback(user_id)]
+
+    def feedback(self, user_id: str) -> list[tuple[str, int, float]]:
+        """(item_id, event_type, value) of the user's events, oldest first: what Recommend reads, from the
+        covering index alone (whole events cost ~2x)."""
         with self._lock:
-            return [item_id for (item_id,) in self._db.execute(
-                "SELECT item_id FROM events INDEXED BY events_items_by_user WHERE user_id = ? ORDER BY ts_ms, seq",
-                (user_id,))]
+            return self._db.execute(
+                "SELECT item_id, event_type, value FROM events INDEXED BY events_feedback_by_user "
+                "WHERE user_id = ? ORDER BY ts_ms, seq", (user_id,)).fetchall()
+
+    def clicks_for(self, request_ids: Sequence[str]) -> set[tuple[str, str]]:
+        """(request_id, item_id) pairs with a positive event joined to that request: the rewards of logged
+        impressions."""
+        found: set[tuple[str, str]] = set()
+        with self._lock:
+            for start in range(0, len(request_ids), 500):
+                chunk = list(request_ids[start:start + 500])
+                found |= set(self._db.execute(
+                    f"SELECT request_id, item_id FROM events WHERE request_id IN ({','.join('?' * len(chunk))}) "
+                    f"AND {self._positive}", (*chunk, *self._negative_args)))
+        return found
 
     def delete_user(self, user_id: str) -> int:
         with self._lock:
-            items = [i for (i,) in self._db.execute("SELECT DISTINCT item_id FROM events WHERE user_id = ?", (user_id,))]
+            items = [i for (i,) in self._db.execute(
+                f"SELECT DISTINCT item_id FROM events WHERE user_id = ? AND {self._positive}",
+                (user_id, *self._negative_args))]
             with self._db:
                 deleted = self._db.execute("DELETE FROM events WHERE user_id = ?", (user_id,)).rowcount
             for item_id in items:

@@ -176,6 +176,27 @@ def cmd_data_download(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_impressions_export(args: argparse.Namespace) -> int:
+    from gateway.impressions import ImpressionLog, export_log
+    from gateway.settings import GatewaySettings
+    from gateway.store import GatewayStore
+
+    state = Path(args.state_dir)
+    if not (state / "impressions.sqlite").is_file():
+        print(f"no impression log under {state} (the gateway's --state-dir)", file=sys.stderr)
+        return 2
+    # What counts as a click follows the gateway's own setting (LMREC_GATEWAY_NEGATIVE_RATING_BELOW).
+    store = GatewayStore(state / "gateway.sqlite", GatewaySettings().negative_rating_below)
+    impressions = ImpressionLog(state / "impressions.sqlite")
+    try:
+        rows = export_log(impressions, store.clicks_for, args.out)
+    finally:
+        impressions.close()
+        store.close()
+    print(f"wrote {rows} impressions to {args.out}; estimate a policy with `lmrec evaluate --ope {args.out}`")
+    return 0
+
+
 # wiring ---------------------------------------------------------------------------------------
 def _delegate(module: str, add: str, run: str, extra: str):
     """Subcommands whose code needs an optional extra are imported only when used."""
@@ -250,6 +271,12 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     load.add_argument("--data")
     load.add_argument("--items-only", action="store_true")
 
+    shown = subs.add_parser("impressions", help="the gateway's impression log (exploration, off-policy evaluation)")
+    shown_subs = shown.add_subparsers(dest="impressions_command", required=True)
+    export = shown_subs.add_parser("export", help="write the impressions, with their clicks, as JSONL")
+    export.add_argument("--state-dir", type=Path, default=Path("var/gateway"), help="the gateway's state directory")
+    export.add_argument("--out", type=Path, required=True)
+
     data = subs.add_parser("data", help="datasets")
     data_subs = data.add_subparsers(dest="data_command", required=True)
     download = data_subs.add_parser("download", help="download a dataset (checks every file's sha256)")
@@ -277,7 +304,7 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(2)
     if args.command == "serve":
         sys.exit(cmd_serve(args, passthrough))
-    handlers = {"recommend": cmd_recommend, "data": cmd_data_download}
+    handlers = {"recommend": cmd_recommend, "data": cmd_data_download, "impressions": cmd_impressions_export}
     if args.command == "catalog":
         sys.exit(cmd_catalog_load(args))
     if args.command in handlers:

@@ -12,7 +12,7 @@ from lmrec.manifest import Manifest, load_manifest
 from ranking_service.item_store import ItemStore
 from ranking_service.onnx_session import RuntimeChoice, choose_runtime
 from ranking_service import seq_ranker  # noqa: F401  (registers the trained ranker kind)
-from ranking_service.ranker import Ranker, build_ranker
+from ranking_service.ranker import Ranker, RankerOptions, build_ranker
 from ranking_service.settings import RankingSettings
 from ranking_service.text_encoder import TextEncoder
 from ranking_service.trained_texts import TrainedTexts
@@ -58,8 +58,9 @@ def load_model(settings: RankingSettings) -> LoadedModel:
         item_encoder = TextEncoder(settings.bundle_dir, manifest, replace(runtime, precision="fp32"),
                                    settings.intra_op_threads, settings.inter_op_threads)
     store = ItemStore(Path(settings.state_dir) / "item_repr.sqlite", manifest.served_dimension, manifest.model_version)
-    ranker = build_ranker(settings.bundle_dir, manifest, store, runtime,
-                          {"intra_op_threads": settings.intra_op_threads or 1})
+    ranker = build_ranker(settings.bundle_dir, manifest, store, runtime, RankerOptions(
+        negative_penalty=settings.negative_penalty, event_weight_blend=settings.event_weight_blend,
+        intra_op_threads=settings.intra_op_threads or 1))
     model = LoadedModel(manifest, runtime, encoder, ranker, store,
                         TrainedTexts.from_bundle(settings.bundle_dir, manifest), item_encoder)
     reencoded = store.load(model.encode_items)

@@ -19,20 +19,69 @@ from ranking_service.item_store import ItemStore
 from ranking_service.onnx_session import RuntimeChoice
 
 
+# Rank-time weight of a history item by how recent it is, times its event weight (zero-shot ranker and
+# the event-weighted blend of the trained one).
+RECENCY_DECAY = 0.97
+# The most recent negatives that push similar candidates down.
+NEGATIVE_WINDOW = 20
+
+
 @dataclass(frozen=True)
 class RankContext:
     user_id: str
     history_item_ids: list[str]
     query: str = ""
     scenario: str = ""
+    # Per history item, the strength of its event (empty: 1 each).
+    history_weights: tuple[float, ...] = ()
+    negative_item_ids: tuple[str, ...] = ()
+
+    def weights(self) -> np.ndarray:
+        if not self.history_weights:
+            return np.ones(len(self.history_item_ids), dtype=np.float32)
+        return np.asarray(self.history_weights, dtype=np.float32)
+
+
+@dataclass(frozen=True)
+class RankerOptions:
+    """Serving-time knobs of every ranker (declared in RankingSettings, passed in by the worker).
+
+    Attributes:
+        negative_penalty: a candidate whose largest text similarity to the user's recent negatives is z
+            standard deviations above the candidates' mean loses penalty·z standard deviations of score.
+        event_weight_blend: share of the trained ranker's user vector taken from the event-weighted,
+            recency-decayed mean of the history's item vectors (the sequence model itself reads order,
+            not weights); the zero-shot ranker's user vector is that weighted mean already.
+        intra_op_threads: ONNX Runtime threads of the ranker's own graphs.
+    """
+
+    negative_penalty: float = 1.0
+    event_weight_blend: float = 0.0
+    intra_op_threads: int = 1
+
+
+@dataclass(frozen=True)
+class Attributions:
+    """Per candidate: the history position whose removal lowers its score most (-1: no history), by how
+    much, and the free-text request's part of its score."""
+
+    history_index: np.ndarray
+    history_drop: np.ndarray
+    query_part: np.ndarray
+    history_item_ids: list[str]
+
+
+def recency_weights(n: int) -> np.ndarray:
+    return RECENCY_DECAY ** np.arange(n - 1, -1, -1, dtype=np.float32)
 
 
 class Ranker(ABC):
     kind: str
 
-    def __init__(self, manifest: Manifest, store: ItemStore) -> None:
+    def __init__(self, manifest: Manifest, store: ItemStore, options: RankerOptions | None = None) -> None:
         self.manifest = manifest
         self.store = store
+        self.options = options or RankerOptions()
 
     @property
     def model_version(self) -> str:
@@ -53,13 +102,70 @@ class Ranker(ABC):
         for rankers that represent every item the same way."""
         return None
 
-    @abstractmethod
-    def context_vector(self, context: RankContext, query_vector: np.ndarray | None) -> np.ndarray | None:
-        """Unit query vector for retrieval, or None when the context carries no signal (cold user, no query)."""
+    def text_vectors(self, candidates: np.ndarray) -> np.ndarray:
+        """The unit LM text part of candidate representations: what item-to-item similarity uses."""
+        return candidates
 
     @abstractmethod
+    def history_variants(self, context: RankContext) -> tuple[np.ndarray | None, np.ndarray | None, list[str]]:
+        """The user-interest part of the context (None without usable history), the same with each history
+        item left out in turn ([L, ...], None without history), and those L item ids."""
+
+    @abstractmethod
+    def combine(self, interest: np.ndarray | None, query_vector: np.ndarray | None) -> np.ndarray | None:
+        """Context vector(s) from interest vector(s) ([..., d] or None) and the query vector (or None)."""
+
+    def context_vector(self, context: RankContext, query_vector: np.ndarray | None) -> np.ndarray | None:
+        """Query vector for retrieval, or None when the context carries no signal (cold user, no query)."""
+        return self.combine(self.history_variants(context)[0], query_vector)
+
     def score(self, context: RankContext, query_vector: np.ndarray | None, candidates: np.ndarray) -> np.ndarray:
         """Scores for candidate representations (rows of `candidates`); higher is better."""
+        ctx = self.context_vector(context, query_vector)
+        if ctx is None:
+            scores = np.zeros(len(candidates), dtype=np.float32)
+        else:
+            scores = (candidates @ ctx).astype(np.float32)
+        return self.penalise_negatives(context, candidates, scores)
+
+    def penalise_negatives(self, context: RankContext, candidates: np.ndarray, scores: np.ndarray) -> np.ndarray:
+        if not context.negative_item_ids or not self.options.negative_penalty or len(candidates) < 2:
+            return scores
+        negatives, known = self.store.gather(list(context.negative_item_ids[-NEGATIVE_WINDOW:]))
+        if not known.any():
+            return scores
+        similarity = (self.text_vectors(candidates) @ self.text_vectors(negatives[known]).T).max(axis=1)
+        # In standard deviations on both sides, so the knob means the same whatever the model's score scale:
+        # a candidate 2 sd closer to the negatives than the average candidate loses 2·penalty sd of score.
+        closeness = np.maximum((similarity - similarity.mean()) / (float(similarity.std()) or 1.0), 0.0)
+        spread = float(scores.std()) or 1.0
+        return (scores - self.options.negative_penalty * spread * closeness).astype(np.float32)
+
+    def attribute(self, context: RankContext, query_vector: np.ndarray | None,
+                  candidates: np.ndarray) -> Attributions:
+        """Leave-one-out attribution over the context's history items, plus the query's part of each score."""
+        interest, variants, ids = self.history_variants(context)
+        n = len(candidates)
+        full = self.combine(interest, query_vector)
+        base = candidates @ full if full is not None else np.zeros(n, dtype=np.float32)
+        index = np.full(n, -1, dtype=np.int64)
+        drop = np.zeros(n, dtype=np.float32)
+        if variants is not None and len(ids):
+            without = self.combine(variants, query_vector)
+            drops = base[:, None] - candidates @ without.T  # [C, L]
+            index = drops.argmax(axis=1)
+            drop = drops[np.arange(n), index].astype(np.float32)
+        query_part = np.zeros(n, dtype=np.float32)
+        if query_vector is not None:
+            query_part = self.query_part(interest, query_vector, candidates, base)
+        return Attributions(index, drop, query_part, ids)
+
+    def query_part(self, interest: np.ndarray | None, query_vector: np.ndarray, candidates: np.ndarray,
+                   base: np.ndarray) -> np.ndarray:
+        """The free-text request's share of each score: for a linear context, the score less the score
+        without the query."""
+        no_query = self.combine(interest, None)
+        return (base - (candidates @ no_query if no_query is not None else 0.0)).astype(np.float32)
 
 
 def normalize(v: np.ndarray) -> np.ndarray:
@@ -77,35 +183,40 @@ class ZeroShotRanker(Ranker):
     kind = "zero_shot"
     QUERY_WEIGHT = 0.75
     HISTORY_WINDOW = 50
-    RECENCY_DECAY = 0.97
 
-    def history_vector(self, history_item_ids: list[str]) -> np.ndarray | None:
-        recent = history_item_ids[-self.HISTORY_WINDOW:]
-        vectors, known = self.store.gather(recent)
-        if not known.any():
-            return None
-        weights = self.RECENCY_DECAY ** np.arange(len(recent) - 1, -1, -1, dtype=np.float32)
-        weights = weights * known
-        return normalize((weights[:, None] * vectors).sum(0))
+    def history_variants(self, context: RankContext) -> tuple[np.ndarray | None, np.ndarray | None, list[str]]:
+        ids = context.history_item_ids[-self.HISTORY_WINDOW:]
+        vectors, known = self.store.gather(ids)
+        weights = context.weights()[-self.HISTORY_WINDOW:] * recency_weights(len(ids)) * known
+        if not (weights > 0).any():
+            return None, None, []
+        keep = np.flatnonzero(weights > 0)
+        terms = weights[keep, None] * vectors[keep]
+        total = terms.sum(0)
+        variants = np.stack([normalize(total - t) for t in terms])
+        return normalize(total), variants, [ids[i] for i in keep]
 
-    def context_vector(self, context: RankContext, query_vector: np.ndarray | None) -> np.ndarray | None:
-        history = self.history_vector(context.history_item_ids)
+    def combine(self, interest: np.ndarray | None, query_vector: np.ndarray | None) -> np.ndarray | None:
         if query_vector is None:
-            return history
-        if history is None:
+            return interest
+        if interest is None:
             return normalize(query_vector)
-        return normalize(self.QUERY_WEIGHT * query_vector + (1 - self.QUERY_WEIGHT) * history)
+        mixed = self.QUERY_WEIGHT * query_vector + (1 - self.QUERY_WEIGHT) * interest
+        return mixed / np.maximum(np.linalg.norm(mixed, axis=-1, keepdims=True), 1e-12)
 
-    def score(self, context: RankContext, query_vector: np.ndarray | None, candidates: np.ndarray) -> np.ndarray:
-        ctx = self.context_vector(context, query_vector)
-        if ctx is None:
-            return np.zeros(len(candidates), dtype=np.float32)
-        return candidates @ ctx
+    def query_part(self, interest: np.ndarray | None, query_vector: np.ndarray, candidates: np.ndarray,
+                   base: np.ndarray) -> np.ndarray:
+        # The score is (Q·q·v + (1-Q)·h·v) / |Q·q + (1-Q)·h|: the query's term of that sum, exactly.
+        if interest is None:
+            return base.astype(np.float32)
+        mixed = self.QUERY_WEIGHT * query_vector + (1 - self.QUERY_WEIGHT) * interest
+        return (self.QUERY_WEIGHT * (candidates @ query_vector) / max(float(np.linalg.norm(mixed)), 1e-12)
+                ).astype(np.float32)
 
 
-RankerBuilder = Callable[[Path, Manifest, ItemStore, RuntimeChoice, dict], Ranker]
+RankerBuilder = Callable[[Path, Manifest, ItemStore, RuntimeChoice, RankerOptions], Ranker]
 RANKERS: dict[str, RankerBuilder] = {
-    "zero_shot": lambda bundle_dir, manifest, store, runtime, options: ZeroShotRanker(manifest, store),
+    "zero_shot": lambda bundle_dir, manifest, store, runtime, options: ZeroShotRanker(manifest, store, options),
 }
 
 
@@ -114,11 +225,11 @@ def register_ranker(kind: str, builder: RankerBuilder) -> None:
 
 
 def build_ranker(bundle_dir: Path, manifest: Manifest, store: ItemStore, runtime: RuntimeChoice,
-                 options: dict | None = None) -> Ranker:
+                 options: RankerOptions | None = None) -> Ranker:
     builder = RANKERS.get(manifest.ranker_kind)
     if builder is None:
         raise ArtifactMismatch(
             f"bundle {manifest.model_version} needs ranker kind '{manifest.ranker_kind}'; "
             f"this ranking worker knows {sorted(RANKERS)}"
         )
-    return builder(bundle_dir, manifest, store, runtime, options or {})
+    return builder(bundle_dir, manifest, store, runtime, options or RankerOptions())

@@ -20,15 +20,15 @@ from lmrec.errors import ArtifactMismatch
 from lmrec.manifest import Manifest
 from ranking_service.item_store import ItemStore
 from ranking_service.onnx_session import RuntimeChoice, model_path, new_session, run
-from ranking_service.ranker import RankContext, Ranker, register_ranker
+from ranking_service.ranker import RankContext, Ranker, RankerOptions, recency_weights, register_ranker
 
 
 class SequenceRanker(Ranker):
     kind = "lm_seq"
 
     def __init__(self, bundle_dir: Path, manifest: Manifest, store: ItemStore, runtime: RuntimeChoice,
-                 options: dict) -> None:
-        super().__init__(manifest, store)
+                 options: RankerOptions) -> None:
+        super().__init__(manifest, store, options)
         hp = manifest.hyperparameters
         try:
             self.dim = int(hp["dim"])
@@ -42,7 +42,7 @@ class SequenceRanker(Ranker):
             self._tail = np.array([self.cold_bias, 0.0] if self.extra == 2 else [0.0] * self.extra, dtype=np.float32)
         except KeyError as exc:
             raise ArtifactMismatch(f"bundle {manifest.model_version}: hyperparameter {exc} is missing") from None
-        threads = int(options.get("intra_op_threads", 1))
+        threads = options.intra_op_threads
         self._runtime = runtime
         self._items = new_session(model_path(bundle_dir, manifest, "item_tower", runtime.precision), runtime, threads, 1)
         self._context = new_session(model_path(bundle_dir, manifest, "context", runtime.precision), runtime, threads, 1)
@@ -69,30 +69,53 @@ class SequenceRanker(Ranker):
     def text_only(self, item_ids: list[str]) -> list[bool]:
         return [item_id not in self._id_rows for item_id in item_ids]
 
-    def history_vector(self, history_item_ids: list[str]) -> np.ndarray | None:
-        vectors, known = self.store.gather(history_item_ids[-self.max_len:])
+    def text_vectors(self, candidates: np.ndarray) -> np.ndarray:
+        return candidates[:, self.dim: self.dim + self.manifest.encoder.dimension]
+
+    def _interest(self, histories: np.ndarray, weights: np.ndarray) -> np.ndarray:
+        """[B, L, d] collaborative history vectors and [B, L] event weights -> [B, d] user interest."""
+        feeds = {"history": np.ascontiguousarray(histories, dtype=np.float32),
+                 "mask": np.ones(histories.shape[:2], dtype=np.float32)}
+        h = run(self._context, feeds, self._runtime.on_cuda)[0].astype(np.float32)
+        blend = self.options.event_weight_blend
+        if blend:
+            w = weights * recency_weights(histories.shape[1])[None]
+            mean = (w[..., None] * histories).sum(1)
+            mean /= np.maximum(np.linalg.norm(mean, axis=-1, keepdims=True), 1e-12)
+            h = (1 - blend) * h + blend * mean
+            h /= np.maximum(np.linalg.norm(h, axis=-1, keepdims=True), 1e-12)
+        return h
+
+    def history_variants(self, context: RankContext) -> tuple[np.ndarray | None, np.ndarray | None, list[str]]:
+        ids = context.history_item_ids[-self.max_len:]
+        vectors, known = self.store.gather(ids)
+        weights = context.weights()[-self.max_len:][known]
         vectors = vectors[known, : self.dim]
         if not len(vectors):
-            return None
-        feeds = {"history": vectors[None], "mask": np.ones((1, len(vectors)), dtype=np.float32)}
-        return run(self._context, feeds, self._runtime.on_cuda)[0][0].astype(np.float32)
+            return None, None, []
+        ids = [i for i, k in zip(ids, known) if k]
+        full = self._interest(vectors[None], weights[None])[0]
+        n = len(ids)
+        if n == 1:
+            return full, np.zeros((1, self.dim), dtype=np.float32), ids
+        keep = ~np.eye(n, dtype=bool)  # row j: every item but the j-th, in order
+        variants = self._interest(np.broadcast_to(vectors, (n, n, self.dim))[keep].reshape(n, n - 1, self.dim),
+                                  np.broadcast_to(weights, (n, n))[keep].reshape(n, n - 1))
+        return full, variants, ids
 
-    def context_vector(self, context: RankContext, query_vector: np.ndarray | None) -> np.ndarray | None:
-        history = self.history_vector(context.history_item_ids)
-        if history is None and query_vector is None:
+    def combine(self, interest: np.ndarray | None, query_vector: np.ndarray | None) -> np.ndarray | None:
+        if interest is None and query_vector is None:
             return None
         text_dim = self.manifest.encoder.dimension
-        return np.concatenate([
-            history if history is not None else np.zeros(self.dim, dtype=np.float32),
+        rows = 1 if interest is None or interest.ndim == 1 else len(interest)
+        parts = [
+            interest if interest is not None else np.zeros(self.dim, dtype=np.float32),
             self.query_weight * query_vector if query_vector is not None else np.zeros(text_dim, dtype=np.float32),
             self._tail,
-        ]).astype(np.float32)
-
-    def score(self, context: RankContext, query_vector: np.ndarray | None, candidates: np.ndarray) -> np.ndarray:
-        ctx = self.context_vector(context, query_vector)
-        if ctx is None:
-            return np.zeros(len(candidates), dtype=np.float32)
-        return candidates @ ctx
+        ]
+        if interest is not None and interest.ndim == 2:
+            parts = [interest] + [np.broadcast_to(p, (rows, len(p))) for p in parts[1:]]
+        return np.concatenate(parts, axis=-1).astype(np.float32)
 
 
 register_ranker(SequenceRanker.kind, SequenceRanker)

@@ -16,6 +16,8 @@ from ranking_service.ranker import RankContext
 
 MAX_CANDIDATES = 10_000
 MAX_HISTORY = 5_000
+MAX_NEGATIVES = 1_000
+MAX_TOP_VECTORS = 1_000
 # The batcher lanes (ranking_service/server.py:new_batcher): queries and item texts may use two encoders.
 QUERY_LANE, ITEM_LANE = "query", "item"
 
@@ -27,8 +29,16 @@ def _deadline(context: grpc.aio.ServicerContext) -> float | None:
 
 def rank_context(ctx: UserContext, field: str) -> RankContext:
     v.check_ids(ctx.history_item_ids, f"{field}.history_item_ids", MAX_HISTORY)
+    v.check_ids(ctx.negative_item_ids, f"{field}.negative_item_ids", MAX_NEGATIVES)
     v.check_text(ctx.query, f"{field}.query", v.MAX_QUERY_CHARS)
-    return RankContext(ctx.user_id, list(ctx.history_item_ids), ctx.query.strip(), ctx.scenario)
+    weights = tuple(ctx.history_weights)
+    if weights and len(weights) != len(ctx.history_item_ids):
+        raise v.InvalidArgument(f"{field}.history_weights",
+                                f"{len(weights)} weights for {len(ctx.history_item_ids)} history items")
+    if any(not np.isfinite(w) or w < 0 for w in weights):
+        raise v.InvalidArgument(f"{field}.history_weights", "must be finite and >= 0")
+    return RankContext(ctx.user_id, list(ctx.history_item_ids), ctx.query.strip(), ctx.scenario, weights,
+                       tuple(ctx.negative_item_ids))
 
 
 class RankingServicer(pb_grpc.RankingServiceServicer):
@@ -83,6 +93,7 @@ class RankingServicer(pb_grpc.RankingServiceServicer):
     async def Rank(self, request: pb.RankRequest, context) -> pb.RankResponse:
         ctx = rank_context(request.context, "context")
         candidates = v.check_ids(request.candidate_item_ids, "candidate_item_ids", MAX_CANDIDATES)
+        v.check_range(request.vectors_for_top, "vectors_for_top", 0, MAX_TOP_VECTORS)
         serving = self._holder.current
         model = serving.model
         query_vector = await self._query_vector(serving, ctx, _deadline(context))
@@ -90,12 +101,25 @@ class RankingServicer(pb_grpc.RankingServiceServicer):
         scores = model.ranker.score(ctx, query_vector, reps).astype(np.float32)
         scores[~known] = -np.inf
         text_only = model.ranker.text_only(candidates) or [False] * len(candidates)
-        return pb.RankResponse(
+        reply = pb.RankResponse(
             scores=scores,
             unknown_item_ids=[c for c, k in zip(candidates, known) if not k],
             model_version=model.manifest.model_version,
             text_only_item_ids=[c for c, k, t in zip(candidates, known, text_only) if k and t],
         )
+        if request.explain:
+            found = model.ranker.attribute(ctx, query_vector, reps)
+            reply.attributions.extend(
+                pb.Attribution(history_item_id=found.history_item_ids[i] if i >= 0 and k else "",
+                               history_weight=d if k else 0.0, query_weight=q if k else 0.0)
+                for i, d, q, k in zip(found.history_index.tolist(), found.history_drop.tolist(),
+                                      found.query_part.tolist(), known))
+        if request.vectors_for_top:
+            order = np.argsort(-scores, kind="stable")[: request.vectors_for_top]
+            order = order[known[order]]
+            text = model.ranker.text_vectors(reps[order])
+            reply.top_vectors.extend(pb.ItemVector(item_id=candidates[i], values=row) for i, row in zip(order, text))
+        return reply
 
     async def ForgetItems(self, request: pb.ForgetItemsRequest, context) -> pb.ForgetItemsResponse:
         ids = v.check_ids(request.item_ids, "item_ids", v.MAX_BATCH)

@@ -29,6 +29,12 @@ class RankingSettings(BaseSettings):
     max_wait_ms: float = Field(2.0, ge=0, le=1000)
     max_queue: int = Field(2048, ge=1)
     warmup: bool = True
+    # Negatives (dismissed or low-rated items): a candidate's score falls by this many standard deviations
+    # of the request's scores times its largest text similarity to them (ranking_service/ranker.py).
+    negative_penalty: float = Field(1.0, ge=0, le=100)
+    # Share of a trained ranker's user vector taken from the event-weighted mean of the history's item
+    # vectors, so a purchase counts more than a view (docs/evaluation.md measures its cost).
+    event_weight_blend: float = Field(0.0, ge=0, le=1)
     grace_seconds: float = Field(5.0, ge=0)
     # How often to look for a new bundle in bundle_dir (hot swap; SIGHUP checks at once); 0 = never.
     reload_interval_s: float = Field(5.0, ge=0)

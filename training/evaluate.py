@@ -349,6 +349,9 @@ def add_evaluate_arguments(parser: argparse.ArgumentParser) -> argparse.Argument
     parser.add_argument("--quick", action="store_true", help="tiny grids and epochs, for CI smoke runs")
     parser.add_argument("--seed", type=int, default=0, help="seed for the split, models and resampling")
     parser.add_argument("--cold-fraction", type=float, default=0.1, help="share of items held out as cold")
+    parser.add_argument("--tie-break", choices=["file", "item_id"], default="file",
+                        help="order of same-timestamp interactions: the data file's (default) or by item id "
+                             "(the old rule, to measure its effect)")
     parser.add_argument("--target", default=None, metavar="HOST:PORT",
                         help="a running gateway to evaluate through its public API as model 'served' "
                              "(add 'served' to --models; its catalogue must hold the dataset's items)")
@@ -358,6 +361,9 @@ def add_evaluate_arguments(parser: argparse.ArgumentParser) -> argparse.Argument
     parser.add_argument("--model-option", action="append", default=[], metavar="KEY=VALUE",
                         help="free option for plug-in model factories (repeatable), e.g. checkpoint=runs/lm; "
                              "factories read args.model_options")
+    from training.ope import add_ope_arguments
+
+    add_ope_arguments(parser.add_argument_group("off-policy evaluation (--ope LOG: no models are evaluated)"))
     for hook in EXTRA_ARGUMENT_HOOKS:
         hook(parser)
     return parser
@@ -435,9 +441,14 @@ def _merge_earlier_run(result: dict, tuning: dict, results_path: Path, per_user_
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
-    """Runs the whole evaluation and writes results.json, the PNGs and the markdown report."""
+    """Runs the whole evaluation and writes results.json, the PNGs and the markdown report; with --ope,
+    estimates a policy's click rate from an impression log instead."""
     from training.report import write_report
 
+    if args.ope:
+        from training.ope import main_ope
+
+        return main_ope(args)
     args.model_options = parse_model_options(getattr(args, "model_option", []))
     names = [n.strip() for n in args.models.split(",") if n.strip()]
     entries, skipped = resolve_models(names)
@@ -448,7 +459,8 @@ def run_evaluate(args: argparse.Namespace) -> int:
         return 2
     started = time.perf_counter()
     dataset = load_dataset(resolve_data_path(args.data))
-    data = build_split(dataset, SplitConfig(cold_fraction=args.cold_fraction, seed=args.seed))
+    data = build_split(dataset, SplitConfig(cold_fraction=args.cold_fraction, seed=args.seed,
+                                            tie_break=args.tie_break))
     print(f"{data.dataset_name}: {data.n_users} users, {data.n_items} items, "
           f"{data.stats['n_cold_test_users']} cold-item test users", file=sys.stderr)
 

@@ -26,47 +26,57 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from lmrec.v1 import common_pb2 as lmrec_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1elmrec/v1/gateway_service.proto\x12\x08lmrec.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x15lmrec/v1/common.proto\"\xc6\x01\n\x10RecommendRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x17\n\x0frecent_item_ids\x18\x02 \x03(\t\x12\r\n\x05query\x18\x03 \x01(\t\x12\t\n\x01k\x18\x04 \x01(\x05\x12\x18\n\x10\x65xclude_item_ids\x18\x05 \x03(\t\x12*\n\x07\x66ilters\x18\x06 \x03(\x0b\x32\x19.lmrec.v1.AttributeFilter\x12\x10\n\x08scenario\x18\x07 \x01(\t\x12\x16\n\x0enew_item_slots\x18\x08 \x01(\x05\"@\n\x0fRecommendedItem\x12\x0f\n\x07item_id\x18\x01 \x01(\t\x12\r\n\x05score\x18\x02 \x01(\x02\x12\r\n\x05title\x18\x03 \x01(\t\"\xb7\x01\n\x11RecommendResponse\x12(\n\x05items\x18\x01 \x03(\x0b\x32\x19.lmrec.v1.RecommendedItem\x12\x15\n\rmodel_version\x18\x02 \x01(\t\x12\x10\n\x08\x64\x65graded\x18\x03 \x01(\x08\x12\x17\n\x0f\x64\x65graded_reason\x18\x04 \x01(\t\x12&\n\x07timings\x18\x05 \x03(\x0b\x32\x15.lmrec.v1.StageTiming\x12\x0e\n\x06source\x18\x06 \x01(\t\"3\n\x12UpsertItemsRequest\x12\x1d\n\x05items\x18\x01 \x03(\x0b\x32\x0e.lmrec.v1.Item\"-\n\x13UpsertItemsResponse\x12\x16\n\x0eupserted_count\x18\x01 \x01(\x05\"&\n\x12\x44\x65leteItemsRequest\x12\x10\n\x08item_ids\x18\x01 \x03(\t\",\n\x13\x44\x65leteItemsResponse\x12\x15\n\rdeleted_count\x18\x01 \x01(\x05\"#\n\x0fGetItemsRequest\x12\x10\n\x08item_ids\x18\x01 \x03(\t\"K\n\x10GetItemsResponse\x12\x1d\n\x05items\x18\x01 \x03(\x0b\x32\x0e.lmrec.v1.Item\x12\x18\n\x10missing_item_ids\x18\x02 \x03(\t\"\xab\x01\n\rFeedbackEvent\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x0f\n\x07item_id\x18\x02 \x01(\t\x12\'\n\nevent_type\x18\x03 \x01(\x0e\x32\x13.lmrec.v1.EventType\x12\r\n\x05value\x18\x04 \x01(\x02\x12.\n\nevent_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08scenario\x18\x06 \x01(\t\"@\n\x15RecordFeedbackRequest\x12\'\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x17.lmrec.v1.FeedbackEvent\"0\n\x16RecordFeedbackResponse\x12\x16\n\x0e\x61\x63\x63\x65pted_count\x18\x01 \x01(\x05\"(\n\x15GetUserHistoryRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\"A\n\x16GetUserHistoryResponse\x12\'\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x17.lmrec.v1.FeedbackEvent\"(\n\x15\x44\x65leteUserDataRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\"5\n\x16\x44\x65leteUserDataResponse\x12\x1b\n\x13\x64\x65leted_event_count\x18\x01 \x01(\x05*\x9a\x01\n\tEventType\x12\x1a\n\x16\x45VENT_TYPE_UNSPECIFIED\x10\x00\x12\x13\n\x0f\x45VENT_TYPE_VIEW\x10\x01\x12\x14\n\x10\x45VENT_TYPE_CLICK\x10\x02\x12\x15\n\x11\x45VENT_TYPE_RATING\x10\x03\x12\x17\n\x13\x45VENT_TYPE_PURCHASE\x10\x04\x12\x16\n\x12\x45VENT_TYPE_DISMISS\x10\x05\x32\xb0\x04\n\x0eGatewayService\x12\x44\n\tRecommend\x12\x1a.lmrec.v1.RecommendRequest\x1a\x1b.lmrec.v1.RecommendResponse\x12J\n\x0bUpsertItems\x12\x1c.lmrec.v1.UpsertItemsRequest\x1a\x1d.lmrec.v1.UpsertItemsResponse\x12J\n\x0b\x44\x65leteItems\x12\x1c.lmrec.v1.DeleteItemsRequest\x1a\x1d.lmrec.v1.DeleteItemsResponse\x12\x41\n\x08GetItems\x12\x19.lmrec.v1.GetItemsRequest\x1a\x1a.lmrec.v1.GetItemsResponse\x12S\n\x0eRecordFeedback\x12\x1f.lmrec.v1.RecordFeedbackRequest\x1a .lmrec.v1.RecordFeedbackResponse\x12S\n\x0eGetUserHistory\x12\x1f.lmrec.v1.GetUserHistoryRequest\x1a .lmrec.v1.GetUserHistoryResponse\x12S\n\x0e\x44\x65leteUserData\x12\x1f.lmrec.v1.DeleteUserDataRequest\x1a .lmrec.v1.DeleteUserDataResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1elmrec/v1/gateway_service.proto\x12\x08lmrec.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x15lmrec/v1/common.proto\"\xac\x02\n\x10RecommendRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x17\n\x0frecent_item_ids\x18\x02 \x03(\t\x12\r\n\x05query\x18\x03 \x01(\t\x12\t\n\x01k\x18\x04 \x01(\x05\x12\x18\n\x10\x65xclude_item_ids\x18\x05 \x03(\t\x12*\n\x07\x66ilters\x18\x06 \x03(\x0b\x32\x19.lmrec.v1.AttributeFilter\x12\x10\n\x08scenario\x18\x07 \x01(\t\x12\x16\n\x0enew_item_slots\x18\x08 \x01(\x05\x12\x16\n\tdiversity\x18\t \x01(\x02H\x00\x88\x01\x01\x12*\n\x0b\x65xploration\x18\n \x01(\x0b\x32\x15.lmrec.v1.Exploration\x12\x12\n\nrequest_id\x18\x0b \x01(\tB\x0c\n\n_diversity\"`\n\x0b\x45xploration\x12+\n\x06policy\x18\x01 \x01(\x0e\x32\x1b.lmrec.v1.ExplorationPolicy\x12\x0f\n\x07\x65psilon\x18\x02 \x01(\x02\x12\x13\n\x0btemperature\x18\x03 \x01(\x02\"[\n\x06Reason\x12\"\n\x04kind\x18\x01 \x01(\x0e\x32\x14.lmrec.v1.ReasonKind\x12\x0f\n\x07item_id\x18\x02 \x01(\t\x12\x0c\n\x04text\x18\x03 \x01(\t\x12\x0e\n\x06weight\x18\x04 \x01(\x02\"\x89\x01\n\x0fRecommendedItem\x12\x0f\n\x07item_id\x18\x01 \x01(\t\x12\r\n\x05score\x18\x02 \x01(\x02\x12\r\n\x05title\x18\x03 \x01(\t\x12!\n\x07reasons\x18\x04 \x03(\x0b\x32\x10.lmrec.v1.Reason\x12\x10\n\x08position\x18\x05 \x01(\x05\x12\x12\n\npropensity\x18\x06 \x01(\x02\"\xed\x01\n\x11RecommendResponse\x12(\n\x05items\x18\x01 \x03(\x0b\x32\x19.lmrec.v1.RecommendedItem\x12\x15\n\rmodel_version\x18\x02 \x01(\t\x12\x10\n\x08\x64\x65graded\x18\x03 \x01(\x08\x12\x17\n\x0f\x64\x65graded_reason\x18\x04 \x01(\t\x12&\n\x07timings\x18\x05 \x03(\x0b\x32\x15.lmrec.v1.StageTiming\x12\x0e\n\x06source\x18\x06 \x01(\t\x12\x12\n\nrequest_id\x18\x07 \x01(\t\x12\x10\n\x08scenario\x18\x08 \x01(\t\x12\x0e\n\x06policy\x18\t \x01(\t\"3\n\x12UpsertItemsRequest\x12\x1d\n\x05items\x18\x01 \x03(\x0b\x32\x0e.lmrec.v1.Item\"-\n\x13UpsertItemsResponse\x12\x16\n\x0eupserted_count\x18\x01 \x01(\x05\"&\n\x12\x44\x65leteItemsRequest\x12\x10\n\x08item_ids\x18\x01 \x03(\t\",\n\x13\x44\x65leteItemsResponse\x12\x15\n\rdeleted_count\x18\x01 \x01(\x05\"#\n\x0fGetItemsRequest\x12\x10\n\x08item_ids\x18\x01 \x03(\t\"K\n\x10GetItemsResponse\x12\x1d\n\x05items\x18\x01 \x03(\x0b\x32\x0e.lmrec.v1.Item\x12\x18\n\x10missing_item_ids\x18\x02 \x03(\t\"\xbf\x01\n\rFeedbackEvent\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x0f\n\x07item_id\x18\x02 \x01(\t\x12\'\n\nevent_type\x18\x03 \x01(\x0e\x32\x13.lmrec.v1.EventType\x12\r\n\x05value\x18\x04 \x01(\x02\x12.\n\nevent_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08scenario\x18\x06 \x01(\t\x12\x12\n\nrequest_id\x18\x07 \x01(\t\"@\n\x15RecordFeedbackRequest\x12\'\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x17.lmrec.v1.FeedbackEvent\"0\n\x16RecordFeedbackResponse\x12\x16\n\x0e\x61\x63\x63\x65pted_count\x18\x01 \x01(\x05\"(\n\x15GetUserHistoryRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\"l\n\x16GetUserHistoryResponse\x12\'\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x17.lmrec.v1.FeedbackEvent\x12)\n\x0bimpressions\x18\x02 \x03(\x0b\x32\x14.lmrec.v1.Impression\"\xd1\x01\n\nImpression\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\t\x12\x0f\n\x07item_id\x18\x03 \x01(\t\x12\x10\n\x08position\x18\x04 \x01(\x05\x12\x12\n\npropensity\x18\x05 \x01(\x02\x12\x0e\n\x06policy\x18\x06 \x01(\t\x12\x15\n\rmodel_version\x18\x07 \x01(\t\x12\x10\n\x08scenario\x18\x08 \x01(\t\x12.\n\nshown_time\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"(\n\x15\x44\x65leteUserDataRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\"W\n\x16\x44\x65leteUserDataResponse\x12\x1b\n\x13\x64\x65leted_event_count\x18\x01 \x01(\x05\x12 \n\x18\x64\x65leted_impression_count\x18\x02 \x01(\x05*\x96\x01\n\x11\x45xplorationPolicy\x12\"\n\x1e\x45XPLORATION_POLICY_UNSPECIFIED\x10\x00\x12\x1d\n\x19\x45XPLORATION_POLICY_GREEDY\x10\x01\x12\x1e\n\x1a\x45XPLORATION_POLICY_EPSILON\x10\x02\x12\x1e\n\x1a\x45XPLORATION_POLICY_SOFTMAX\x10\x03*\xc9\x01\n\nReasonKind\x12\x1b\n\x17REASON_KIND_UNSPECIFIED\x10\x00\x12\x1c\n\x18REASON_KIND_HISTORY_ITEM\x10\x01\x12\x15\n\x11REASON_KIND_QUERY\x10\x02\x12\x19\n\x15REASON_KIND_ATTRIBUTE\x10\x03\x12\x17\n\x13REASON_KIND_POPULAR\x10\x04\x12\x18\n\x14REASON_KIND_NEW_ITEM\x10\x05\x12\x1b\n\x17REASON_KIND_EXPLORATION\x10\x06*\x9a\x01\n\tEventType\x12\x1a\n\x16\x45VENT_TYPE_UNSPECIFIED\x10\x00\x12\x13\n\x0f\x45VENT_TYPE_VIEW\x10\x01\x12\x14\n\x10\x45VENT_TYPE_CLICK\x10\x02\x12\x15\n\x11\x45VENT_TYPE_RATING\x10\x03\x12\x17\n\x13\x45VENT_TYPE_PURCHASE\x10\x04\x12\x16\n\x12\x45VENT_TYPE_DISMISS\x10\x05\x32\xb0\x04\n\x0eGatewayService\x12\x44\n\tRecommend\x12\x1a.lmrec.v1.RecommendRequest\x1a\x1b.lmrec.v1.RecommendResponse\x12J\n\x0bUpsertItems\x12\x1c.lmrec.v1.UpsertItemsRequest\x1a\x1d.lmrec.v1.UpsertItemsResponse\x12J\n\x0b\x44\x65leteItems\x12\x1c.lmrec.v1.DeleteItemsRequest\x1a\x1d.lmrec.v1.DeleteItemsResponse\x12\x41\n\x08GetItems\x12\x19.lmrec.v1.GetItemsRequest\x1a\x1a.lmrec.v1.GetItemsResponse\x12S\n\x0eRecordFeedback\x12\x1f.lmrec.v1.RecordFeedbackRequest\x1a .lmrec.v1.RecordFeedbackResponse\x12S\n\x0eGetUserHistory\x12\x1f.lmrec.v1.GetUserHistoryRequest\x1a .lmrec.v1.GetUserHistoryResponse\x12S\n\x0e\x44\x65leteUserData\x12\x1f.lmrec.v1.DeleteUserDataRequest\x1a .lmrec.v1.DeleteUserDataResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'lmrec.v1.gateway_service_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_EVENTTYPE']._serialized_start=1350
-  _globals['_EVENTTYPE']._serialized_end=1504
+  _globals['_EXPLORATIONPOLICY']._serialized_start=2080
+  _globals['_EXPLORATIONPOLICY']._serialized_end=2230
+  _globals['_REASONKIND']._serialized_start=2233
+  _globals['_REASONKIND']._serialized_end=2434
+  _globals['_EVENTTYPE']._serialized_start=2437
+  _globals['_EVENTTYPE']._serialized_end=2591
   _globals['_RECOMMENDREQUEST']._serialized_start=101
-  _globals['_RECOMMENDREQUEST']._serialized_end=299
-  _globals['_RECOMMENDEDITEM']._serialized_start=301
-  _globals['_RECOMMENDEDITEM']._serialized_end=365
-  _globals['_RECOMMENDRESPONSE']._serialized_start=368
-  _globals['_RECOMMENDRESPONSE']._serialized_end=551
-  _globals['_UPSERTITEMSREQUEST']._serialized_start=553
-  _globals['_UPSERTITEMSREQUEST']._serialized_end=604
-  _globals['_UPSERTITEMSRESPONSE']._serialized_start=606
-  _globals['_UPSERTITEMSRESPONSE']._serialized_end=651
-  _globals['_DELETEITEMSREQUEST']._serialized_start=653
-  _globals['_DELETEITEMSREQUEST']._serialized_end=691
-  _globals['_DELETEITEMSRESPONSE']._serialized_start=693
-  _globals['_DELETEITEMSRESPONSE']._serialized_end=737
-  _globals['_GETITEMSREQUEST']._serialized_start=739
-  _globals['_GETITEMSREQUEST']._serialized_end=774
-  _globals['_GETITEMSRESPONSE']._serialized_start=776
-  _globals['_GETITEMSRESPONSE']._serialized_end=851
-  _globals['_FEEDBACKEVENT']._serialized_start=854
-  _globals['_FEEDBACKEVENT']._serialized_end=1025
-  _globals['_RECORDFEEDBACKREQUEST']._serialized_start=1027
-  _globals['_RECORDFEEDBACKREQUEST']._serialized_end=1091
-  _globals['_RECORDFEEDBACKRESPONSE']._serialized_start=1093
-  _globals['_RECORDFEEDBACKRESPONSE']._serialized_end=1141
-  _globals['_GETUSERHISTORYREQUEST']._serialized_start=1143
-  _globals['_GETUSERHISTORYREQUEST']._serialized_end=1183
-  _globals['_GETUSERHISTORYRESPONSE']._serialized_start=1185
-  _globals['_GETUSERHISTORYRESPONSE']._serialized_end=1250
-  _globals['_DELETEUSERDATAREQUEST']._serialized_start=1252
-  _globals['_DELETEUSERDATAREQUEST']._serialized_end=1292
-  _globals['_DELETEUSERDATARESPONSE']._serialized_start=1294
-  _globals['_DELETEUSERDATARESPONSE']._serialized_end=1347
-  _globals['_GATEWAYSERVICE']._serialized_start=1507
-  _globals['_GATEWAYSERVICE']._serialized_end=2067
+  _globals['_RECOMMENDREQUEST']._serialized_end=401
+  _globals['_EXPLORATION']._serialized_start=403
+  _globals['_EXPLORATION']._serialized_end=499
+  _globals['_REASON']._serialized_start=501
+  _globals['_REASON']._serialized_end=592
+  _globals['_RECOMMENDEDITEM']._serialized_start=595
+  _globals['_RECOMMENDEDITEM']._serialized_end=732
+  _globals['_RECOMMENDRESPONSE']._serialized_start=735
+  _globals['_RECOMMENDRESPONSE']._serialized_end=972
+  _globals['_UPSERTITEMSREQUEST']._serialized_start=974
+  _globals['_UPSERTITEMSREQUEST']._serialized_end=1025
+  _globals['_UPSERTITEMSRESPONSE']._serialized_start=1027
+  _globals['_UPSERTITEMSRESPONSE']._serialized_end=1072
+  _globals['_DELETEITEMSREQUEST']._serialized_start=1074
+  _globals['_DELETEITEMSREQUEST']._serialized_end=1112
+  _globals['_DELETEITEMSRESPONSE']._serialized_start=1114
+  _globals['_DELETEITEMSRESPONSE']._serialized_end=1158
+  _globals['_GETITEMSREQUEST']._serialized_start=1160
+  _globals['_GETITEMSREQUEST']._serialized_end=1195
+  _globals['_GETITEMSRESPONSE']._serialized_start=1197
+  _globals['_GETITEMSRESPONSE']._serialized_end=1272
+  _globals['_FEEDBACKEVENT']._serialized_start=1275
+  _globals['_FEEDBACKEVENT']._serialized_end=1466
+  _globals['_RECORDFEEDBACKREQUEST']._serialized_start=1468
+  _globals['_RECORDFEEDBACKREQUEST']._serialized_end=1532
+  _globals['_RECORDFEEDBACKRESPONSE']._serialized_start=1534
+  _globals['_RECORDFEEDBACKRESPONSE']._serialized_end=1582
+  _globals['_GETUSERHISTORYREQUEST']._serialized_start=1584
+  _globals['_GETUSERHISTORYREQUEST']._serialized_end=1624
+  _globals['_GETUSERHISTORYRESPONSE']._serialized_start=1626
+  _globals['_GETUSERHISTORYRESPONSE']._serialized_end=1734
+  _globals['_IMPRESSION']._serialized_start=1737
+  _globals['_IMPRESSION']._serialized_end=1946
+  _globals['_DELETEUSERDATAREQUEST']._serialized_start=1948
+  _globals['_DELETEUSERDATAREQUEST']._serialized_end=1988
+  _globals['_DELETEUSERDATARESPONSE']._serialized_start=1990
+  _globals['_DELETEUSERDATARESPONSE']._serialized_end=2077
+  _globals['_GATEWAYSERVICE']._serialized_start=2594
+  _globals['_GATEWAYSERVICE']._serialized_end=3154
 # @@protoc_insertion_point(module_scope)

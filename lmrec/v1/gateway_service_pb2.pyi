@@ -11,6 +11,23 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class ExplorationPolicy(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    EXPLORATION_POLICY_UNSPECIFIED: _ClassVar[ExplorationPolicy]
+    EXPLORATION_POLICY_GREEDY: _ClassVar[ExplorationPolicy]
+    EXPLORATION_POLICY_EPSILON: _ClassVar[ExplorationPolicy]
+    EXPLORATION_POLICY_SOFTMAX: _ClassVar[ExplorationPolicy]
+
+class ReasonKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    REASON_KIND_UNSPECIFIED: _ClassVar[ReasonKind]
+    REASON_KIND_HISTORY_ITEM: _ClassVar[ReasonKind]
+    REASON_KIND_QUERY: _ClassVar[ReasonKind]
+    REASON_KIND_ATTRIBUTE: _ClassVar[ReasonKind]
+    REASON_KIND_POPULAR: _ClassVar[ReasonKind]
+    REASON_KIND_NEW_ITEM: _ClassVar[ReasonKind]
+    REASON_KIND_EXPLORATION: _ClassVar[ReasonKind]
+
 class EventType(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     EVENT_TYPE_UNSPECIFIED: _ClassVar[EventType]
@@ -19,6 +36,17 @@ class EventType(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     EVENT_TYPE_RATING: _ClassVar[EventType]
     EVENT_TYPE_PURCHASE: _ClassVar[EventType]
     EVENT_TYPE_DISMISS: _ClassVar[EventType]
+EXPLORATION_POLICY_UNSPECIFIED: ExplorationPolicy
+EXPLORATION_POLICY_GREEDY: ExplorationPolicy
+EXPLORATION_POLICY_EPSILON: ExplorationPolicy
+EXPLORATION_POLICY_SOFTMAX: ExplorationPolicy
+REASON_KIND_UNSPECIFIED: ReasonKind
+REASON_KIND_HISTORY_ITEM: ReasonKind
+REASON_KIND_QUERY: ReasonKind
+REASON_KIND_ATTRIBUTE: ReasonKind
+REASON_KIND_POPULAR: ReasonKind
+REASON_KIND_NEW_ITEM: ReasonKind
+REASON_KIND_EXPLORATION: ReasonKind
 EVENT_TYPE_UNSPECIFIED: EventType
 EVENT_TYPE_VIEW: EventType
 EVENT_TYPE_CLICK: EventType
@@ -27,7 +55,7 @@ EVENT_TYPE_PURCHASE: EventType
 EVENT_TYPE_DISMISS: EventType
 
 class RecommendRequest(_message.Message):
-    __slots__ = ("user_id", "recent_item_ids", "query", "k", "exclude_item_ids", "filters", "scenario", "new_item_slots")
+    __slots__ = ("user_id", "recent_item_ids", "query", "k", "exclude_item_ids", "filters", "scenario", "new_item_slots", "diversity", "exploration", "request_id")
     USER_ID_FIELD_NUMBER: _ClassVar[int]
     RECENT_ITEM_IDS_FIELD_NUMBER: _ClassVar[int]
     QUERY_FIELD_NUMBER: _ClassVar[int]
@@ -36,6 +64,9 @@ class RecommendRequest(_message.Message):
     FILTERS_FIELD_NUMBER: _ClassVar[int]
     SCENARIO_FIELD_NUMBER: _ClassVar[int]
     NEW_ITEM_SLOTS_FIELD_NUMBER: _ClassVar[int]
+    DIVERSITY_FIELD_NUMBER: _ClassVar[int]
+    EXPLORATION_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     user_id: str
     recent_item_ids: _containers.RepeatedScalarFieldContainer[str]
     query: str
@@ -44,33 +75,70 @@ class RecommendRequest(_message.Message):
     filters: _containers.RepeatedCompositeFieldContainer[_common_pb2.AttributeFilter]
     scenario: str
     new_item_slots: int
-    def __init__(self, user_id: _Optional[str] = ..., recent_item_ids: _Optional[_Iterable[str]] = ..., query: _Optional[str] = ..., k: _Optional[int] = ..., exclude_item_ids: _Optional[_Iterable[str]] = ..., filters: _Optional[_Iterable[_Union[_common_pb2.AttributeFilter, _Mapping]]] = ..., scenario: _Optional[str] = ..., new_item_slots: _Optional[int] = ...) -> None: ...
+    diversity: float
+    exploration: Exploration
+    request_id: str
+    def __init__(self, user_id: _Optional[str] = ..., recent_item_ids: _Optional[_Iterable[str]] = ..., query: _Optional[str] = ..., k: _Optional[int] = ..., exclude_item_ids: _Optional[_Iterable[str]] = ..., filters: _Optional[_Iterable[_Union[_common_pb2.AttributeFilter, _Mapping]]] = ..., scenario: _Optional[str] = ..., new_item_slots: _Optional[int] = ..., diversity: _Optional[float] = ..., exploration: _Optional[_Union[Exploration, _Mapping]] = ..., request_id: _Optional[str] = ...) -> None: ...
+
+class Exploration(_message.Message):
+    __slots__ = ("policy", "epsilon", "temperature")
+    POLICY_FIELD_NUMBER: _ClassVar[int]
+    EPSILON_FIELD_NUMBER: _ClassVar[int]
+    TEMPERATURE_FIELD_NUMBER: _ClassVar[int]
+    policy: ExplorationPolicy
+    epsilon: float
+    temperature: float
+    def __init__(self, policy: _Optional[_Union[ExplorationPolicy, str]] = ..., epsilon: _Optional[float] = ..., temperature: _Optional[float] = ...) -> None: ...
+
+class Reason(_message.Message):
+    __slots__ = ("kind", "item_id", "text", "weight")
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    ITEM_ID_FIELD_NUMBER: _ClassVar[int]
+    TEXT_FIELD_NUMBER: _ClassVar[int]
+    WEIGHT_FIELD_NUMBER: _ClassVar[int]
+    kind: ReasonKind
+    item_id: str
+    text: str
+    weight: float
+    def __init__(self, kind: _Optional[_Union[ReasonKind, str]] = ..., item_id: _Optional[str] = ..., text: _Optional[str] = ..., weight: _Optional[float] = ...) -> None: ...
 
 class RecommendedItem(_message.Message):
-    __slots__ = ("item_id", "score", "title")
+    __slots__ = ("item_id", "score", "title", "reasons", "position", "propensity")
     ITEM_ID_FIELD_NUMBER: _ClassVar[int]
     SCORE_FIELD_NUMBER: _ClassVar[int]
     TITLE_FIELD_NUMBER: _ClassVar[int]
+    REASONS_FIELD_NUMBER: _ClassVar[int]
+    POSITION_FIELD_NUMBER: _ClassVar[int]
+    PROPENSITY_FIELD_NUMBER: _ClassVar[int]
     item_id: str
     score: float
     title: str
-    def __init__(self, item_id: _Optional[str] = ..., score: _Optional[float] = ..., title: _Optional[str] = ...) -> None: ...
+    reasons: _containers.RepeatedCompositeFieldContainer[Reason]
+    position: int
+    propensity: float
+    def __init__(self, item_id: _Optional[str] = ..., score: _Optional[float] = ..., title: _Optional[str] = ..., reasons: _Optional[_Iterable[_Union[Reason, _Mapping]]] = ..., position: _Optional[int] = ..., propensity: _Optional[float] = ...) -> None: ...
 
 class RecommendResponse(_message.Message):
-    __slots__ = ("items", "model_version", "degraded", "degraded_reason", "timings", "source")
+    __slots__ = ("items", "model_version", "degraded", "degraded_reason", "timings", "source", "request_id", "scenario", "policy")
     ITEMS_FIELD_NUMBER: _ClassVar[int]
     MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
     DEGRADED_FIELD_NUMBER: _ClassVar[int]
     DEGRADED_REASON_FIELD_NUMBER: _ClassVar[int]
     TIMINGS_FIELD_NUMBER: _ClassVar[int]
     SOURCE_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    SCENARIO_FIELD_NUMBER: _ClassVar[int]
+    POLICY_FIELD_NUMBER: _ClassVar[int]
     items: _containers.RepeatedCompositeFieldContainer[RecommendedItem]
     model_version: str
     degraded: bool
     degraded_reason: str
     timings: _containers.RepeatedCompositeFieldContainer[_common_pb2.StageTiming]
     source: str
-    def __init__(self, items: _Optional[_Iterable[_Union[RecommendedItem, _Mapping]]] = ..., model_version: _Optional[str] = ..., degraded: _Optional[bool] = ..., degraded_reason: _Optional[str] = ..., timings: _Optional[_Iterable[_Union[_common_pb2.StageTiming, _Mapping]]] = ..., source: _Optional[str] = ...) -> None: ...
+    request_id: str
+    scenario: str
+    policy: str
+    def __init__(self, items: _Optional[_Iterable[_Union[RecommendedItem, _Mapping]]] = ..., model_version: _Optional[str] = ..., degraded: _Optional[bool] = ..., degraded_reason: _Optional[str] = ..., timings: _Optional[_Iterable[_Union[_common_pb2.StageTiming, _Mapping]]] = ..., source: _Optional[str] = ..., request_id: _Optional[str] = ..., scenario: _Optional[str] = ..., policy: _Optional[str] = ...) -> None: ...
 
 class UpsertItemsRequest(_message.Message):
     __slots__ = ("items",)
@@ -111,20 +179,22 @@ class GetItemsResponse(_message.Message):
     def __init__(self, items: _Optional[_Iterable[_Union[_common_pb2.Item, _Mapping]]] = ..., missing_item_ids: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class FeedbackEvent(_message.Message):
-    __slots__ = ("user_id", "item_id", "event_type", "value", "event_time", "scenario")
+    __slots__ = ("user_id", "item_id", "event_type", "value", "event_time", "scenario", "request_id")
     USER_ID_FIELD_NUMBER: _ClassVar[int]
     ITEM_ID_FIELD_NUMBER: _ClassVar[int]
     EVENT_TYPE_FIELD_NUMBER: _ClassVar[int]
     VALUE_FIELD_NUMBER: _ClassVar[int]
     EVENT_TIME_FIELD_NUMBER: _ClassVar[int]
     SCENARIO_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     user_id: str
     item_id: str
     event_type: EventType
     value: float
     event_time: _timestamp_pb2.Timestamp
     scenario: str
-    def __init__(self, user_id: _Optional[str] = ..., item_id: _Optional[str] = ..., event_type: _Optional[_Union[EventType, str]] = ..., value: _Optional[float] = ..., event_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., scenario: _Optional[str] = ...) -> None: ...
+    request_id: str
+    def __init__(self, user_id: _Optional[str] = ..., item_id: _Optional[str] = ..., event_type: _Optional[_Union[EventType, str]] = ..., value: _Optional[float] = ..., event_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., scenario: _Optional[str] = ..., request_id: _Optional[str] = ...) -> None: ...
 
 class RecordFeedbackRequest(_message.Message):
     __slots__ = ("events",)
@@ -145,10 +215,34 @@ class GetUserHistoryRequest(_message.Message):
     def __init__(self, user_id: _Optional[str] = ...) -> None: ...
 
 class GetUserHistoryResponse(_message.Message):
-    __slots__ = ("events",)
+    __slots__ = ("events", "impressions")
     EVENTS_FIELD_NUMBER: _ClassVar[int]
+    IMPRESSIONS_FIELD_NUMBER: _ClassVar[int]
     events: _containers.RepeatedCompositeFieldContainer[FeedbackEvent]
-    def __init__(self, events: _Optional[_Iterable[_Union[FeedbackEvent, _Mapping]]] = ...) -> None: ...
+    impressions: _containers.RepeatedCompositeFieldContainer[Impression]
+    def __init__(self, events: _Optional[_Iterable[_Union[FeedbackEvent, _Mapping]]] = ..., impressions: _Optional[_Iterable[_Union[Impression, _Mapping]]] = ...) -> None: ...
+
+class Impression(_message.Message):
+    __slots__ = ("request_id", "user_id", "item_id", "position", "propensity", "policy", "model_version", "scenario", "shown_time")
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    USER_ID_FIELD_NUMBER: _ClassVar[int]
+    ITEM_ID_FIELD_NUMBER: _ClassVar[int]
+    POSITION_FIELD_NUMBER: _ClassVar[int]
+    PROPENSITY_FIELD_NUMBER: _ClassVar[int]
+    POLICY_FIELD_NUMBER: _ClassVar[int]
+    MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
+    SCENARIO_FIELD_NUMBER: _ClassVar[int]
+    SHOWN_TIME_FIELD_NUMBER: _ClassVar[int]
+    request_id: str
+    user_id: str
+    item_id: str
+    position: int
+    propensity: float
+    policy: str
+    model_version: str
+    scenario: str
+    shown_time: _timestamp_pb2.Timestamp
+    def __init__(self, request_id: _Optional[str] = ..., user_id: _Optional[str] = ..., item_id: _Optional[str] = ..., position: _Optional[int] = ..., propensity: _Optional[float] = ..., policy: _Optional[str] = ..., model_version: _Optional[str] = ..., scenario: _Optional[str] = ..., shown_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class DeleteUserDataRequest(_message.Message):
     __slots__ = ("user_id",)
@@ -157,7 +251,9 @@ class DeleteUserDataRequest(_message.Message):
     def __init__(self, user_id: _Optional[str] = ...) -> None: ...
 
 class DeleteUserDataResponse(_message.Message):
-    __slots__ = ("deleted_event_count",)
+    __slots__ = ("deleted_event_count", "deleted_impression_count")
     DELETED_EVENT_COUNT_FIELD_NUMBER: _ClassVar[int]
+    DELETED_IMPRESSION_COUNT_FIELD_NUMBER: _ClassVar[int]
     deleted_event_count: int
-    def __init__(self, deleted_event_count: _Optional[int] = ...) -> None: ...
+    deleted_impression_count: int
+    def __init__(self, deleted_event_count: _Optional[int] = ..., deleted_impression_count: _Optional[int] = ...) -> None: ...

@@ -50,24 +50,50 @@ class EncodeContextResponse(_message.Message):
     def __init__(self, vector: _Optional[_Iterable[float]] = ..., model_version: _Optional[str] = ...) -> None: ...
 
 class RankRequest(_message.Message):
-    __slots__ = ("context", "candidate_item_ids")
+    __slots__ = ("context", "candidate_item_ids", "explain", "vectors_for_top")
     CONTEXT_FIELD_NUMBER: _ClassVar[int]
     CANDIDATE_ITEM_IDS_FIELD_NUMBER: _ClassVar[int]
+    EXPLAIN_FIELD_NUMBER: _ClassVar[int]
+    VECTORS_FOR_TOP_FIELD_NUMBER: _ClassVar[int]
     context: _common_pb2.UserContext
     candidate_item_ids: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, context: _Optional[_Union[_common_pb2.UserContext, _Mapping]] = ..., candidate_item_ids: _Optional[_Iterable[str]] = ...) -> None: ...
+    explain: bool
+    vectors_for_top: int
+    def __init__(self, context: _Optional[_Union[_common_pb2.UserContext, _Mapping]] = ..., candidate_item_ids: _Optional[_Iterable[str]] = ..., explain: _Optional[bool] = ..., vectors_for_top: _Optional[int] = ...) -> None: ...
+
+class Attribution(_message.Message):
+    __slots__ = ("history_item_id", "history_weight", "query_weight")
+    HISTORY_ITEM_ID_FIELD_NUMBER: _ClassVar[int]
+    HISTORY_WEIGHT_FIELD_NUMBER: _ClassVar[int]
+    QUERY_WEIGHT_FIELD_NUMBER: _ClassVar[int]
+    history_item_id: str
+    history_weight: float
+    query_weight: float
+    def __init__(self, history_item_id: _Optional[str] = ..., history_weight: _Optional[float] = ..., query_weight: _Optional[float] = ...) -> None: ...
+
+class ItemVector(_message.Message):
+    __slots__ = ("item_id", "values")
+    ITEM_ID_FIELD_NUMBER: _ClassVar[int]
+    VALUES_FIELD_NUMBER: _ClassVar[int]
+    item_id: str
+    values: _containers.RepeatedScalarFieldContainer[float]
+    def __init__(self, item_id: _Optional[str] = ..., values: _Optional[_Iterable[float]] = ...) -> None: ...
 
 class RankResponse(_message.Message):
-    __slots__ = ("scores", "unknown_item_ids", "model_version", "text_only_item_ids")
+    __slots__ = ("scores", "unknown_item_ids", "model_version", "text_only_item_ids", "attributions", "top_vectors")
     SCORES_FIELD_NUMBER: _ClassVar[int]
     UNKNOWN_ITEM_IDS_FIELD_NUMBER: _ClassVar[int]
     MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
     TEXT_ONLY_ITEM_IDS_FIELD_NUMBER: _ClassVar[int]
+    ATTRIBUTIONS_FIELD_NUMBER: _ClassVar[int]
+    TOP_VECTORS_FIELD_NUMBER: _ClassVar[int]
     scores: _containers.RepeatedScalarFieldContainer[float]
     unknown_item_ids: _containers.RepeatedScalarFieldContainer[str]
     model_version: str
     text_only_item_ids: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, scores: _Optional[_Iterable[float]] = ..., unknown_item_ids: _Optional[_Iterable[str]] = ..., model_version: _Optional[str] = ..., text_only_item_ids: _Optional[_Iterable[str]] = ...) -> None: ...
+    attributions: _containers.RepeatedCompositeFieldContainer[Attribution]
+    top_vectors: _containers.RepeatedCompositeFieldContainer[ItemVector]
+    def __init__(self, scores: _Optional[_Iterable[float]] = ..., unknown_item_ids: _Optional[_Iterable[str]] = ..., model_version: _Optional[str] = ..., text_only_item_ids: _Optional[_Iterable[str]] = ..., attributions: _Optional[_Iterable[_Union[Attribution, _Mapping]]] = ..., top_vectors: _Optional[_Iterable[_Union[ItemVector, _Mapping]]] = ...) -> None: ...
 
 class ForgetItemsRequest(_message.Message):
     __slots__ = ("item_ids",)

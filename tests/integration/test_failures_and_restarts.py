@@ -21,11 +21,15 @@ def test_ranking_down_gives_degraded_answer_in_retrieval_order(small_system_fact
     response = system.stub.Recommend(gw.RecommendRequest(user_id="1", k=10), timeout=10)
     assert response.degraded and "ranking" in response.degraded_reason
     assert response.source == "retrieval" and len(response.items) == 10
-    # Retrieval order: what retrieval alone returns for the same fallback query, best first.
-    history = [e.item_id for e in system.stub.GetUserHistory(gw.GetUserHistoryRequest(user_id="1"), timeout=10).events]
+    # Retrieval order: what retrieval alone returns for the same fallback query (the items the user liked;
+    # ratings below 3 are negatives), best first, every item the user had excluded.
+    events = system.stub.GetUserHistory(gw.GetUserHistoryRequest(user_id="1"), timeout=10).events
+    history = [e.item_id for e in events]
+    liked = [e.item_id for e in events if e.value >= 3]
+    assert len(liked) < len(history)
     with grpc.insecure_channel(system.group.services["retrieval-0"].address) as channel:
         direct = rt_grpc.RetrievalServiceStub(channel).Search(rt.SearchRequest(
-            query_item_ids=history[-50:], k=10, exclude_item_ids=sorted(set(history))), timeout=10)
+            query_item_ids=liked[-50:], k=10, exclude_item_ids=sorted(set(history))), timeout=10)
     assert [i.item_id for i in response.items] == [r.item_id for r in direct.results]
     scores = [i.score for i in response.items]
     assert scores == sorted(scores, reverse=True)

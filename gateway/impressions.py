@@ -1,0 +1,165 @@
+"""The impression log: every item each Recommend answer showed, with the propensity its policy placed it
+at, for off-policy evaluation (training/ope.py) and for the user's own data (GetUserHistory, erasure).
+
+Written behind the answer by one thread in batches (one transaction and fsync per batch, not per
+request), to a SQLite file of its own so the writes never wait on, or hold up, the event store. An
+impression is on disk within `flush_interval_s` of its answer; `close()` writes what is pending.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import queue
+import sqlite3
+import threading
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS impressions (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT, request_id TEXT NOT NULL, user_id TEXT NOT NULL,
+    item_id TEXT NOT NULL, position INTEGER NOT NULL, propensity REAL NOT NULL, policy TEXT NOT NULL,
+    policy_param REAL NOT NULL, greedy_rank INTEGER NOT NULL, slate_size INTEGER NOT NULL,
+    pool_size INTEGER NOT NULL, model_version TEXT NOT NULL, scenario TEXT NOT NULL, time_ms INTEGER NOT NULL);
+CREATE INDEX IF NOT EXISTS impressions_by_user ON impressions (user_id, time_ms, seq);
+"""
+_FIELDS = ("request_id", "user_id", "item_id", "position", "propensity", "policy", "policy_param", "greedy_rank",
+           "slate_size", "pool_size", "model_version", "scenario", "time_ms")
+
+
+@dataclass(frozen=True)
+class Impression:
+    """One shown item. `greedy_rank`: its place in the list before exploration; `slate_size` (k) and
+    `pool_size` (the exploration pool) let an estimator compute what another policy would have shown."""
+
+    request_id: str
+    user_id: str
+    item_id: str
+    position: int
+    propensity: float
+    policy: str
+    policy_param: float
+    greedy_rank: int
+    slate_size: int
+    pool_size: int
+    model_version: str
+    scenario: str
+    time_ms: int
+
+    @property
+    def propensity_kind(self) -> str:
+        # Softmax logs the Plackett-Luce probability given the items above; the others, per position.
+        return "conditional" if self.policy == "softmax" else "marginal"
+
+
+class ImpressionLog:
+    def __init__(self, path: Path, flush_interval_s: float = 0.05, max_pending: int = 100_000) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.executescript(_SCHEMA)
+        self._lock = threading.Lock()
+        self._pending: queue.Queue[list[Impression] | None] = queue.Queue(max_pending)
+        self._interval = flush_interval_s
+        self.dropped = 0
+        self._writer = threading.Thread(target=self._run, name="impression-log", daemon=True)
+        self._writer.start()
+
+    def record(self, impressions: Sequence[Impression]) -> None:
+        """Queues one answer's impressions; never blocks the request (a full queue drops and counts)."""
+        if not impressions:
+            return
+        try:
+            self._pending.put_nowait(list(impressions))
+        except queue.Full:
+            self.dropped += len(impressions)
+            log.warning("impression log queue full: %d impressions dropped so far", self.dropped)
+
+    def _run(self) -> None:
+        done = False
+        while not done:
+            batch: list[Impression] = []
+            try:
+                item = self._pending.get(timeout=self._interval)
+                while True:
+                    if item is None:
+                        done = True
+                        break
+                    batch.extend(item)
+                    item = self._pending.get_nowait()
+            except queue.Empty:
+                pass
+            if batch:
+                self._write(batch)
+
+    def _write(self, batch: list[Impression]) -> None:
+        rows = [tuple(getattr(i, f) for f in _FIELDS) for i in batch]
+        with self._lock, self._db:
+            self._db.executemany(f"INSERT INTO impressions ({', '.join(_FIELDS)}) "
+                                 f"VALUES ({', '.join('?' * len(_FIELDS))})", rows)
+
+    def flush(self) -> None:
+        """Writes everything queued so far (tests, shutdown, export)."""
+        batch: list[Impression] = []
+        while True:
+            try:
+                item = self._pending.get_nowait()
+            except queue.Empty:
+                break
+            if item is None:
+                self._pending.put(None)
+                break
+            batch.extend(item)
+        if batch:
+            self._write(batch)
+
+    def for_user(self, user_id: str) -> list[Impression]:
+        self.flush()
+        with self._lock:
+            rows = self._db.execute(f"SELECT {', '.join(_FIELDS)} FROM impressions WHERE user_id = ? "
+                                    "ORDER BY time_ms, seq", (user_id,)).fetchall()
+        return [Impression(*row) for row in rows]
+
+    def all(self, batch: int = 10_000):
+        """Every impression, oldest first, in batches (export)."""
+        self.flush()
+        last = 0
+        while True:
+            with self._lock:
+                rows = self._db.execute(f"SELECT seq, {', '.join(_FIELDS)} FROM impressions WHERE seq > ? "
+                                        "ORDER BY seq LIMIT ?", (last, batch)).fetchall()
+            if not rows:
+                return
+            last = rows[-1][0]
+            yield [Impression(*row[1:]) for row in rows]
+
+    def delete_user(self, user_id: str) -> int:
+        self.flush()
+        with self._lock, self._db:
+            return self._db.execute("DELETE FROM impressions WHERE user_id = ?", (user_id,)).rowcount
+
+    def close(self) -> None:
+        self._pending.put(None)
+        self._writer.join(timeout=10)
+        self.flush()
+        self._db.close()
+
+
+def export_log(impressions: ImpressionLog, clicks_for, out: Path) -> int:
+    """Writes the impression log as JSONL for `lmrec evaluate --ope`, each row's `clicked` joined from the
+    events that carry its request id (`clicks_for(request_ids) -> {(request_id, item_id)}`); returns rows."""
+    written = 0
+    with open(out, "w") as sink:
+        for batch in impressions.all():
+            clicked = clicks_for(sorted({i.request_id for i in batch}))
+            for i in batch:
+                row = {**asdict(i), "propensity_kind": i.propensity_kind,
+                       "clicked": (i.request_id, i.item_id) in clicked}
+                sink.write(json.dumps(row) + "\n")
+                written += 1
+    return written

@@ -1,0 +1,74 @@
+"""Reasons: at least one short, true sentence per recommended item, strongest first.
+
+The ranking tier attributes each candidate's score (leave-one-out over the user's history items, and the
+free-text request's part); the gateway adds what only it knows: which filters matched, which places were
+reserved for new items or drawn by exploration, and fallback answers (popularity, retrieval order).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from lmrec.v1 import gateway_service_pb2 as gw
+
+QUERY_TEXT_CHARS = 60
+
+
+@dataclass(frozen=True)
+class ItemEvidence:
+    """What is known about why one item is in the answer."""
+
+    history_item_id: str = ""
+    history_weight: float = 0.0
+    query_weight: float = 0.0
+    matched_filters: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    new_item_slot: bool = False
+    explored: bool = False
+    propensity: float = 1.0
+
+
+def _quoted(text: str) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= QUERY_TEXT_CHARS else text[: QUERY_TEXT_CHARS - 1] + "…"
+
+
+def reasons_for(evidence: ItemEvidence, source: str, query: str, titles: dict[str, str]) -> list[gw.Reason]:
+    """The reasons of one item. `source` is the answer's ("ranked", "retrieval", "popularity"); `titles`
+    maps item ids to titles for the sentences."""
+    out: list[gw.Reason] = []
+    if evidence.explored:
+        out.append(gw.Reason(kind=gw.REASON_KIND_EXPLORATION, weight=evidence.propensity,
+                             text="Something different, to learn what else you like"))
+    if evidence.new_item_slot:
+        out.append(gw.Reason(kind=gw.REASON_KIND_NEW_ITEM, text="New in the catalogue"))
+    ranked = []
+    if evidence.history_item_id and evidence.history_weight > 0:
+        title = titles.get(evidence.history_item_id) or evidence.history_item_id
+        ranked.append(gw.Reason(kind=gw.REASON_KIND_HISTORY_ITEM, item_id=evidence.history_item_id,
+                                weight=evidence.history_weight, text=f"Because you liked {title}"))
+    if query and (evidence.query_weight > 0 or source != "ranked"):
+        ranked.append(gw.Reason(kind=gw.REASON_KIND_QUERY, weight=max(evidence.query_weight, 0.0),
+                                text=f"Matches your request “{_quoted(query)}”"))
+    ranked.sort(key=lambda r: -r.weight)
+    out.extend(ranked)
+    for key, values in evidence.matched_filters:
+        out.append(gw.Reason(kind=gw.REASON_KIND_ATTRIBUTE, text=f"{key}: {', '.join(values)}"))
+    if source == "popularity":
+        out.append(gw.Reason(kind=gw.REASON_KIND_POPULAR, text="Popular with other users"))
+    elif not out:
+        # No single history item raises its score (or ranking failed and retrieval's order was served):
+        # it is there for the user's items as a whole.
+        out.append(gw.Reason(kind=gw.REASON_KIND_HISTORY_ITEM, text="Similar to items you interacted with"))
+    return out
+
+
+def matched_filters(attributes: dict[str, list[str]], filters: Sequence[tuple[str, Sequence[str]]]
+                    ) -> tuple[tuple[str, tuple[str, ...]], ...]:
+    """The values of each filter the item holds (filters are AND-ed, so a served item matches them all)."""
+    out = []
+    for key, values in filters:
+        hit = tuple(v for v in values if v in set(attributes.get(key, ())))
+        if hit:
+            out.append((key, hit))
+    return tuple(out)
