@@ -242,6 +242,7 @@ class BundleScorer:
         from ranking_service.item_store import ItemStore
         from ranking_service.model import LoadedModel
         from ranking_service.onnx_session import RuntimeChoice
+        from ranking_service.ranker import RankerOptions
         from ranking_service.seq_ranker import SequenceRanker
         from ranking_service.text_encoder import TextEncoder
         from ranking_service.trained_texts import TrainedTexts
@@ -250,7 +251,7 @@ class BundleScorer:
         runtime = RuntimeChoice(precision, ["CPUExecutionProvider"])
         self._tmp = tempfile.TemporaryDirectory(prefix="lmrec-score-")
         store = ItemStore(Path(self._tmp.name) / "items.sqlite", manifest.served_dimension, manifest.model_version)
-        self.ranker = SequenceRanker(bundle_dir, manifest, store, runtime, {"intra_op_threads": 1})
+        self.ranker = SequenceRanker(bundle_dir, manifest, store, runtime, RankerOptions())
         model = LoadedModel(manifest, runtime, TextEncoder(bundle_dir, manifest, runtime, 1, 1), self.ranker, store,
                             None if reencode else TrainedTexts.from_bundle(bundle_dir, manifest))
         self.items = np.concatenate([model.encode_items(data.item_ids[start:start + 256],
