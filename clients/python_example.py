@@ -33,7 +33,10 @@ def check_recommendations(response: pb.RecommendResponse, k: int) -> list[str]:
     for i, item in enumerate(response.items):
         if not item.title.strip():
             problems.append(f"item {i} ({item.item_id}): empty title")
-        if i and item.score > response.items[i - 1].score:
+        if not item.reasons:
+            problems.append(f"item {i} ({item.item_id}): no reason given")
+        # Scores descend in a greedy list (exploration may place a lower-scored item higher).
+        if response.policy == "greedy" and i and item.score > response.items[i - 1].score:
             problems.append(f"item {i} ({item.item_id}): score {item.score} above the previous one")
     if not response.model_version:
         problems.append("model_version is empty")
@@ -68,6 +71,8 @@ def main(argv=None) -> int:
     print(f"user {args.user_id}: model {response.model_version}, source {response.source}{flag}")
     for rank, item in enumerate(response.items, 1):
         print(f"{rank:3d}. {item.item_id:>6}  {item.score:8.4f}  {item.title}")
+        for reason in item.reasons:
+            print(f"{'':15}- {reason.text}")
 
     problems = check_recommendations(response, args.k)
     if items.missing_item_ids:

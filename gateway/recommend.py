@@ -82,7 +82,8 @@ class RecommendPipeline:
         filters = [*request.filters, *(common_pb2.AttributeFilter(key=k, values=v) for k, v in policy.filters.items())]
         context = common_pb2.UserContext(
             user_id=request.user_id, history_item_ids=history, history_weights=feedback.weights[-window:],
-            query=request.query, scenario=request.scenario, negative_item_ids=feedback.negative[-NEGATIVE_HISTORY:])
+            query=request.query, scenario=request.scenario, negative_item_ids=feedback.negative[-NEGATIVE_HISTORY:],
+            negative_weights=feedback.negative_weights[-NEGATIVE_HISTORY:])
 
         query_vector: list[float] = []
         # The model that served this request; mid-swap, concurrent requests may see different ones.

@@ -35,6 +35,8 @@ class RankContext:
     # Per history item, the strength of its event (empty: 1 each).
     history_weights: tuple[float, ...] = ()
     negative_item_ids: tuple[str, ...] = ()
+    # Per negative, its strength (empty: 1 each).
+    negative_weights: tuple[float, ...] = ()
 
     def weights(self) -> np.ndarray:
         if not self.history_weights:
@@ -134,10 +136,13 @@ class Ranker(ABC):
         negatives, known = self.store.gather(list(context.negative_item_ids[-NEGATIVE_WINDOW:]))
         if not known.any():
             return scores
-        similarity = (self.text_vectors(candidates) @ self.text_vectors(negatives[known]).T).max(axis=1)
+        strength = (np.asarray(context.negative_weights[-NEGATIVE_WINDOW:], dtype=np.float32)
+                    if context.negative_weights else np.ones(len(known), dtype=np.float32))[known]
+        similarity = self.text_vectors(candidates) @ self.text_vectors(negatives[known]).T  # [C, N]
         # In standard deviations on both sides, so the knob means the same whatever the model's score scale:
-        # a candidate 2 sd closer to the negatives than the average candidate loses 2·penalty sd of score.
-        closeness = np.maximum((similarity - similarity.mean()) / (float(similarity.std()) or 1.0), 0.0)
+        # a candidate 2 sd closer to a negative than the average candidate loses 2·penalty·strength sd.
+        z = (similarity - similarity.mean(0)) / np.where(similarity.std(0) > 0, similarity.std(0), 1.0)
+        closeness = (np.maximum(z, 0.0) * strength).max(axis=1)
         spread = float(scores.std()) or 1.0
         return (scores - self.options.negative_penalty * spread * closeness).astype(np.float32)
 

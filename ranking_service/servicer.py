@@ -37,8 +37,14 @@ def rank_context(ctx: UserContext, field: str) -> RankContext:
                                 f"{len(weights)} weights for {len(ctx.history_item_ids)} history items")
     if any(not np.isfinite(w) or w < 0 for w in weights):
         raise v.InvalidArgument(f"{field}.history_weights", "must be finite and >= 0")
+    negative_weights = tuple(ctx.negative_weights)
+    if negative_weights and len(negative_weights) != len(ctx.negative_item_ids):
+        raise v.InvalidArgument(f"{field}.negative_weights",
+                                f"{len(negative_weights)} weights for {len(ctx.negative_item_ids)} negative items")
+    if any(not np.isfinite(w) or w < 0 for w in negative_weights):
+        raise v.InvalidArgument(f"{field}.negative_weights", "must be finite and >= 0")
     return RankContext(ctx.user_id, list(ctx.history_item_ids), ctx.query.strip(), ctx.scenario, weights,
-                       tuple(ctx.negative_item_ids))
+                       tuple(ctx.negative_item_ids), negative_weights)
 
 
 class RankingServicer(pb_grpc.RankingServiceServicer):

@@ -3,7 +3,9 @@
 //
 // Usage:
 //   node recommend.js --target 127.0.0.1:50051 --user-id 1 -k 10 [--query "dark sci-fi thriller"]
-//                     [--genre Comedy] [--deadline-ms 5000]
+//                     [--genre Comedy] [--diversity 0.3] [--scenario home] [--deadline-ms 5000]
+//
+// Each item is printed with its reasons (why lmrec recommends it).
 //
 // Exit status: 0 when the answer passes every check, 1 when the call fails or the answer is wrong,
 // 2 on bad arguments. The .proto files are read at run time from ../../protos, so this client always
@@ -19,7 +21,7 @@ const PROTO_ROOT = path.resolve(__dirname, '..', '..', 'protos');
 const GATEWAY_PROTO = 'lmrec/v1/gateway_service.proto';
 
 const USAGE = `usage: node recommend.js --target HOST:PORT --user-id ID -k K [--query TEXT] [--genre G]
-                         [--deadline-ms MS]`;
+                         [--diversity 0..1] [--scenario NAME] [--deadline-ms MS]`;
 
 function usageError(message) {
   console.error(`${message}\n${USAGE}`);
@@ -37,6 +39,8 @@ function parseCommandLine(argv) {
         k: { type: 'string', short: 'k', default: '10' },
         query: { type: 'string', default: '' },
         genre: { type: 'string', multiple: true, default: [] },
+        diversity: { type: 'string' },
+        scenario: { type: 'string', default: '' },
         'deadline-ms': { type: 'string', default: '5000' },
         help: { type: 'boolean', short: 'h', default: false },
       },
@@ -56,7 +60,13 @@ function parseCommandLine(argv) {
   if (!Number.isInteger(k) || k < 1 || k > 1000) usageError(`-k must be an integer in 1..1000, got ${v.k}`);
   const deadlineMs = Number(v['deadline-ms']);
   if (!Number.isFinite(deadlineMs) || deadlineMs <= 0) usageError(`--deadline-ms must be positive, got ${v['deadline-ms']}`);
-  return { target: v.target, userId: v['user-id'], k, query: v.query, genres: v.genre, deadlineMs };
+  let diversity;
+  if (v.diversity !== undefined) {
+    diversity = Number(v.diversity);
+    if (!Number.isFinite(diversity) || diversity < 0 || diversity > 1) usageError(`--diversity must be in 0..1, got ${v.diversity}`);
+  }
+  return { target: v.target, userId: v['user-id'], k, query: v.query, genres: v.genre, diversity,
+    scenario: v.scenario, deadlineMs };
 }
 
 function loadGatewayService() {
@@ -73,8 +83,9 @@ function loadGatewayService() {
   return grpc.loadPackageDefinition(definition).lmrec.v1.GatewayService;
 }
 
-/** Returns the list of problems with a RecommendResponse; empty when it is a valid answer. */
-function checkResponse(response, k) {
+/** Returns the list of problems with a RecommendResponse; empty when it is a valid answer.
+ * Scores descend only in a list ranked purely by score (greedy policy, no diversity re-ranking). */
+function checkResponse(response, k, rankedByScore = true) {
   const problems = [];
   const items = response.items || [];
   if (response.degraded) {
@@ -90,7 +101,11 @@ function checkResponse(response, k) {
     if (!item.item_id) problems.push(`item ${i}: empty item_id`);
     if (!item.title || !item.title.trim()) problems.push(`item ${i} (${item.item_id}): empty title`);
     if (!Number.isFinite(item.score)) problems.push(`item ${i} (${item.item_id}): score ${item.score} is not finite`);
-    if (i > 0 && item.score > items[i - 1].score) {
+    if (!item.reasons || item.reasons.length === 0) problems.push(`item ${i} (${item.item_id}): no reason given`);
+    (item.reasons || []).forEach((reason, j) => {
+      if (!reason.text) problems.push(`item ${i} (${item.item_id}): reason ${j} has no text`);
+    });
+    if (rankedByScore && response.policy === 'greedy' && i > 0 && item.score > items[i - 1].score) {
       problems.push(`item ${i} (${item.item_id}): score ${item.score} is above the previous ${items[i - 1].score}`);
     }
   });
@@ -107,7 +122,9 @@ function main() {
     k: opts.k,
     query: opts.query,
     filters: opts.genres.length ? [{ key: 'genre', values: opts.genres }] : [],
+    scenario: opts.scenario,
   };
+  if (opts.diversity !== undefined) request.diversity = opts.diversity;
   const deadline = new Date(Date.now() + opts.deadlineMs);
   const started = process.hrtime.bigint();
   client.Recommend(request, { deadline }, (err, response) => {
@@ -121,11 +138,13 @@ function main() {
     }
     const label = response.degraded ? ` DEGRADED (${response.degraded_reason || 'no reason given'})` : '';
     console.log(`user ${opts.userId}: ${response.items.length} items in ${elapsedMs.toFixed(1)} ms, ` +
-      `model ${response.model_version || '?'}, source ${response.source || '?'}${label}`);
+      `model ${response.model_version || '?'}, source ${response.source || '?'}, ` +
+      `scenario ${response.scenario || '?'}, policy ${response.policy || '?'}${label}`);
     response.items.forEach((item, i) => {
       console.log(`${String(i + 1).padStart(3)}. ${item.item_id.padEnd(8)} ${item.score.toFixed(4).padStart(9)}  ${item.title}`);
+      (item.reasons || []).forEach((reason) => console.log(`${' '.repeat(15)}- ${reason.text}`));
     });
-    const problems = checkResponse(response, opts.k);
+    const problems = checkResponse(response, opts.k, !opts.diversity);
     if (problems.length) {
       console.error(`answer failed ${problems.length} check(s):\n  - ${problems.join('\n  - ')}`);
       process.exitCode = 1;

@@ -19,8 +19,16 @@ VIEW, CLICK, RATING, PURCHASE, DISMISS = (gw.EVENT_TYPE_VIEW, gw.EVENT_TYPE_CLIC
                                           gw.EVENT_TYPE_PURCHASE, gw.EVENT_TYPE_DISMISS)
 
 
+# A rating this low is a dismissal whatever the gateway's threshold.
+DISMISSAL_RATING = 1.0
+
+
 class EventWeights(BaseModel):
-    """Strength of interest each positive event type signals in the user's context (times recency)."""
+    """Strength of interest each positive event type signals in the user's context (times recency), and
+    strength of each kind of negative (times the ranking tier's negative_penalty). A rating of 1 or less
+    (the bottom of the usual scales) is read as a dismissal; a rating above that but below the threshold
+    is a weaker "not this" about something the user chose: on ML-100K, reading every rating <= 2 at full
+    strength cost 5% NDCG@10 of the targets rated >= 4 (docs/evaluation/ml-100k_policy.json)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -28,9 +36,14 @@ class EventWeights(BaseModel):
     click: float = Field(1.0, ge=0)
     rating: float = Field(1.0, ge=0)
     purchase: float = Field(2.0, ge=0)
+    dismiss: float = Field(1.0, ge=0)
+    low_rating: float = Field(0.25, ge=0)
 
     def of(self, event_type: int) -> float:
         return {VIEW: self.view, CLICK: self.click, RATING: self.rating, PURCHASE: self.purchase}.get(event_type, 0.0)
+
+    def of_negative(self, event_type: int, value: float) -> float:
+        return self.dismiss if event_type == DISMISS or value <= DISMISSAL_RATING else self.low_rating
 
 
 def is_negative(event_type: int, value: float, negative_rating_below: float) -> bool:
@@ -45,11 +58,13 @@ def negative_sql(negative_rating_below: float) -> tuple[str, tuple]:
 @dataclass(frozen=True)
 class Feedback:
     """A user's events read for one request. `positive` (oldest first, one entry per item at its latest
-    event) with its `weights`; `negative` items (oldest first); `seen`: every item with any event."""
+    event) with its `weights`; `negative` items (oldest first) with `negative_weights`; `seen`: every
+    item with any event."""
 
     positive: list[str]
     weights: list[float]
     negative: list[str]
+    negative_weights: list[float]
     seen: set[str]
 
 
@@ -62,11 +77,16 @@ def read_feedback(events: Iterable[tuple[str, int, float]], recent_item_ids: Ite
     """
     latest: dict[str, bool] = {}  # item -> negative?, in order of latest event
     strength: dict[str, float] = {}
+    against: dict[str, float] = {}
     for item_id, event_type, value in [*events, *((i, VIEW, 0.0) for i in recent_item_ids)]:
         negative = is_negative(event_type, value, negative_rating_below)
         latest.pop(item_id, None)
         latest[item_id] = negative
-        if not negative:
+        if negative:
+            against[item_id] = weights.of_negative(event_type, value)
+        else:
             strength[item_id] = max(strength.get(item_id, 0.0), weights.of(event_type))
     positive = [i for i, neg in latest.items() if not neg]
-    return Feedback(positive, [strength[i] for i in positive], [i for i, neg in latest.items() if neg], set(latest))
+    negative = [i for i, neg in latest.items() if neg]
+    return Feedback(positive, [strength[i] for i in positive], negative, [against[i] for i in negative],
+                    set(latest))

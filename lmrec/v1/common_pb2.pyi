@@ -40,20 +40,22 @@ class Item(_message.Message):
     def __init__(self, item_id: _Optional[str] = ..., title: _Optional[str] = ..., text: _Optional[str] = ..., attributes: _Optional[_Mapping[str, AttributeValues]] = ...) -> None: ...
 
 class UserContext(_message.Message):
-    __slots__ = ("user_id", "history_item_ids", "query", "scenario", "history_weights", "negative_item_ids")
+    __slots__ = ("user_id", "history_item_ids", "query", "scenario", "history_weights", "negative_item_ids", "negative_weights")
     USER_ID_FIELD_NUMBER: _ClassVar[int]
     HISTORY_ITEM_IDS_FIELD_NUMBER: _ClassVar[int]
     QUERY_FIELD_NUMBER: _ClassVar[int]
     SCENARIO_FIELD_NUMBER: _ClassVar[int]
     HISTORY_WEIGHTS_FIELD_NUMBER: _ClassVar[int]
     NEGATIVE_ITEM_IDS_FIELD_NUMBER: _ClassVar[int]
+    NEGATIVE_WEIGHTS_FIELD_NUMBER: _ClassVar[int]
     user_id: str
     history_item_ids: _containers.RepeatedScalarFieldContainer[str]
     query: str
     scenario: str
     history_weights: _containers.RepeatedScalarFieldContainer[float]
     negative_item_ids: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, user_id: _Optional[str] = ..., history_item_ids: _Optional[_Iterable[str]] = ..., query: _Optional[str] = ..., scenario: _Optional[str] = ..., history_weights: _Optional[_Iterable[float]] = ..., negative_item_ids: _Optional[_Iterable[str]] = ...) -> None: ...
+    negative_weights: _containers.RepeatedScalarFieldContainer[float]
+    def __init__(self, user_id: _Optional[str] = ..., history_item_ids: _Optional[_Iterable[str]] = ..., query: _Optional[str] = ..., scenario: _Optional[str] = ..., history_weights: _Optional[_Iterable[float]] = ..., negative_item_ids: _Optional[_Iterable[str]] = ..., negative_weights: _Optional[_Iterable[float]] = ...) -> None: ...
 
 class ScoredItem(_message.Message):
     __slots__ = ("item_id", "score")

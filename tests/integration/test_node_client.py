@@ -45,8 +45,9 @@ def _run_node(node: str, *args: str) -> subprocess.CompletedProcess:
         ["--user-id", "42", "-k", "5", "--query", "a funny animated movie for kids"],
         ["--user-id", "7", "-k", "10", "--genre", "Comedy"],
         ["--user-id", "node-client-cold-user", "-k", "3", "--query", "dark sci-fi thriller"],
+        ["--user-id", "1", "-k", "10", "--diversity", "0.5", "--scenario", "home"],
     ],
-    ids=["known-user", "query", "genre-filter", "cold-user"],
+    ids=["known-user", "query", "genre-filter", "cold-user", "diversity-scenario"],
 )
 def test_node_client_gets_a_valid_answer(node, lmrec_system, extra):
     result = _run_node(node, "--target", lmrec_system.gateway_address, "--deadline-ms", "30000", *extra)
@@ -55,6 +56,8 @@ def test_node_client_gets_a_valid_answer(node, lmrec_system, extra):
     k = int(extra[extra.index("-k") + 1])
     ranked_lines = [line for line in result.stdout.splitlines() if line[:4].strip().rstrip(".").isdigit()]
     assert 1 <= len(ranked_lines) <= k
+    reason_lines = [line for line in result.stdout.splitlines() if line.startswith(" " * 15 + "- ")]
+    assert len(reason_lines) >= len(ranked_lines)  # every item printed with at least one reason
 
 
 def test_node_client_exits_non_zero_when_the_gateway_is_unreachable(node):
@@ -63,7 +66,8 @@ def test_node_client_exits_non_zero_when_the_gateway_is_unreachable(node):
     assert "Recommend failed: UNAVAILABLE" in result.stderr
 
 
-@pytest.mark.parametrize("bad", [["-k", "0", "--user-id", "1"], ["--user-id", "1", "--nope"], ["-k", "3"]])
+@pytest.mark.parametrize("bad", [["-k", "0", "--user-id", "1"], ["--user-id", "1", "--nope"], ["-k", "3"],
+                                 ["--user-id", "1", "--diversity", "2"]])
 def test_node_client_rejects_bad_arguments_with_exit_code_2(node, bad):
     result = _run_node(node, *bad)
     assert result.returncode == 2, result.stderr
