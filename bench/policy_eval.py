@@ -7,6 +7,7 @@ bundle was trained for (`lmrec train --holdout`), so they describe what is serve
   1. negatives: ratings <= 2 read as negatives (out of the context, similar items pushed down, at the
      served low-rating strength and a sweep of others) against every rating as interest, NDCG@10 on the
      test targets the user rated >= 4;
+     Also: what the event-weighted blend (a purchase counting more than a view) costs the trained ranker;
   2. faithfulness of the HISTORY_ITEM reason: over every test user's top 10, removing the cited history
      item lowers the item's score more than removing a random history item (re-scored through the
      ranker's own context path, not the attribution's); and how often the cited item is the single most
@@ -45,11 +46,12 @@ from training.split import SplitConfig, build_split
 TOP = 10
 CANDIDATES = 200  # the gateway's default num_candidates
 LAMBDAS = (0.0, 0.1, 0.2, 0.3, 0.5)
-# Effective strengths of a low rating (negative_penalty x EventWeights.low_rating); the served one is 0.25.
+# Effective strengths of a low rating (negative_penalty x EventWeights.low_rating).
 PENALTIES = (0.0, 0.1, 0.25, 0.5, 1.0, 2.0)
 EPSILON = 0.1
 POOL = 50  # the default exploration pool
 VISITS = 20  # simulated requests per user
+BLENDS = (0.0, 0.05, 0.1, 0.2)
 
 
 def split_for(bundle: Path, data_path: str | None):
@@ -119,13 +121,14 @@ def negatives_experiment(served: Served, dataset, data) -> dict:
                 ctx = served.context(u, hist)
             else:
                 ctx = served.context(u, hist[~low], hist[low])
-                each = ([weights.of_negative(RATING, v) for v in values[low]] if strength == "served"
-                        else [strength] * int(low.sum()))
-                ctx = replace(ctx, negative_weights=tuple(each))
+                # The ranker multiplies each weight by its negative_penalty (the served default here).
+                weight = (weights.of_negative(RATING) if strength == "served"
+                          else strength / RankerOptions().negative_penalty)
+                ctx = replace(ctx, negative_weights=(weight,) * int(low.sum()))
             ids, _ = served.candidates(ctx, hist)
             ndcg.append(ndcg_of(ids[None, :TOP], data.test_items[[u]])[0])
         rows["all positive" if strength is None else
-             "low ratings negative, served strengths (1 -> dismissal 1.0, 2 -> 0.25)" if strength == "served" else
+             "low ratings negative, served default" if strength == "served" else
              f"low ratings negative, every one at strength {strength}"] = np.array(ndcg)
     base = rows["all positive"]
     out = {"users": len(users), "rule": "targets rated >= 4; negatives = the history's ratings <= 2", "rows": {}}
@@ -135,6 +138,21 @@ def negatives_experiment(served: Served, dataset, data) -> dict:
                              "p_vs_all_positive": None if values is base else
                              round(metrics.paired_permutation_test(values, base)["p_value"], 3)}
     return out
+
+
+def blend_experiment(served: Served, data) -> dict:
+    """What the event-weighted blend costs the trained ranker when every event weighs the same (ML-100K's
+    ratings): the price of letting a purchase count more than a view."""
+    rows = {}
+    for blend in BLENDS:
+        served.ranker.options = RankerOptions(event_weight_blend=blend)
+        tops = []
+        for u in range(data.n_users):
+            hist = served.history[u]
+            tops.append(served.candidates(served.context(u, hist), hist)[0][:TOP])
+        rows[str(blend)] = round(float(ndcg_of(np.array(tops), data.test_items).mean()), 4)
+    served.ranker.options = RankerOptions()
+    return {"ndcg@10_by_blend": rows}
 
 
 def faithfulness_experiment(served: Served, data, seed: int = 0) -> dict:
@@ -268,7 +286,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--bundle", type=Path, required=True)
     parser.add_argument("--data")
     parser.add_argument("--out", type=Path, default=Path("docs/evaluation"))
-    parser.add_argument("--only", choices=["negatives", "faithfulness", "diversity", "exploration"], action="append")
+    parser.add_argument("--only", choices=["negatives", "blend", "faithfulness", "diversity", "exploration"],
+                        action="append")
     args = parser.parse_args(argv)
     started = time.perf_counter()
     dataset, data = split_for(args.bundle, args.data)
@@ -276,6 +295,7 @@ def main(argv: list[str] | None = None) -> int:
     result = {"bundle": load_manifest(args.bundle).model_version, "split": data.config.as_dict(),
               "machine": f"{platform.processor() or platform.machine()}, {__import__('os').cpu_count()} cores"}
     steps = {"negatives": lambda: negatives_experiment(served, dataset, data),
+             "blend": lambda: blend_experiment(served, data),
              "faithfulness": lambda: faithfulness_experiment(served, data),
              "diversity": lambda: diversity_experiment(served, data, args.out),
              "exploration": lambda: exploration_experiment(served, data)}

@@ -57,7 +57,7 @@ class RankerOptions:
         intra_op_threads: ONNX Runtime threads of the ranker's own graphs.
     """
 
-    negative_penalty: float = 1.0
+    negative_penalty: float = 0.25
     event_weight_blend: float = 0.0
     intra_op_threads: int = 1
 

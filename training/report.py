@@ -13,6 +13,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (the backend must be chosen before pyplot loads)
 
+from training.policy_report import policy_section  # noqa: E402
+
 BUCKETS = ("head", "torso", "tail")
 MAIN_METRICS = ("hr@10", "ndcg@10", "hr@20", "ndcg@20", "mrr@10")
 
@@ -484,6 +486,7 @@ def _dataset_section(dataset: str, result: dict, out_dir: Path, report_dir: Path
               *_slice_table(result, cold_groups, ["warm", "cold"]), "",
               f"![cold vs warm]({rel['cold']})", "",
               *_user_sections(result, rel.get("activity")),
+              *policy_section(dataset, out_dir, report_dir),
               "### Tuning (validation NDCG@10)", "", *_tuning_table(result), ""]
     if result.get("skipped"):
         lines += ["Skipped: " + "; ".join(f"`{k}`: {v}" for k, v in result["skipped"].items()), ""]

@@ -19,16 +19,10 @@ VIEW, CLICK, RATING, PURCHASE, DISMISS = (gw.EVENT_TYPE_VIEW, gw.EVENT_TYPE_CLIC
                                           gw.EVENT_TYPE_PURCHASE, gw.EVENT_TYPE_DISMISS)
 
 
-# A rating this low is a dismissal whatever the gateway's threshold.
-DISMISSAL_RATING = 1.0
-
-
 class EventWeights(BaseModel):
     """Strength of interest each positive event type signals in the user's context (times recency), and
-    strength of each kind of negative (times the ranking tier's negative_penalty). A rating of 1 or less
-    (the bottom of the usual scales) is read as a dismissal; a rating above that but below the threshold
-    is a weaker "not this" about something the user chose: on ML-100K, reading every rating <= 2 at full
-    strength cost 5% NDCG@10 of the targets rated >= 4 (docs/evaluation/ml-100k_policy.json)."""
+    strength of each kind of negative (times the ranking tier's negative_penalty, whose default was chosen
+    on ML-100K so that reading ratings <= 2 as negatives does not lower NDCG@10: docs/evaluation.md)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -37,13 +31,13 @@ class EventWeights(BaseModel):
     rating: float = Field(1.0, ge=0)
     purchase: float = Field(2.0, ge=0)
     dismiss: float = Field(1.0, ge=0)
-    low_rating: float = Field(0.25, ge=0)
+    low_rating: float = Field(1.0, ge=0)
 
     def of(self, event_type: int) -> float:
         return {VIEW: self.view, CLICK: self.click, RATING: self.rating, PURCHASE: self.purchase}.get(event_type, 0.0)
 
-    def of_negative(self, event_type: int, value: float) -> float:
-        return self.dismiss if event_type == DISMISS or value <= DISMISSAL_RATING else self.low_rating
+    def of_negative(self, event_type: int) -> float:
+        return self.dismiss if event_type == DISMISS else self.low_rating
 
 
 def is_negative(event_type: int, value: float, negative_rating_below: float) -> bool:
@@ -83,7 +77,7 @@ def read_feedback(events: Iterable[tuple[str, int, float]], recent_item_ids: Ite
         latest.pop(item_id, None)
         latest[item_id] = negative
         if negative:
-            against[item_id] = weights.of_negative(event_type, value)
+            against[item_id] = weights.of_negative(event_type)
         else:
             strength[item_id] = max(strength.get(item_id, 0.0), weights.of(event_type))
     positive = [i for i, neg in latest.items() if not neg]

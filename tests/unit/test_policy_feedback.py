@@ -15,12 +15,12 @@ def test_an_items_latest_event_decides_and_its_strongest_interest_weighs():
     weights = EventWeights(view=0.5, click=1.0, rating=1.0, purchase=2.0)
     events = [("a", VIEW, 0.0), ("b", PURCHASE, 0.0), ("c", CLICK, 0.0), ("a", DISMISS, 0.0),
               ("b", VIEW, 0.0), ("d", RATING, 2.0), ("e", RATING, 5.0), ("g", RATING, 1.0)]
-    got = read_feedback(events, ["f", "c"], weights, 3.0)
+    got = read_feedback(events, ["f", "c"], weights.model_copy(update={"low_rating": 0.25}), 3.0)
     # a: dismissed after its view; b: purchase then view keeps the purchase's weight and the latest place.
     assert got.positive == ["b", "e", "f", "c"]
     assert got.weights == [2.0, 1.0, 0.5, 1.0]
     assert got.negative == ["a", "d", "g"]
-    assert got.negative_weights == [1.0, 0.25, 1.0]  # a dismissal (or a 1) says more than a low rating
+    assert got.negative_weights == [1.0, 0.25, 0.25]
     assert got.seen == {"a", "b", "c", "d", "e", "f", "g"}
 
 

@@ -59,3 +59,12 @@ def test_unknown_scenarios_use_default_with_a_bounded_label_and_the_file_reloads
     os.utime(path, ns=(1, 2 * 10**18))
     now[0] = 4.0
     assert scenarios.resolve("search").policy.diversity == 0.0
+
+
+def test_the_example_file_in_deploy_is_valid():
+    from pathlib import Path
+
+    example = Path(__file__).resolve().parents[2] / "deploy" / "scenarios.example.toml"
+    policies = parse_scenarios(example.read_text(), str(example))
+    assert {"default", "home", "search", "kids"} <= set(policies)
+    assert policies["home"].exploration == "epsilon" and policies["kids"].event_weights.purchase == 3.0
