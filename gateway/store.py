@@ -123,10 +123,6 @@ class GatewayStore:
                 "WHERE user_id = ? ORDER BY ts_ms, seq", (user_id,)).fetchall()
         return [Event(*row) for row in rows]
 
-    def history_item_ids(self, user_id: str) -> list[str]:
-        """The items of the user's events, oldest first."""
-        return [item_id for item_id, _, _ in self.feedback(user_id)]
-
     def feedback(self, user_id: str) -> list[tuple[str, int, float]]:
         """(item_id, event_type, value) of the user's events, oldest first: what Recommend reads, from the
         covering index alone (whole events cost ~2x)."""

@@ -31,20 +31,20 @@ def rank_context(ctx: UserContext, field: str) -> RankContext:
     v.check_ids(ctx.history_item_ids, f"{field}.history_item_ids", MAX_HISTORY)
     v.check_ids(ctx.negative_item_ids, f"{field}.negative_item_ids", MAX_NEGATIVES)
     v.check_text(ctx.query, f"{field}.query", v.MAX_QUERY_CHARS)
-    weights = tuple(ctx.history_weights)
-    if weights and len(weights) != len(ctx.history_item_ids):
-        raise v.InvalidArgument(f"{field}.history_weights",
-                                f"{len(weights)} weights for {len(ctx.history_item_ids)} history items")
+    return RankContext(ctx.user_id, list(ctx.history_item_ids), ctx.query.strip(), ctx.scenario,
+                       _weights(ctx.history_weights, len(ctx.history_item_ids), f"{field}.history_weights"),
+                       tuple(ctx.negative_item_ids),
+                       _weights(ctx.negative_weights, len(ctx.negative_item_ids), f"{field}.negative_weights"))
+
+
+def _weights(values, n_items: int, field: str) -> tuple[float, ...]:
+    """Per-item weights: none (1 each) or one finite, non-negative weight per item."""
+    weights = tuple(values)
+    if weights and len(weights) != n_items:
+        raise v.InvalidArgument(field, f"{len(weights)} weights for {n_items} items")
     if any(not np.isfinite(w) or w < 0 for w in weights):
-        raise v.InvalidArgument(f"{field}.history_weights", "must be finite and >= 0")
-    negative_weights = tuple(ctx.negative_weights)
-    if negative_weights and len(negative_weights) != len(ctx.negative_item_ids):
-        raise v.InvalidArgument(f"{field}.negative_weights",
-                                f"{len(negative_weights)} weights for {len(ctx.negative_item_ids)} negative items")
-    if any(not np.isfinite(w) or w < 0 for w in negative_weights):
-        raise v.InvalidArgument(f"{field}.negative_weights", "must be finite and >= 0")
-    return RankContext(ctx.user_id, list(ctx.history_item_ids), ctx.query.strip(), ctx.scenario, weights,
-                       tuple(ctx.negative_item_ids), negative_weights)
+        raise v.InvalidArgument(field, "must be finite and >= 0")
+    return weights
 
 
 class RankingServicer(pb_grpc.RankingServiceServicer):

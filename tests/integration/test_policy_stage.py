@@ -232,3 +232,21 @@ def test_the_impression_log_exports_with_its_clicks_and_feeds_off_policy_evaluat
     result = run_ope(epsilon_only, "greedy", resamples=200)
     assert result["n_impressions"] == 60 and result["n_requests"] == 6
     assert set(result["estimators"]) == {"ips", "snips", "dr"}
+
+
+@pytest.mark.parametrize("context, named", [
+    (common_pb2.UserContext(user_id="u", history_item_ids=["1", "2"], history_weights=[1.0]),
+     "context.history_weights"),
+    (common_pb2.UserContext(user_id="u", history_item_ids=["1"], history_weights=[float("nan")]),
+     "context.history_weights"),
+    (common_pb2.UserContext(user_id="u", negative_item_ids=["1"], negative_weights=[-1.0]),
+     "context.negative_weights"),
+])
+def test_the_ranking_tier_refuses_bad_weights_naming_the_field(lmrec_system, context, named):
+    from lmrec.v1 import ranking_service_pb2 as rk, ranking_service_pb2_grpc as rk_grpc
+
+    with grpc.insecure_channel(lmrec_system.group.services["ranking"].address) as channel:
+        with pytest.raises(grpc.RpcError) as info:
+            rk_grpc.RankingServiceStub(channel).Rank(
+                rk.RankRequest(context=context, candidate_item_ids=["3", "4"]), timeout=30)
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT and named in info.value.details()
