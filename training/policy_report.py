@@ -73,7 +73,14 @@ def _diversity(block: dict | None, dataset: str, out_dir: Path, report_dir: Path
                      f"{row['ild_change']:+.1%} | {row['ild_served_vectors@10']:.4f} | {row['ild_attr@10']:.4f} |")
     best = block["recommended_lambda"]
     lines += ["", f"Recommended λ = {best} (the most diverse within 3% of λ = 0's NDCG@10); target "
-                  f"({block['target']}): **{'met' if block['target_met'] else 'missed'}**.", ""]
+                  f"({block['target']}): **{'met' if block['target_met'] else 'missed'}**."]
+    random = block.get("random_lists")
+    if random:
+        lines += [f"For scale: lists of 10 catalogue items drawn at random have ILD@10 {random['ild@10']:.4f} "
+                  f"({random['ild_change']:+.1%} over λ = 0) and attribute ILD@10 {random['ild_attr@10']:.4f} "
+                  f"({random['ild_attr_change']:+.1%}): a +20% list would have to be more spread out than "
+                  f"random ones."]
+    lines += [""]
     if png.is_file():
         lines += [f"![NDCG@10 vs ILD@10]({Path(os.path.relpath(png, report_dir)).as_posix()})", ""]
     return lines

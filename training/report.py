@@ -15,215 +15,10 @@ import matplotlib.pyplot as plt  # noqa: E402  (the backend must be chosen befor
 
 from training.policy_report import policy_section  # noqa: E402
 
+# The prose of the report (how the model works, the protocol, what was tried): edited there, not here.
+NARRATIVE = Path(__file__).resolve().parent.parent / "docs" / "evaluation" / "narrative.md"
 BUCKETS = ("head", "torso", "tail")
 MAIN_METRICS = ("hr@10", "ndcg@10", "hr@20", "ndcg@20", "mrr@10")
-
-PROTOCOL_TEXT = """\
-## Protocol
-
-* **Interactions.** Every rating is an implicit positive interaction. A repeated (user, item) pair keeps
-  only its first occurrence, so every target is an item the user has not had before.
-* **Order.** Per user, interactions are sorted by timestamp; ties are broken by the raw item id (string
-  order, the same order as `Dataset.histories()`), so the split is deterministic.
-* **Users.** Users with fewer than 3 interactions are dropped.
-* **Leave-one-out.** The last interaction is the test item, the one before it the validation item, the
-  rest is train.
-* **Cold-start items.** A seeded 10% of the catalogue (`--cold-fraction`, `--seed`) is cold: its
-  interactions are removed from train and validation (a user whose validation item is cold has no
-  validation target), but cold items stay candidates and can be test targets. The *cold slice* is the
-  users whose test item is cold. Models that only learn item ids cannot rank these items (they score ~0):
-  this slice is where a content-aware (LM) model can show what ids cannot.
-* **Candidates.** All catalogue items, dense-indexed 0..n-1; the user's own history items are masked with
-  -inf; the rank of the held-out item is computed over the whole catalogue (no sampled negatives).
-  Ties count against the target (an item with the same score is ranked above it).
-* **Phases.** Validation: history = train, target = validation item; every hyperparameter is chosen on
-  validation NDCG@10. Test: history = train + validation item (the standard refit; the validation item
-  is therefore masked), target = test item. Models are refitted for test with the chosen parameters;
-  the sequential models train for the best validation epoch count, since the test phase has no signal
-  to stop on.
-* **Sequential training.** SASRec and lmrec share one training loop (training/sequences.py): Adam over
-  length-bucketed windows, full-softmax cross-entropy, validation NDCG@10 every 2 epochs, early stopping
-  on the mean of 3 consecutive checks with patience 8 (at most 100 epochs), and a moving average of the
-  weights (decay 0.99 per step; an epoch is only ~16 steps) that validation and the refit model use.
-  Without the averaging both validation curves jumped by up to ±0.01 between checks on their plateaus
-  (lmrec 0.104-0.127 over epochs 40-116), so noise picked the epoch count; with it they rose smoothly
-  (validation, no hold-out: lmrec 0.117-0.124 from epoch 40, SASRec 0.110-0.112 from epoch 32). This
-  was chosen on validation curves; on test it moved SASRec from 0.1023 to 0.1059 and lmrec from 0.0950
-  to 0.1023 (INT8 towers; 0.0942 to 0.1041 FP32).
-* **Metrics.** HR@k (target in top k), NDCG@k (1/log2(rank+1) if rank <= k, one relevant item),
-  MRR@10, averaged over users; coverage@10 = share of the catalogue in at least one user's top 10.
-  95% CIs are percentile bootstraps over users (1000 resamples).
-* **Beyond accuracy** (training/beyond_accuracy.py; definitions as in Microsoft Recommenders'
-  `python_evaluation` where it has them), over each user's top 10. ILD@10 (LM): per list, the mean over
-  item pairs of 1 - cosine similarity of the items' pre-trained MiniLM text embeddings (one space for
-  every model; 0 = same direction, 1 = orthogonal), averaged over users. ILD@10 (attributes): the same
-  with the Jaccard distance between the items' attribute sets (MovieLens: genres and year). Novelty@10:
-  the mean -log2 p(i) of the recommended items in bits, p(i) = share of users whose test-phase history
-  holds item i (never seen: a count of 1); higher = less popular. Gini@10: Gini coefficient of how often
-  each catalogue item appears across all lists, never-recommended items included (0 = equal exposure,
-  towards 1 = a few items take every slot).
-* **Significance.** Each model against the best baseline (highest test NDCG@10): two-sided paired
-  sign-flip permutation test over users on the per-user NDCG@10 and HR@10 (10 000 resamples; p is
-  (count + 1) / (resamples + 1)). No correction for multiple comparisons.
-* **Timestamp ties.** MovieLens stores seconds and users rate in bursts: in ML-100K, 51% of consecutive
-  interactions share a timestamp and 44% of test items share theirs with the validation item, so the
-  item-id tie-break decides many targets. A side check with seeded random tie-breaks instead (same
-  seed, same cold items) raised test NDCG@10 for ALS (factors=128, reg=10, alpha=1: 0.053 to 0.066) and
-  EASE (l2=100: 0.050 to 0.066) and left SASRec unchanged (0.102 to 0.103): the id-ordered protocol is
-  harder for the non-sequential baselines, not easier for SASRec. ItemKNN and ALS now tune a recency
-  weighting of the history (`recency_half_life`, in positions from the end), which validation chose for
-  both. The gain is not an artefact of the tie-break: in a side check on validation (ItemKNN), seeded
-  shuffles of same-second items gave NDCG@10 0.095-0.097 against 0.097 id-ordered, and a decay over
-  seconds (1-minute half-life) instead of positions gave 0.099.
-* **Popularity slices.** Warm items are sorted by their history popularity and cut so that head, torso
-  and tail each hold a third of the history interactions; users are grouped by their test item's bucket.
-* **User slices.** Users grouped by the length of their test-phase history (<= 50, 51-150, > 150
-  items) and, where the dataset describes its users (docs/data.md), by gender and age band. They say
-  where a model's accuracy comes from; nothing is tuned on them.
-"""
-
-HOWTO_TEXT = """\
-## Regenerate
-
-```
-lmrec evaluate                                # or: python -m training.evaluate
-lmrec evaluate --models lmrec,sasrec,ease     # a subset; results.json keeps other datasets
-lmrec evaluate --quick --out /tmp/eval        # tiny grids, a smoke run
-python -m training.report                     # re-render this page and the PNGs from results.json
-```
-
-Everything on this page, `evaluation/results.json` and the PNGs are written by that command; edit
-`training/report.py`, not this file.
-
-The served system is evaluated through its public gRPC API with the same split: train a bundle
-(`lmrec train`), serve it (`lmrec serve --bundle artifacts/lmrec-ml100k`), then
-`lmrec evaluate --models served --target 127.0.0.1:50051`. Each test user is sent as a fresh user id
-with the test-phase history as `recent_item_ids`; the gateway's top 20 is what gets scored.
-`tests/integration/test_trained_model.py` checks that served and offline rankings are identical for
-the same input.
-"""
-
-MODEL_TEXT = """## The LM recommender (`lmrec`)
-
-Two stages, trained by `lmrec train` (the same code the harness runs as `lmrec` / `lmrec-fp32`):
-
-1. **LM fine-tuning.** all-MiniLM-L6-v2 (any HF encoder via `--lm`) is fine-tuned so that items consumed
-   close together in a history (≤ 3 steps apart) embed close together: symmetric InfoNCE with in-batch
-   negatives, plus an anchor term keeping each item embedding near the pre-trained one so free-text
-   requests, encoded by the same model, still mean what they say. Only the top 2 of 6 layers train, over
-   cached lower-layer states (a full-model step costs ~7 s on these 2 shared cores). 1000 steps of 32
-   pairs by default (~4 min): on ML-100K validation (seed 0) 100 / 400 / 1000 steps gave NDCG@10
-   0.1145 / 0.1151 / 0.1181, and meeting the cold-item ratio there cost 26% / 17% / 15% of it, so the
-   LM stage is where more compute paid, up to a point: 2000 steps gave 0.1094 at a 25% cost. (Until
-   2026-11-24 the default was 100 steps. Both bundles in this report were retrained with 1000; on
-   ml-latest-small that moved test NDCG@10 from 0.0663 to 0.0679, no tuning involved.) `lmrec train` with 1000 steps took 16 min 27 s wall on ML-100K and
-   36 min 53 s on ml-latest-small (9125 items, longer texts with tags), export and parity included.
-2. **Sequence model over LM item vectors.** Item vector e = MLP(text embedding) + id embedding; a
-   2-layer, 1-head causal transformer over the history's e (scaled by sqrt(d), as SASRec does) gives the
-   user vector h; full-softmax cross-entropy over the catalogue with dot-product logits (as SASRec),
-   trained by the same loop as SASRec (see Protocol). Id embeddings are dropped for 30% of items at each step, so the
-   text path learns to rank on its own: cold items (never in training) and items upserted after training
-   have no id embedding and are served from their text. What was tried on validation NDCG@10 (SASRec:
-   0.114): unit-norm vectors with cosine logits and 30% id dropout peaked at 0.056; raw dot products with
-   a learnt input projection at 0.089; the sqrt(d) input scaling at 0.1155 (30% id dropout: 0.1143).
-   The ML-100K validation fit ends at the 100-epoch cap (best epoch 98). With a cap of 220 it stopped
-   early at epoch 128, best at 112, at 0.1189 against 0.1181: a plateau, so the cap stays.
-3. **Cold-item bias.** A text-only item lacks what the id embedding carries (popularity above all), so
-   the served score adds a bias b to text-only items. b is calibrated on validation data with items the
-   validation fit never saw: a seeded 10% of the trained items lose all their training interactions for
-   that fit, as the split's cold items do. (Dropping only their id embeddings was a false proxy: their
-   text path had been trained with them as targets, so it promised cold HR@10 0.18 where real cold items
-   got 0.00.) The rule: the best validation NDCG@10 within 2% of the curve's best, preferring a b whose
-   cold HR@10 is at least half the warm HR@10 (training/cold_calibration.py). The bundle manifest keeps
-   the whole bias / NDCG / cold-HR curve and what meeting the cold target would cost. Default run on
-   ML-100K (1000 LM steps): b = 0.04 (validation NDCG@10 0.1157, the curve's best; held-out cold HR@10
-   0.000 against warm 0.240); meeting the ratio needs b = 0.20, at validation NDCG@10 0.0989 (-14.5%;
-   with 100 LM steps it was b = 0.22 at -26%). The text path ranks unseen items far better than chance
-   among themselves but not well enough (test cold targets: median rank 33.5 of the 168 text-only items),
-   so a bias big enough to lift them lifts the wrong ones too.
-4. **Reserved slots instead of a bias (diagnostic on test, 2026-11-24; not used for tuning).**
-   The gateway serves this per request: `RecommendRequest.new_item_slots` = s keeps s of the top k for
-   the best-scored text-only items, which replace the lowest others (lmrec/slots.py).
-   `python bench/cold_slots.py --bundle <bundle>` ranks offline with the same function. It reads the bundle's
-   test fit, the only fit a bundle keeps, so these figures describe the trade-off; they tune nothing.
-   ML-100K, bundle with 1000 LM steps: s = 0 gives NDCG@10 0.1080 at a cold/warm HR@10 ratio of 0.07;
-   s = 1 0.1040 at 0.11; s = 2 0.1030 (-4.6%) at 0.48; s = 3 0.1001 (-7.3%) at 0.56, which meets the cold
-   target but puts lmrec 5.5% below SASRec. (The 100-step bundle: s = 0 0.1041 at 0.18, s = 2 0.0972 at
-   0.42, s = 3 0.0929 at 0.65.) The bias needs -14.5% of validation NDCG@10 to reach 0.5, so a quota is
-   about twice as cheap per unit of ratio. It still costs more NDCG than the margin over SASRec allows,
-   so the default stays s = 0 and a product team sets s per request. On latest-small no quota helps:
-   s = 4 reaches a ratio of only 0.25 (NDCG@10 0.0679 at s = 0, 0.0584 at s = 4). There, a cold test
-   target's median rank among the 912 text-only items is 162.5 (random would be ~456; 178 with 100 LM
-   steps), and none ranks first. The limit is how weakly the item text (title, year,
-   genres, sparse tags) tells unseen items apart, not how they are lifted.
-   **How far a better text path could go** (`--oracle-bound`, 2026-11-24). Each user's scores for the
-   text-only items are kept as a set, so where they land against trained items is the model's, and only
-   their order among themselves changes: by the model's score plus w x the items' true popularity,
-   counted over the whole dataset with test and cold interactions included. That leak is deliberate: no
-   text model can know more about an unseen item's general appeal. Best rows over w = 0.25 to 2. On
-   ML-100K the cold target ranks first among the text-only items for 9.5% of cold users, against 2.4%
-   (median rank 19.5 against 33.5). Even so, s = 1 reaches a ratio of only 0.45 (NDCG@10 0.1068), and
-   s = 2 reaches 0.73 at 0.1049 (-2.9%, below SASRec's 0.1059). The bias reaches 0.5 at 0.0960 at
-   best (-11%). On latest-small, s = 4 reaches 0.497, just short of 0.5, at 0.0593 (-12.7%, below
-   SASRec's 0.0599). So knowing each unseen item's true popularity would still not meet both targets at
-   once: on ML-100K the cold target costs about 3% of NDCG@10, six times lmrec's seed-averaged margin
-   over SASRec (+0.5%, item 5). What is missing is each user's taste for the unseen items, which title,
-   year and genres do not carry.
-5. **Seed spread (side check, 2026-11-24).** The table's rows are one model seed each. Refitting both
-   sequential models on the same split with model seeds 1 and 2 (the LM fine-tuning keeps seed 0; the
-   epochs and cold bias of seed 0's validation fit; lmrec scored FP32 in PyTorch, which ranks as the served FP32
-   graphs do), 1000 LM steps: lmrec test NDCG@10 0.1080 / 0.1028 / 0.1063 (mean 0.1057, sd 0.0027),
-   SASRec 0.1059 / 0.1079 / 0.1017 (mean 0.1052, sd 0.0032). Averaged over the three seeds per user,
-   lmrec vs SASRec is +0.5% (paired permutation p = 0.89); with 100 LM steps it was -0.1% (lmrec mean
-   0.1051, p = 0.98). Seed 0's +2.0% in the table is within seed noise: seed 1 alone would show lmrec
-   4.7% behind. On warm items the LM-assisted model ties a well-trained SASRec on ML-100K; what it adds
-   is reach to items without interactions (the cold slice) and free-text requests. Reproduce with
-   `python bench/seed_spread.py --seeds 1,2` after `lmrec evaluate`.
-6. **Four more ways to make the text count, none adopted (2026-11-24).** (a) An L2 penalty pulling id
-   embeddings towards zero, so that rarely seen items lean on their text vector (lmrec is behind SASRec
-   on the tail bucket above): validation NDCG@10, ML-100K, seed 0, 0.1145 without it and 0.1141 /
-   0.1135 / 0.1131 at weights 0.01 / 0.05 / 0.5. (b) Adding γ × the cosine between the candidate's LM
-   text vector and the mean text vector of the user's last n items, the LM's item-to-item similarity
-   next to the sequence model. (c) Giving a cold item the similarity-weighted mean id embedding of its
-   10 textually nearest trained items. (b) and (c) were diagnostics on the 100-step bundle's test fit,
-   so they tune nothing. (b) moved test NDCG@10 by -2.5% to +2.3% over n = 1–50 and γ = 0.05–0.4, within
-   noise, and left cold HR@10 unchanged. (c) lowered cold HR@10 from 0.040 to 0.000–0.032 at equal
-   NDCG@10: on this data, neighbours' id embeddings do not transfer to an unseen item. (d) Dropping 60%
-   of id embeddings per step instead of 30%, so the text path trains more (validation fit with the
-   calibration hold-out, 1000 LM steps): best validation NDCG@10 0.1125 against 0.1181, and meeting the
-   cold ratio would cost 29.6% of it against 14.5%. A text path trained harder does not rank unseen
-   items better here; it only weakens the warm ones.
-7. **Is latest-small's SASRec under-tuned? (side check, 2026-11-24).** Its grid's winner, dropout 0.5,
-   sits at the edge of the two-point grid (0.2, 0.5), so two more points were fitted on the same split's
-   validation phase, with the same early stopping: dropout 0.7 reached validation NDCG@10 0.0730
-   (epoch 88), and hidden 128 with dropout 0.5 reached 0.0734 (epoch 36), both below the chosen point's
-   0.0785. The table's SASRec row therefore stands as the best of four tuned points.
-8. **Where the LM helps, by user (2026-11-24).** The user slices above compare lmrec with SASRec within
-   groups of a few hundred users, so no difference there is significant (paired permutation test per
-   slice, seed 0). ML-100K: lmrec leads on short histories (<= 50 items: 0.1203 vs 0.1163, p = 0.64) and
-   long ones (> 150: 0.1126 vs 0.0953, p = 0.18) and trails in between (0.0890 vs 0.0987, p = 0.26);
-   by gender and age band the gaps run both ways (all p >= 0.19). On latest-small, whose texts carry
-   tags, the lead is largest on short histories: 0.0777 vs 0.0595 (+31%, p = 0.054), against +8% (p =
-   0.69) for 51-150 items and -11% (p = 0.56) above 150. That fits the LM's role in the design: item text
-   stands in for interaction data where a user has little of it. The shortest test-phase history is 15
-   items on ML-100K and 14 on latest-small, so truly new users are not measured here.
-
-Serving: item vector [e ; t ; f ; sqrt(M² - |e|² - f²)] is computed once at upsert time (f = 1 for a
-text-only item; the last coordinate gives every item the same norm, so the cosine HNSW index returns the
-inner-product order); the request context [h/|h| ; β·q ; b ; 0] (q = the LM embedding of an optional
-free-text request, β = 3 × the mean |e|) once per request; score = one dot product. Catalogue items
-whose text is unchanged since training use the bundle's training-time FP32 text vectors; the serving
-encoder runs for new items and free-text requests. `lmrec` rows are scored through the exported bundle
-with the serving code as the CPU default (INT8) runtime runs it; `lmrec-fp32` through its FP32 graphs.
-The INT8 runtime quantises the text encoder, where the time goes (docs/benchmarks.md); the two small
-towers run their FP32 graphs, since quantising them saved 0.05 ms of a ~12 ms Recommend but moved
-NDCG@10 by ±1.7% against FP32 (bundle export parity on validation, and test). So for trained catalogue
-items the INT8 and FP32 rows rank alike. Items upserted after training are encoded once, off the request
-path, and the worker encodes them in FP32 by default (`item_precision`), so the INT8 encoder serves only
-free-text queries; the export parity still measures what INT8 item encoding would cost (every item text
-re-encoded by the INT8 encoder, `item_precision=serving`): see the Targets table.
-"""
-
 
 _COLD_MISS = ("why, what a quota of slots costs, and what even a popularity oracle would reach: "
               "*The LM recommender*, items 3 and 4")
@@ -452,6 +247,10 @@ def _dataset_section(dataset: str, result: dict, out_dir: Path, report_dir: Path
               if run.get("merged_runs") else []),
             "",
         ]
+    if proto.get("tie_break", "item_id") != "file":
+        lines += ["**These figures were measured with same-timestamp interactions ordered by item id, a pattern "
+                  "sequence models can exploit (docs/evaluation/narrative.md, item 0); they are not comparable "
+                  "with the file-order datasets above until re-run.**", ""]
     lines += [
         f"{proto.get('n_users')} users, {proto.get('n_items')} items (all candidates), "
         f"{proto.get('n_cold_items')} cold items, {proto.get('n_train_interactions')} train interactions, "
@@ -507,7 +306,7 @@ def write_report(all_results: dict, out_dir: Path, report_path: Path) -> None:
              f"({Path(os.path.relpath(Path(out_dir) / 'results.json', report_path.parent)).as_posix()}).", ""]
     for dataset, result in all_results.items():
         lines += _dataset_section(dataset, result, Path(out_dir), report_path.parent)
-    lines += [MODEL_TEXT, PROTOCOL_TEXT, HOWTO_TEXT]
+    lines.append(NARRATIVE.read_text())
     report_path.write_text("\n".join(lines))
 
 
