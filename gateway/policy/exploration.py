@@ -6,8 +6,10 @@
     probability at an explored slot is 1/P, so the logged propensity is 1 - ε for the greedy item at its
     slot and ε/P for a pool item. Position-wise estimators (IPS, SNIPS, DR) are exact with these.
   * softmax: slots filled in order by Plackett-Luce sampling without replacement over the k + pool best
-    items, with probability ∝ exp(score / temperature); the logged propensity is that probability
-    given the items above (conditional: the list's probability is their product).
+    items, with probability ∝ exp(score / (temperature · sd)), sd being the standard deviation of those
+    items' scores, so a temperature means the same whatever the model's score scale; the logged
+    propensity is that probability given the items above (conditional: the list's probability is their
+    product).
 The draw is seeded from the request id, so a repeated request reproduces its list.
 """
 
@@ -60,7 +62,7 @@ def place(scores: list[float], k: int, policy: str, parameter: float, pool_size:
         return Placement(indices, props, explore.tolist(), pool)
     if policy == "softmax":
         top = np.asarray(scores[: k + pool], dtype=np.float64)
-        logits = (top - top.max()) / max(parameter, 1e-6)
+        logits = (top - top.max()) / (max(parameter, 1e-6) * (float(top.std()) or 1.0))
         weights = np.exp(logits)
         free = np.ones(len(top), dtype=bool)
         indices, props = [], []

@@ -42,7 +42,8 @@ class ScenarioPolicy(BaseModel):
     diversity: float = Field(0.0, ge=0, le=1)
     exploration: Literal["greedy", "epsilon", "softmax"] = "greedy"
     epsilon: float = Field(0.1, ge=0, le=1)
-    temperature: float = Field(0.1, gt=0)
+    # Softmax temperature, in standard deviations of the candidates' scores.
+    temperature: float = Field(0.5, gt=0)
     # Most candidates ranked below the list that exploration may show.
     exploration_pool: int = Field(50, ge=0, le=1000)
     new_item_slots: int = Field(0, ge=0, le=1000)

@@ -156,7 +156,7 @@ def test_exploration_logs_propensities_that_join_to_clicks_and_erase_with_the_us
 
 def test_softmax_exploration_samples_by_score(lmrec_system):
     answers = [recommend(lmrec_system, user_id="1", k=10, request_id=f"soft-{n}",
-                         exploration=gw.Exploration(policy=gw.EXPLORATION_POLICY_SOFTMAX, temperature=0.05))
+                         exploration=gw.Exploration(policy=gw.EXPLORATION_POLICY_SOFTMAX, temperature=1.0))
                for n in range(3)]
     assert all(a.policy == "softmax" and all(0 < i.propensity <= 1 for i in a.items) for a in answers)
     assert len({tuple(i.item_id for i in a.items) for a in answers}) > 1

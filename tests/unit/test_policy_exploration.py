@@ -35,7 +35,7 @@ def test_epsilon_logs_marginal_propensities_that_match_the_draw_frequencies():
 def test_softmax_logs_the_conditional_plackett_luce_probability():
     scores = [2.0, 1.0, 0.0]
     got = place(scores, 2, "softmax", 1.0, 5, rng_for("seed"))
-    w = np.exp(np.array(scores) - 2.0)
+    w = np.exp((np.array(scores) - 2.0) / np.std(scores))  # temperature in units of the scores' sd
     first = got.indices[0]
     assert got.propensities[0] == pytest.approx(w[first] / w.sum())
     rest = w.sum() - w[first]
