@@ -23,9 +23,13 @@ def _gateway_stub(target: str):
 
 def print_recommendations(response, header: str) -> None:
     flag = f"  [degraded: {response.degraded_reason}]" if response.degraded else ""
-    print(f"\n{header} (model {response.model_version}, {response.source}){flag}")
+    print(f"\n{header} (model {response.model_version}, {response.source}, scenario {response.scenario}, "
+          f"policy {response.policy}){flag}")
     for rank, item in enumerate(response.items, 1):
-        print(f"  {rank:2d}. {item.title:<60s} {item.score:8.4f}  (item {item.item_id})")
+        shown = f"  p={item.propensity:.3f}" if item.propensity < 1 else ""
+        print(f"  {rank:2d}. {item.title:<60s} {item.score:8.4f}  (item {item.item_id}){shown}")
+        for reason in item.reasons:
+            print(f"        - {reason.text}")
     timings = ", ".join(f"{t.stage} {t.millis:.1f} ms" for t in response.timings)
     print(f"  stages: {timings}")
 
@@ -136,6 +140,18 @@ def _print_samples(stub, user_id: str) -> None:
 
 
 # recommend / catalog --------------------------------------------------------------------------
+def _exploration_arg(text: str) -> tuple[str, float]:
+    policy, _, value = text.partition("=")
+    if policy == "greedy" and not value:
+        return policy, 0.0
+    try:
+        if policy in ("epsilon", "softmax"):
+            return policy, float(value)
+    except ValueError:
+        pass
+    raise argparse.ArgumentTypeError(f"expected greedy, epsilon=E or softmax=T, got {text!r}")
+
+
 def cmd_recommend(args: argparse.Namespace) -> int:
     from google.protobuf.json_format import MessageToDict
 
@@ -144,7 +160,16 @@ def cmd_recommend(args: argparse.Namespace) -> int:
     filters = [common_pb2.AttributeFilter(key=k, values=vs.split("|"))
                for k, vs in (f.split("=", 1) for f in args.filter)]
     request = gw.RecommendRequest(user_id=args.user_id, k=args.k, query=args.query or "",
-                                  recent_item_ids=args.recent, exclude_item_ids=args.exclude, filters=filters)
+                                  recent_item_ids=args.recent, exclude_item_ids=args.exclude, filters=filters,
+                                  scenario=args.scenario)
+    if args.diversity is not None:
+        request.diversity = args.diversity
+    if args.explore:
+        policy, value = args.explore
+        request.exploration.CopyFrom(gw.Exploration(
+            policy={"greedy": gw.EXPLORATION_POLICY_GREEDY, "epsilon": gw.EXPLORATION_POLICY_EPSILON,
+                    "softmax": gw.EXPLORATION_POLICY_SOFTMAX}[policy],
+            epsilon=value if policy == "epsilon" else 0.0, temperature=value if policy == "softmax" else 0.0))
     try:
         response = _gateway_stub(args.target).Recommend(request, timeout=args.timeout)
     except grpc.RpcError as exc:
@@ -261,6 +286,9 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     rec.add_argument("--recent", nargs="*", default=[])
     rec.add_argument("--exclude", nargs="*", default=[])
     rec.add_argument("--filter", action="append", default=[], help="key=v1|v2, e.g. genre=Animation")
+    rec.add_argument("--scenario", default="", help="surface whose policy applies (the gateway's scenarios file)")
+    rec.add_argument("--diversity", type=float, help="0..1, MMR re-ranking strength (default: the scenario's)")
+    rec.add_argument("--explore", type=_exploration_arg, help="greedy, epsilon=E or softmax=T (default: the scenario's)")
     rec.add_argument("--timeout", type=float, default=5.0)
     rec.add_argument("--json", action="store_true")
 
