@@ -17,6 +17,7 @@ from lmrec.errors import ArtifactMismatch
 from lmrec.manifest import Manifest
 from ranking_service.item_store import ItemStore
 from ranking_service.onnx_session import RuntimeChoice
+from ranking_service.settings import RankingSettings
 
 
 # Rank-time weight of a history item by how recent it is, times its event weight (zero-shot ranker and
@@ -46,7 +47,7 @@ class RankContext:
 
 @dataclass(frozen=True)
 class RankerOptions:
-    """Serving-time knobs of every ranker (declared in RankingSettings, passed in by the worker).
+    """Serving-time knobs of every ranker (declared once, in RankingSettings; passed in by the worker).
 
     Attributes:
         negative_penalty: a candidate whose largest text similarity to the user's recent negatives is z
@@ -57,9 +58,14 @@ class RankerOptions:
         intra_op_threads: ONNX Runtime threads of the ranker's own graphs.
     """
 
-    negative_penalty: float = 0.25
-    event_weight_blend: float = 0.0
+    negative_penalty: float = RankingSettings.model_fields["negative_penalty"].default
+    event_weight_blend: float = RankingSettings.model_fields["event_weight_blend"].default
     intra_op_threads: int = 1
+
+    @classmethod
+    def graphs_only(cls) -> RankerOptions:
+        """No serving-time adjustment: the score is the exported graphs' (export parity checks these)."""
+        return cls(negative_penalty=0.0, event_weight_blend=0.0)
 
 
 @dataclass(frozen=True)

@@ -35,8 +35,9 @@ class RankingSettings(BaseSettings):
     # (docs/evaluation.md, feedback semantics).
     negative_penalty: float = Field(0.25, ge=0, le=100)
     # Share of a trained ranker's user vector taken from the event-weighted mean of the history's item
-    # vectors, so a purchase counts more than a view (docs/evaluation.md measures its cost).
-    event_weight_blend: float = Field(0.0, ge=0, le=1)
+    # vectors, so a purchase counts more than a view. ML-100K test NDCG@10 (every event weighing the same):
+    # 0.1014 at 0, 0.1021 at 0.1, 0.1023 at 0.2 (docs/evaluation.md).
+    event_weight_blend: float = Field(0.1, ge=0, le=1)
     grace_seconds: float = Field(5.0, ge=0)
     # How often to look for a new bundle in bundle_dir (hot swap; SIGHUP checks at once); 0 = never.
     reload_interval_s: float = Field(5.0, ge=0)

@@ -85,7 +85,7 @@ def _ranking_parity(trained, data, out: Path) -> dict:
     fp32_scores = None
     for precision in trained.config.parity_precisions:
         try:
-            scores = BundleScorer(out, precision, data, "validation").score(users)
+            scores = BundleScorer(out, precision, data, "validation", graphs_only=True).score(users)
         except Exception as exc:  # noqa: BLE001 - FP16 kernels are missing on some CPU builds; say so
             result[f"{precision}_error"] = f"{type(exc).__name__}: {str(exc)[:200]}"
             continue
@@ -97,7 +97,7 @@ def _ranking_parity(trained, data, out: Path) -> dict:
             result[f"{precision}_vs_fp32_max_abs_score_diff"] = float(np.abs(scores - fp32_scores).max())
             result[f"{precision}_vs_fp32_ndcg_rel_diff"] = _relative(result, f"{precision}_ndcg@10", "fp32_ndcg@10")
         if precision != "fp16":  # FP16 is emulated on a CPU: re-encoding the catalogue would take minutes
-            reencoded = BundleScorer(out, precision, data, "validation", reencode=True).score(users)
+            reencoded = BundleScorer(out, precision, data, "validation", reencode=True, graphs_only=True).score(users)
             result[f"reencoded_{precision}_ndcg@10"] = ndcg(reencoded)
     if "reencoded_int8_ndcg@10" in result and "reencoded_fp32_ndcg@10" in result:
         result["reencoded_int8_vs_fp32_ndcg_rel_diff"] = _relative(result, "reencoded_int8_ndcg@10",

@@ -233,11 +233,13 @@ class BundleScorer:
     The runtime is pinned to the CPU provider and the asked precision (the serving `choose_runtime` would
     turn FP16 on a CPU into INT8, and parity must measure FP16 itself). `reencode` ignores the bundle's
     training-time text vectors, so every item text goes through this precision's encoder, as items
-    upserted after training do.
+    upserted after training do. The ranker runs with the serving defaults (RankerOptions), so scores are
+    the served ones; `graphs_only` drops the serving-time adjustments (the export parity compares the
+    graphs with PyTorch).
     """
 
     def __init__(self, bundle_dir: Path, precision: str, data: SplitData, phase: Phase,
-                 reencode: bool = False) -> None:
+                 reencode: bool = False, graphs_only: bool = False) -> None:
         from lmrec.manifest import load_manifest
         from ranking_service.item_store import ItemStore
         from ranking_service.model import LoadedModel
@@ -251,7 +253,8 @@ class BundleScorer:
         runtime = RuntimeChoice(precision, ["CPUExecutionProvider"])
         self._tmp = tempfile.TemporaryDirectory(prefix="lmrec-score-")
         store = ItemStore(Path(self._tmp.name) / "items.sqlite", manifest.served_dimension, manifest.model_version)
-        self.ranker = SequenceRanker(bundle_dir, manifest, store, runtime, RankerOptions())
+        self.ranker = SequenceRanker(bundle_dir, manifest, store, runtime,
+                                     RankerOptions.graphs_only() if graphs_only else RankerOptions())
         model = LoadedModel(manifest, runtime, TextEncoder(bundle_dir, manifest, runtime, 1, 1), self.ranker, store,
                             None if reencode else TrainedTexts.from_bundle(bundle_dir, manifest))
         self.items = np.concatenate([model.encode_items(data.item_ids[start:start + 256],
