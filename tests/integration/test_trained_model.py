@@ -184,6 +184,7 @@ def test_new_item_slots_reserve_places_for_text_only_items(trained_system, tiny_
     extra = [n for n, i in enumerate(ids) if i not in plain_ids]
     assert len(extra) == 2 and extra == [8, 9] and all(ids[n] not in with_ids for n in extra)
     assert ids[:8] == [i for i in plain_ids if i in ids]
+    assert all(gw.REASON_KIND_NEW_ITEM in [r.kind for r in slotted.items[n].reasons] for n in extra)
     assert slotted.items[8].score >= slotted.items[9].score
     assert [i.item_id for i in system.stub.Recommend(gw.RecommendRequest(**request, new_item_slots=0),
                                                      timeout=30).items] == plain_ids
@@ -234,3 +235,22 @@ def test_hot_swap_keeps_every_call_succeeding(trained_system, tiny_bundle, tmp_p
     assert versions and versions[0] == old_version and versions[-1] == new_version
     reply = system.stub.Recommend(gw.RecommendRequest(user_id="1", k=10), timeout=30)
     assert not reply.degraded and reply.model_version == new_version
+
+
+def test_a_purchase_weighs_more_than_a_view_in_the_trained_ranker(trained_system, served_split):
+    """The event weights reach the trained model (its event-weighted blend): the purchased item is cited
+    as the reason more often, and never less, than the same item merely viewed."""
+    system, _ = trained_system
+    history = [served_split.item_ids[i] for i in served_split.history_sequences("test")[3][-12:]]
+    target = history[0]
+    cited = {}
+    for name, event_type in (("view", gw.EVENT_TYPE_VIEW), ("purchase", gw.EVENT_TYPE_PURCHASE)):
+        user = f"weights-{name}"
+        system.stub.RecordFeedback(gw.RecordFeedbackRequest(events=[
+            gw.FeedbackEvent(user_id=user, item_id=i, event_type=event_type if i == target else gw.EVENT_TYPE_CLICK)
+            for i in history]), timeout=30)
+        reply = system.stub.Recommend(gw.RecommendRequest(user_id=user, k=20), timeout=30)
+        cited[name] = (sum(r.item_id == target for i in reply.items for r in i.reasons),
+                       [round(i.score, 5) for i in reply.items])
+    assert cited["purchase"][1] != cited["view"][1]
+    assert cited["purchase"][0] >= cited["view"][0]
