@@ -33,8 +33,10 @@ def test_ranking_down_gives_degraded_answer_in_retrieval_order(small_system_fact
     assert [i.item_id for i in response.items] == [r.item_id for r in direct.results]
     scores = [i.score for i in response.items]
     assert scores == sorted(scores, reverse=True)
+    assert all(i.reasons and i.reasons[0].text for i in response.items)  # degraded answers explain too
     cold = system.stub.Recommend(gw.RecommendRequest(user_id="nobody", k=5, query="space"), timeout=10)
     assert cold.degraded and cold.source == "popularity" and len(cold.items) == 5
+    assert all(gw.REASON_KIND_POPULAR in [r.kind for r in i.reasons] for i in cold.items)
 
 
 def test_retrieval_down_is_unavailable(small_system_factory):
