@@ -31,8 +31,8 @@ class RankingSettings(BaseSettings):
     warmup: bool = True
     # Negatives (dismissed or low-rated items): a candidate z standard deviations closer to one than the
     # average candidate loses penalty·z·strength standard deviations of score (ranking_service/ranker.py).
-    # 0.25: on ML-100K, reading ratings <= 2 as negatives at 0.25 keeps NDCG@10 (+0.4%); 1.0 cost 13%
-    # (docs/evaluation.md, feedback semantics).
+    # 0.25: on ML-100K, reading ratings <= 2 as negatives changes NDCG@10 insignificantly up to 0.5
+    # (-1.6% at 0.25, p = 0.72); 1.0 cost 15% (p = 0.03) (docs/evaluation.md, feedback semantics).
     negative_penalty: float = Field(0.25, ge=0, le=100)
     # Share of a trained ranker's user vector taken from the event-weighted mean of the history's item
     # vectors, so a purchase counts more than a view. ML-100K test NDCG@10 (every event weighing the same):
