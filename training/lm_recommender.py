@@ -164,11 +164,17 @@ def fine_tuned_lm(data: SplitData, config: LMRecConfig) -> FineTunedLM:
     return _LM_CACHE[key]
 
 
-def train(data: SplitData, phase: Phase, config: LMRecConfig, fixed_epochs: int | None = None) -> TrainedLM:
-    key = (data.fingerprint, data.config, phase, config, fixed_epochs)
+def train(data: SplitData, phase: Phase, config: LMRecConfig, fixed_epochs: int | None = None,
+          lm: FineTunedLM | None = None) -> TrainedLM:
+    """Fits the sequence model on `data`'s `phase` history over a fine-tuned LM: `lm` when given (a
+    production run fine-tunes once, on every interaction, and fits both phases over it), else the one
+    fine-tuned on `data` (cached)."""
+    key = (data.fingerprint, data.config, phase, config, fixed_epochs, id(lm) if lm is not None else None)
     if key not in _FIT_CACHE:
         started = time.perf_counter()
-        lm = fine_tuned_lm(data, config)
+        if lm is not None and len(lm.text) != data.n_items:
+            raise ValueError(f"the given LM embeds {len(lm.text)} items, the data has {data.n_items}")
+        lm = lm or fine_tuned_lm(data, config)
         lm_seconds = time.perf_counter() - started
         fit_data, holdout = data, None
         if phase == "validation" and config.cold_holdout > 0:
@@ -279,8 +285,10 @@ class LMRecommender(Recommender):
     name = "lmrec"
 
     def __init__(self, config: LMRecConfig, precision: str = "int8", fixed_epochs: int | None = None,
-                 bundle_root: Path | None = None, cold_bias: float | None = None) -> None:
+                 bundle_root: Path | None = None, cold_bias: float | None = None,
+                 lm: FineTunedLM | None = None) -> None:
         self.config, self.precision, self.fixed_epochs = config, precision, fixed_epochs
+        self.lm = lm
         self.cold_bias = cold_bias
         self.bundle_root = bundle_root
         self.trained: TrainedLM | None = None
@@ -288,7 +296,7 @@ class LMRecommender(Recommender):
         self._scorer = None
 
     def fit(self, data: SplitData, phase: Phase) -> None:
-        self.trained = train(data, phase, self.config, self.fixed_epochs)
+        self.trained = train(data, phase, self.config, self.fixed_epochs, self.lm)
         if phase == "validation":
             if not self.trained.cold_calibration:
                 self.trained.cold_bias, self.trained.cold_calibration = (

@@ -22,7 +22,7 @@ from pathlib import Path
 from lmrec.datasets import load_dataset, resolve_data_path
 from lmrec.manifest import load_manifest
 from training.lm_bundle import export_bundle
-from training.lm_recommender import LMRecConfig, LMRecommender, train
+from training.lm_recommender import LMRecConfig, LMRecommender, fine_tuned_lm, train
 from training.split import SplitConfig, all_interactions, build_split
 
 log = logging.getLogger(__name__)
@@ -59,18 +59,22 @@ def run_train(args: argparse.Namespace) -> int:
     print(f"{data.dataset_name}: {data.n_users} users, {data.n_items} items; "
           f"{'evaluation (held-out) bundle' if args.holdout else 'production bundle on every interaction'}",
           file=sys.stderr)
+    final = data if args.holdout else all_interactions(dataset, args.tie_break)
+    # A production run fine-tunes the LM once, on every interaction, and fits both phases over it: the
+    # validation fit's LM then knows its targets' co-occurrences, as an evaluation run's LM always has
+    # (training/lm_recommender.py:fine_tuned_lm), which can flatter the epoch choice, not the served model.
+    lm = None if args.holdout else fine_tuned_lm(final, config)
     epochs = args.epochs
     validation = {}
     if epochs is None:
-        probe = LMRecommender(config)
+        probe = LMRecommender(config, lm=lm)
         probe.fit(data, "validation")
         epochs = probe.trained.epochs
         validation = {"curve": probe.trained.curve, "best_epoch": epochs,
                       "cold_bias": probe.trained.cold_bias, "cold_calibration": probe.trained.cold_calibration}
         print(f"validation: best epoch {epochs}, curve {probe.trained.curve}; cold bias {probe.trained.cold_bias} "
               f"({probe.trained.cold_calibration.get('chosen')})", file=sys.stderr)
-    final = data if args.holdout else all_interactions(dataset, args.tie_break)
-    trained = train(final, "test", config, epochs)
+    trained = train(final, "test", config, epochs, lm)
     trained.curve = validation.get("curve", [])
     trained.cold_bias = validation.get("cold_bias", 0.0)
     trained.cold_calibration = validation.get("cold_calibration", {"rule": "not calibrated (--epochs given)"})
