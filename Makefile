@@ -28,7 +28,7 @@ bundle: $(BUNDLE)/manifest.json
 $(BUNDLE)/manifest.json: | install
 	$(BIN)/lmrec export-encoder --out $(BUNDLE)
 
-# The fine-tuned LM recommender (ML-100K from $$LMREC_DATA or ../shared/data/ml-100k; ~17 min on 2 cores,
+# The fine-tuned LM recommender (ML-100K from $$LMREC_DATA or ../shared/data/ml-100k; ~11 min on 2 cores,
 # once). A running `make run` hot-swaps to a bundle retrained into the same folder.
 train: $(TRAINED)/manifest.json
 

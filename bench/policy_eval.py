@@ -158,7 +158,7 @@ def blend_experiment(served: Served, data) -> dict:
 def faithfulness_experiment(served: Served, data, seed: int = 0) -> dict:
     rng = np.random.default_rng(seed)
     beats_random, single_most, pairs, mismatch = 0, 0, 0, 0.0
-    similarity_agrees = 0
+    similarity_agrees = most_recent = 0
     for u in range(data.n_users):
         hist = served.history[u]
         ctx = served.context(u, hist)
@@ -166,7 +166,8 @@ def faithfulness_experiment(served: Served, data, seed: int = 0) -> dict:
         top = ids[:TOP]
         cand = served.items[top]
         found = served.ranker.attribute(ctx, None, cand)
-        window = [data.item_index[i] for i in found.history_item_ids]
+        # Every item the model reads (its last max_len), not only the explain_window the attribution tries.
+        window = list(hist[-served.ranker.max_len:])
         full = cand @ served.ranker.context_vector(ctx, None)
         # Remove each context item from the user's whole history (an older item then enters the model's
         # window) and re-score through the ranker's own context path: the real counterfactual, which the
@@ -177,7 +178,8 @@ def faithfulness_experiment(served: Served, data, seed: int = 0) -> dict:
             vec = served.ranker.context_vector(served.context(u, np.delete(hist, position[item])), None)
             drops[:, j] = full - (cand @ vec if vec is not None else 0.0)
         for n in range(len(top)):
-            cited = found.history_index[n]
+            cited = window.index(data.item_index[found.history_item_ids[found.history_index[n]]])
+            most_recent += cited == len(window) - 1
             pairs += 1
             mismatch = max(mismatch, abs(float(drops[n, cited]) - float(found.history_drop[n])))
             other = rng.integers(len(window))
@@ -191,6 +193,8 @@ def faithfulness_experiment(served: Served, data, seed: int = 0) -> dict:
             "random_draw": "uniform over the items in the model's context window (the last max_len), the cited "
                            "one included (a tie then)",
             "cited_is_single_most_influential": round(single_most / pairs, 4),
+            "explain_window": served.ranker.options.explain_window, "context_window": served.ranker.max_len,
+            "cites_the_most_recent_item": round(most_recent / pairs, 4),
             "max_abs_gap_attribution_vs_rescored": mismatch,
             "most_similar_history_item_is_most_influential": round(similarity_agrees / pairs, 4)}
 

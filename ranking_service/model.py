@@ -60,6 +60,7 @@ def load_model(settings: RankingSettings) -> LoadedModel:
     store = ItemStore(Path(settings.state_dir) / "item_repr.sqlite", manifest.served_dimension, manifest.model_version)
     ranker = build_ranker(settings.bundle_dir, manifest, store, runtime, RankerOptions(
         negative_penalty=settings.negative_penalty, event_weight_blend=settings.event_weight_blend,
+        explain_window=settings.explain_window,
         intra_op_threads=settings.intra_op_threads or 1))
     model = LoadedModel(manifest, runtime, encoder, ranker, store,
                         TrainedTexts.from_bundle(settings.bundle_dir, manifest), item_encoder)

@@ -55,11 +55,13 @@ class RankerOptions:
         event_weight_blend: share of the trained ranker's user vector taken from the event-weighted,
             recency-decayed mean of the history's item vectors (the sequence model itself reads order,
             not weights); the zero-shot ranker's user vector is that weighted mean already.
+        explain_window: the most recent history items that leave-one-out attribution tries.
         intra_op_threads: ONNX Runtime threads of the ranker's own graphs.
     """
 
     negative_penalty: float = RankingSettings.model_fields["negative_penalty"].default
     event_weight_blend: float = RankingSettings.model_fields["event_weight_blend"].default
+    explain_window: int = RankingSettings.model_fields["explain_window"].default
     intra_op_threads: int = 1
 
     @classmethod
@@ -115,9 +117,11 @@ class Ranker(ABC):
         return candidates
 
     @abstractmethod
-    def history_variants(self, context: RankContext) -> tuple[np.ndarray | None, np.ndarray | None, list[str]]:
-        """The user-interest part of the context (None without usable history), the same with each history
-        item left out in turn ([L, ...], None without history), and those L item ids."""
+    def history_variants(self, context: RankContext, leave_one_out: bool = True
+                         ) -> tuple[np.ndarray | None, np.ndarray | None, list[str]]:
+        """The user-interest part of the context (None without usable history), and with `leave_one_out`
+        the same with each of the last `options.explain_window` history items left out in turn ([L, ...];
+        else None) and those L item ids."""
 
     @abstractmethod
     def combine(self, interest: np.ndarray | None, query_vector: np.ndarray | None) -> np.ndarray | None:
@@ -125,7 +129,7 @@ class Ranker(ABC):
 
     def context_vector(self, context: RankContext, query_vector: np.ndarray | None) -> np.ndarray | None:
         """Query vector for retrieval, or None when the context carries no signal (cold user, no query)."""
-        return self.combine(self.history_variants(context)[0], query_vector)
+        return self.combine(self.history_variants(context, leave_one_out=False)[0], query_vector)
 
     def score(self, context: RankContext, query_vector: np.ndarray | None, candidates: np.ndarray) -> np.ndarray:
         """Scores for candidate representations (rows of `candidates`); higher is better."""
@@ -195,7 +199,8 @@ class ZeroShotRanker(Ranker):
     QUERY_WEIGHT = 0.75
     HISTORY_WINDOW = 50
 
-    def history_variants(self, context: RankContext) -> tuple[np.ndarray | None, np.ndarray | None, list[str]]:
+    def history_variants(self, context: RankContext, leave_one_out: bool = True
+                         ) -> tuple[np.ndarray | None, np.ndarray | None, list[str]]:
         ids = context.history_item_ids[-self.HISTORY_WINDOW:]
         vectors, known = self.store.gather(ids)
         weights = context.weights()[-self.HISTORY_WINDOW:] * recency_weights(len(ids)) * known
@@ -204,8 +209,11 @@ class ZeroShotRanker(Ranker):
         keep = np.flatnonzero(weights > 0)
         terms = weights[keep, None] * vectors[keep]
         total = terms.sum(0)
-        variants = np.stack([normalize(total - t) for t in terms])
-        return normalize(total), variants, [ids[i] for i in keep]
+        if not leave_one_out:
+            return normalize(total), None, []
+        tried = keep[-self.options.explain_window:]
+        variants = np.stack([normalize(total - t) for t in terms[-len(tried):]])
+        return normalize(total), variants, [ids[i] for i in tried]
 
     def combine(self, interest: np.ndarray | None, query_vector: np.ndarray | None) -> np.ndarray | None:
         if query_vector is None:

@@ -86,7 +86,8 @@ class SequenceRanker(Ranker):
             h /= np.maximum(np.linalg.norm(h, axis=-1, keepdims=True), 1e-12)
         return h
 
-    def history_variants(self, context: RankContext) -> tuple[np.ndarray | None, np.ndarray | None, list[str]]:
+    def history_variants(self, context: RankContext, leave_one_out: bool = True
+                         ) -> tuple[np.ndarray | None, np.ndarray | None, list[str]]:
         ids = context.history_item_ids[-self.max_len:]
         vectors, known = self.store.gather(ids)
         weights = context.weights()[-self.max_len:][known]
@@ -95,13 +96,17 @@ class SequenceRanker(Ranker):
             return None, None, []
         ids = [i for i, k in zip(ids, known) if k]
         full = self._interest(vectors[None], weights[None])[0]
+        if not leave_one_out:
+            return full, None, []
         n = len(ids)
         if n == 1:
             return full, np.zeros((1, self.dim), dtype=np.float32), ids
-        keep = ~np.eye(n, dtype=bool)  # row j: every item but the j-th, in order
-        variants = self._interest(np.broadcast_to(vectors, (n, n, self.dim))[keep].reshape(n, n - 1, self.dim),
-                                  np.broadcast_to(weights, (n, n))[keep].reshape(n, n - 1))
-        return full, variants, ids
+        w = min(n, self.options.explain_window)
+        keep = np.ones((w, n), dtype=bool)  # row r: every item but the (n - w + r)-th, in order
+        keep[np.arange(w), np.arange(n - w, n)] = False
+        variants = self._interest(np.broadcast_to(vectors, (w, n, self.dim))[keep].reshape(w, n - 1, self.dim),
+                                  np.broadcast_to(weights, (w, n))[keep].reshape(w, n - 1))
+        return full, variants, ids[n - w:]
 
     def combine(self, interest: np.ndarray | None, query_vector: np.ndarray | None) -> np.ndarray | None:
         if interest is None and query_vector is None:

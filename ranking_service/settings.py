@@ -38,6 +38,9 @@ class RankingSettings(BaseSettings):
     # vectors, so a purchase counts more than a view. ML-100K test NDCG@10 (every event weighing the same):
     # 0.1014 at 0, 0.1021 at 0.1, 0.1023 at 0.2 (docs/evaluation.md).
     event_weight_blend: float = Field(0.1, ge=0, le=1)
+    # Reasons: the most recent history items the leave-one-out attribution tries (each costs one more
+    # history through the context graph per Rank call; docs/evaluation.md measures what it misses).
+    explain_window: int = Field(20, ge=1, le=5000)
     grace_seconds: float = Field(5.0, ge=0)
     # How often to look for a new bundle in bundle_dir (hot swap; SIGHUP checks at once); 0 = never.
     reload_interval_s: float = Field(5.0, ge=0)

@@ -54,8 +54,13 @@ def _faithfulness(block: dict | None) -> list[str]:
             f"user's top 10: removing the cited item from the history and re-scoring lowers the item's score "
             f"more than removing a random context item for **{block['cited_falls_more_than_random']:.1%}** "
             f"(target >= 80%; the random draw: {block['random_draw']}); the cited item is the single most "
-            f"influential one (leave-one-out over the history) for **{block['cited_is_single_most_influential']:.1%}**. "
-            f"The largest gap between the served attribution and the re-scored drop is "
+            f"influential one (leave-one-out over every item the model reads) for "
+            f"**{block['cited_is_single_most_influential']:.1%}**"
+            + (f", though the attribution tries only the last {block['explain_window']} of the "
+               f"{block['context_window']} (`explain_window`). " if 'explain_window' in block else ". ")
+            + (f"It cites the user's most recent item for {block['cites_the_most_recent_item']:.1%}: the "
+               f"sequence model leans on it. " if 'cites_the_most_recent_item' in block else "")
+            + f"The largest gap between the served attribution and the re-scored drop is "
             f"{block['max_abs_gap_attribution_vs_rescored']:.2g}. For comparison, the history item most "
             f"similar by text is the most influential one for only "
             f"{block['most_similar_history_item_is_most_influential']:.1%}.", ""]
