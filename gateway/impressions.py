@@ -83,19 +83,25 @@ class ImpressionLog:
     def _run(self) -> None:
         done = False
         while not done:
-            batch: list[Impression] = []
             try:
-                item = self._pending.get(timeout=self._interval)
-                while True:
-                    if item is None:
-                        done = True
-                        break
-                    batch.extend(item)
-                    item = self._pending.get_nowait()
+                first = self._pending.get(timeout=self._interval)
             except queue.Empty:
-                pass
+                continue
+            batch, done = self._drain(first)
             if batch:
                 self._write(batch)
+
+    def _drain(self, first: list[Impression] | None) -> tuple[list[Impression], bool]:
+        """`first` and every answer queued behind it, up to the close sentinel; and whether it was met."""
+        batch: list[Impression] = []
+        item = first
+        while item is not None:
+            batch.extend(item)
+            try:
+                item = self._pending.get_nowait()
+            except queue.Empty:
+                return batch, False
+        return batch, True
 
     def _write(self, batch: list[Impression]) -> None:
         rows = [tuple(getattr(i, f) for f in _FIELDS) for i in batch]
@@ -105,16 +111,13 @@ class ImpressionLog:
 
     def flush(self) -> None:
         """Writes everything queued so far (tests, shutdown, export)."""
-        batch: list[Impression] = []
-        while True:
-            try:
-                item = self._pending.get_nowait()
-            except queue.Empty:
-                break
-            if item is None:
-                self._pending.put(None)
-                break
-            batch.extend(item)
+        try:
+            first = self._pending.get_nowait()
+        except queue.Empty:
+            return
+        batch, closed = self._drain(first)
+        if closed:
+            self._pending.put(None)  # the writer thread must still see it
         if batch:
             self._write(batch)
 

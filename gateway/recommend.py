@@ -24,7 +24,7 @@ from gateway.policy.diversity import mmr_order
 from gateway.policy.exploration import place, rng_for
 from gateway.policy.feedback import read_feedback
 from gateway.policy.reasons import ItemEvidence, matched_filters, reasons_for
-from gateway.policy.scenarios import Scenarios
+from gateway.policy.scenarios import ScenarioPolicy, Scenarios
 from gateway.settings import GatewaySettings
 from gateway.store import GatewayStore, now_ms
 from lmrec.errors import DeadlineExceeded
@@ -148,8 +148,7 @@ class RecommendPipeline:
             slotted = {candidates.ids[p] for p in keep if p >= request.k}
             kept = set(keep)
             greedy = [*keep, *(p for p in range(len(candidates.ids)) if p not in kept)]
-            parameter = policy.epsilon if policy.exploration == "epsilon" else policy.temperature
-            exploration, parameter = _exploration(request, policy.exploration, parameter)
+            exploration, parameter = _exploration(request, policy)
             placed = place([candidates.scores[p] for p in greedy], request.k, exploration, parameter,
                            policy.exploration_pool, rng_for(request_id))
             filter_pairs = [(f.key, tuple(f.values)) for f in filters]
@@ -205,7 +204,7 @@ class RecommendPipeline:
         return Candidates(ids, [counts.get(i, 0) / top for i in ids], "popularity")
 
 
-def _exploration(request: gw.RecommendRequest, default_policy: str, default_parameter: float) -> tuple[str, float]:
+def _exploration(request: gw.RecommendRequest, policy: ScenarioPolicy) -> tuple[str, float]:
     """The request's exploration policy and parameter, or the scenario's."""
     chosen = request.exploration.policy
     if chosen == gw.EXPLORATION_POLICY_GREEDY:
@@ -214,7 +213,8 @@ def _exploration(request: gw.RecommendRequest, default_policy: str, default_para
         return "epsilon", request.exploration.epsilon
     if chosen == gw.EXPLORATION_POLICY_SOFTMAX:
         return "softmax", request.exploration.temperature
-    return default_policy, (0.0 if default_policy == "greedy" else default_parameter)
+    parameter = {"epsilon": policy.epsilon, "softmax": policy.temperature}.get(policy.exploration, 0.0)
+    return policy.exploration, parameter
 
 
 def _diversified(candidates: Candidates, vectors: dict[str, np.ndarray], diversity: float) -> Candidates:

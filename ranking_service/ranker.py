@@ -50,8 +50,9 @@ class RankerOptions:
     """Serving-time knobs of every ranker (declared once, in RankingSettings; passed in by the worker).
 
     Attributes:
-        negative_penalty: a candidate whose largest text similarity to the user's recent negatives is z
-            standard deviations above the candidates' mean loses penalty·z standard deviations of score.
+        negative_penalty: a candidate whose text similarity to one of the user's recent negatives is z
+            standard deviations above the candidates' mean loses penalty·z·strength standard deviations
+            of score (the largest over the negatives).
         event_weight_blend: share of the trained ranker's user vector taken from the event-weighted,
             recency-decayed mean of the history's item vectors (the sequence model itself reads order,
             not weights); the zero-shot ranker's user vector is that weighted mean already.
@@ -133,12 +134,18 @@ class Ranker(ABC):
 
     def score(self, context: RankContext, query_vector: np.ndarray | None, candidates: np.ndarray) -> np.ndarray:
         """Scores for candidate representations (rows of `candidates`); higher is better."""
-        ctx = self.context_vector(context, query_vector)
-        if ctx is None:
-            scores = np.zeros(len(candidates), dtype=np.float32)
-        else:
-            scores = (candidates @ ctx).astype(np.float32)
-        return self.penalise_negatives(context, candidates, scores)
+        return self.rank(context, query_vector, candidates, explain=False)[0]
+
+    def rank(self, context: RankContext, query_vector: np.ndarray | None, candidates: np.ndarray,
+             explain: bool) -> tuple[np.ndarray, Attributions | None]:
+        """Scores, and with `explain` their attributions, from one pass over the history."""
+        interest, variants, ids = self.history_variants(context, leave_one_out=explain)
+        ctx = self.combine(interest, query_vector)
+        base = (candidates @ ctx).astype(np.float32) if ctx is not None else np.zeros(len(candidates), np.float32)
+        scores = self.penalise_negatives(context, candidates, base)
+        if not explain:
+            return scores, None
+        return scores, self._attributions(interest, variants, ids, query_vector, candidates, base)
 
     def penalise_negatives(self, context: RankContext, candidates: np.ndarray, scores: np.ndarray) -> np.ndarray:
         if not context.negative_item_ids or not self.options.negative_penalty or len(candidates) < 2:
@@ -159,10 +166,12 @@ class Ranker(ABC):
     def attribute(self, context: RankContext, query_vector: np.ndarray | None,
                   candidates: np.ndarray) -> Attributions:
         """Leave-one-out attribution over the context's history items, plus the query's part of each score."""
-        interest, variants, ids = self.history_variants(context)
+        return self.rank(context, query_vector, candidates, explain=True)[1]
+
+    def _attributions(self, interest: np.ndarray | None, variants: np.ndarray | None, ids: list[str],
+                      query_vector: np.ndarray | None, candidates: np.ndarray, base: np.ndarray) -> Attributions:
+        """`base`: the scores before the negative penalty, which attributions explain."""
         n = len(candidates)
-        full = self.combine(interest, query_vector)
-        base = candidates @ full if full is not None else np.zeros(n, dtype=np.float32)
         index = np.full(n, -1, dtype=np.int64)
         drop = np.zeros(n, dtype=np.float32)
         if variants is not None and len(ids):

@@ -104,7 +104,8 @@ class RankingServicer(pb_grpc.RankingServiceServicer):
         model = serving.model
         query_vector = await self._query_vector(serving, ctx, _deadline(context))
         reps, known = model.store.gather(candidates)
-        scores = model.ranker.score(ctx, query_vector, reps).astype(np.float32)
+        scores, found = model.ranker.rank(ctx, query_vector, reps, explain=request.explain)
+        scores = scores.astype(np.float32)
         scores[~known] = -np.inf
         text_only = model.ranker.text_only(candidates) or [False] * len(candidates)
         reply = pb.RankResponse(
@@ -113,8 +114,7 @@ class RankingServicer(pb_grpc.RankingServiceServicer):
             model_version=model.manifest.model_version,
             text_only_item_ids=[c for c, k, t in zip(candidates, known, text_only) if k and t],
         )
-        if request.explain:
-            found = model.ranker.attribute(ctx, query_vector, reps)
+        if found is not None:
             reply.attributions.extend(
                 pb.Attribution(history_item_id=found.history_item_ids[i] if i >= 0 and k else "",
                                history_weight=d if k else 0.0, query_weight=q if k else 0.0)
