@@ -60,7 +60,7 @@ def split_for(bundle: Path, data_path: str | None):
     if hp.get("training_data") != "holdout":
         raise SystemExit(f"{bundle} is not an evaluation bundle (lmrec train --holdout)")
     dataset = load_dataset(resolve_data_path(data_path))
-    config = SplitConfig(**{k: v for k, v in hp["split"].items() if k != "min_interactions"})
+    config = SplitConfig.from_dict(hp["split"])
     data = build_split(dataset, config)
     if manifest.data_fingerprint != data.fingerprint:
         raise SystemExit(f"{bundle} was trained on other data")

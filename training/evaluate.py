@@ -45,8 +45,6 @@ DEFAULT_OUT = Path("docs/evaluation")
 TUNING_METRIC = "ndcg@10"
 SIGNIFICANCE_METRICS = ("ndcg@10", "hr@10")
 TOP_K = 10
-# Item texts are encoded as the LM recommender encodes them (LMRecConfig.max_length), by the pre-trained LM.
-ITEM_VECTOR_MAX_LENGTH = 64
 SCORE_BATCH = 512
 POPULARITY_BUCKETS = ("head", "torso", "tail")
 # Users by the length of their test-phase history: (upper bound, label), the last one open-ended.
@@ -184,12 +182,14 @@ def pretrained_item_vectors(data: SplitData) -> np.ndarray:
         try:
             from training.export_encoder import load_pooled_encoder
             from training.lm_finetune import embed_texts
+            from training.lm_recommender import LMRecConfig
 
             pooled, tokenizer, _ = load_pooled_encoder(None)
         except (ImportError, OSError) as exc:
             raise RuntimeError("ild@10 needs the pre-trained LM's item vectors and it could not be loaded; "
                                "install the training extra or pass item_vectors") from exc
-        _ITEM_VECTORS[data.fingerprint] = embed_texts(pooled, tokenizer, data.item_texts, ITEM_VECTOR_MAX_LENGTH)
+        # Item texts encoded as the LM recommender encodes them, by the pre-trained LM.
+        _ITEM_VECTORS[data.fingerprint] = embed_texts(pooled, tokenizer, data.item_texts, LMRecConfig().max_length)
     return _ITEM_VECTORS[data.fingerprint]
 
 

@@ -43,6 +43,12 @@ class SplitConfig:
         return {"cold_fraction": self.cold_fraction, "seed": self.seed, "min_interactions": MIN_INTERACTIONS,
                 "tie_break": self.tie_break}
 
+    @classmethod
+    def from_dict(cls, recorded: dict) -> SplitConfig:
+        """The config `as_dict` recorded (e.g. in a bundle manifest); splits before tie_break used item ids."""
+        return cls(cold_fraction=recorded["cold_fraction"], seed=recorded["seed"],
+                   tie_break=recorded.get("tie_break", "item_id"))
+
 
 @dataclass
 class SplitData:

@@ -172,8 +172,7 @@ def check_production_bundle(bundle, dataset):
     assert manifest.hyperparameters["training_data"] == "all"
     with_ids = set(json.loads((bundle / manifest.extra_files["item_ids"]).read_text()))
     assert with_ids == {x.item_id for x in dataset.interactions}
-    split = build_split(dataset, SplitConfig(**{k: v for k, v in manifest.hyperparameters["split"].items()
-                                                if k != "min_interactions"}))
+    split = build_split(dataset, SplitConfig.from_dict(manifest.hyperparameters["split"]))
     with pytest.raises(ValueError, match="production bundle"):
         TrainedBundleRecommender(bundle, "fp32").fit(split, "test")
 
