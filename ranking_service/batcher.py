@@ -85,8 +85,14 @@ class MicroBatcher:
         a close that must not fail the callers already waiting, e.g. when a hot swap retires this batcher."""
         loop = asyncio.get_running_loop()
         end = loop.time() + timeout_s
-        while (self._queue or self._running) and loop.time() < end:
-            await asyncio.sleep(0.005)
+        while True:
+            # Waiting on the futures themselves, not polling: their callers were registered first, so they
+            # resume before this returns and a close right after can't overtake an answer being delivered.
+            waiting = [p.future for p in (*self._running, *self._queue) if not p.future.done()]
+            remaining = end - loop.time()
+            if not waiting or remaining <= 0:
+                return
+            await asyncio.wait(waiting, timeout=remaining)
 
     async def close(self) -> None:
         """Stops batching. Callers still waiting (a drain that timed out) get UNAVAILABLE, never silence;
