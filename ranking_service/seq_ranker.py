@@ -2,7 +2,9 @@
 
 Bundle layout (written by training/lm_bundle.py; see training/lm_model.py for the maths):
   * role `item_tower`: (text_embedding [B, T], id_embedding [B, d]) -> item vector [ê ; t], [B, d + T];
-  * role `context`: (history [B, L, d], mask [B, L]) -> unit ĥ [B, d];
+  * role `context`: (history [B, L, d], mask [B, L]) -> unit ĥ [B, d]; a scenario-aware bundle's graph
+    also takes `scenario` [B] (int64: 1 + the index in hyperparameter `scenarios`, 0 = none), read
+    from the request's `UserContext.scenario` (a name the bundle wasn't trained on reads as none);
   * extra files `item_ids` (JSON list) and `id_embeddings` (float32 [n, d]): the collaborative part of
     every item seen in training. Any other item (new, cold, or upserted later) is represented by its text
     alone, so the catalogue can change without retraining.
@@ -40,6 +42,7 @@ class SequenceRanker(Ranker):
             self.cold_bias = float(hp.get("cold_bias", 0.0))
             self.extra = 0 if hp.get("unit", True) else (2 if "cold_bias" in hp else 1)
             self._tail = np.array([self.cold_bias, 0.0] if self.extra == 2 else [0.0] * self.extra, dtype=np.float32)
+            self.scenarios = {name: n + 1 for n, name in enumerate(hp.get("scenarios") or [])}
         except KeyError as exc:
             raise ArtifactMismatch(f"bundle {manifest.model_version}: hyperparameter {exc} is missing") from None
         threads = options.intra_op_threads
@@ -72,10 +75,12 @@ class SequenceRanker(Ranker):
     def text_vectors(self, candidates: np.ndarray) -> np.ndarray:
         return candidates[:, self.dim: self.dim + self.manifest.encoder.dimension]
 
-    def _interest(self, histories: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    def _interest(self, histories: np.ndarray, weights: np.ndarray, scenario: str = "") -> np.ndarray:
         """[B, L, d] collaborative history vectors and [B, L] event weights -> [B, d] user interest."""
         feeds = {"history": np.ascontiguousarray(histories, dtype=np.float32),
                  "mask": np.ones(histories.shape[:2], dtype=np.float32)}
+        if self.scenarios:
+            feeds["scenario"] = np.full(len(histories), self.scenarios.get(scenario, 0), dtype=np.int64)
         h = run(self._context, feeds, self._runtime.on_cuda)[0].astype(np.float32)
         blend = self.options.event_weight_blend
         if blend:
@@ -95,7 +100,7 @@ class SequenceRanker(Ranker):
         if not len(vectors):
             return None, None, []
         ids = [i for i, k in zip(ids, known) if k]
-        full = self._interest(vectors[None], weights[None])[0]
+        full = self._interest(vectors[None], weights[None], context.scenario)[0]
         if not leave_one_out:
             return full, None, []
         n = len(ids)
@@ -105,7 +110,7 @@ class SequenceRanker(Ranker):
         keep = np.ones((w, n), dtype=bool)  # row r: every item but the (n - w + r)-th, in order
         keep[np.arange(w), np.arange(n - w, n)] = False
         variants = self._interest(np.broadcast_to(vectors, (w, n, self.dim))[keep].reshape(w, n - 1, self.dim),
-                                  np.broadcast_to(weights, (w, n))[keep].reshape(w, n - 1))
+                                  np.broadcast_to(weights, (w, n))[keep].reshape(w, n - 1), context.scenario)
         return full, variants, ids[n - w:]
 
     def combine(self, interest: np.ndarray | None, query_vector: np.ndarray | None) -> np.ndarray | None:

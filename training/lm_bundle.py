@@ -29,7 +29,7 @@ import torch
 from lmrec.manifest import FORMAT_VERSION, EncoderSpec, Manifest, write_manifest
 from ranking_service.trained_texts import write_trained_texts
 from training.export_encoder import export_encoder_files, save_tokenizer
-from training.lm_model import ContextModel, ItemTower
+from training.lm_model import ContextModel, ItemTower, ScenarioContextModel
 from training.metrics import phase_ndcg10
 from training.onnx_export import convert_fp16, describe, export_module
 
@@ -75,17 +75,21 @@ def _ranking_parity(trained, data, out: Path) -> dict:
     from training.lm_recommender import BundleScorer, torch_scores
 
     users = data.eval_users("validation")[:PARITY_USERS]
+    if not len(users):
+        return {"users": 0, "skipped": "the data has no validation targets to rank"}
     seqs = data.history_sequences("validation")
+    # A scenario-aware bundle is checked through its scenario input: each user in the target's scenario.
+    scenarios = data.item_scenario_ids()[data.targets("validation")[users]] if trained.net.gate is not None else None
 
     def ndcg(scores: np.ndarray) -> float:
         return float(phase_ndcg10(scores, data, "validation", users).mean())
 
-    reference = torch_scores(trained, [seqs[u] for u in users])
+    reference = torch_scores(trained, [seqs[u] for u in users], scenarios)
     result = {"users": int(len(users)), "torch_ndcg@10": ndcg(reference.copy())}
     fp32_scores = None
     for precision in trained.config.parity_precisions:
         try:
-            scores = BundleScorer(out, precision, data, "validation", graphs_only=True).score(users)
+            scores = BundleScorer(out, precision, data, "validation", graphs_only=True).score(users, scenarios)
         except Exception as exc:  # noqa: BLE001 - FP16 kernels are missing on some CPU builds; say so
             result[f"{precision}_error"] = f"{type(exc).__name__}: {str(exc)[:200]}"
             continue
@@ -97,7 +101,8 @@ def _ranking_parity(trained, data, out: Path) -> dict:
             result[f"{precision}_vs_fp32_max_abs_score_diff"] = float(np.abs(scores - fp32_scores).max())
             result[f"{precision}_vs_fp32_ndcg_rel_diff"] = _relative(result, f"{precision}_ndcg@10", "fp32_ndcg@10")
         if precision != "fp16":  # FP16 is emulated on a CPU: re-encoding the catalogue would take minutes
-            reencoded = BundleScorer(out, precision, data, "validation", reencode=True, graphs_only=True).score(users)
+            reencoded = BundleScorer(out, precision, data, "validation", reencode=True,
+                                     graphs_only=True).score(users, scenarios)
             result[f"reencoded_{precision}_ndcg@10"] = ndcg(reencoded)
     if "reencoded_int8_ndcg@10" in result and "reencoded_fp32_ndcg@10" in result:
         result["reencoded_int8_vs_fp32_ndcg_rel_diff"] = _relative(result, "reencoded_int8_ndcg@10",
@@ -153,20 +158,27 @@ def export_bundle(trained, data, out_dir: Path, training_data: str = "holdout",
     history = torch.randn(3, 7, dim)
     mask = torch.ones(3, 7)
     mask[0, :4] = 0
-    context = ContextModel(net.tower).eval()
-    context_files = _export_tower(context, (history, mask), tmp, "context", ["history", "mask"], "context",
-                                     {"history": {0: "batch", 1: "sequence"}, "mask": {0: "batch", 1: "sequence"},
-                                      "context": {0: "batch"}})
+    context_axes = {"history": {0: "batch", 1: "sequence"}, "mask": {0: "batch", 1: "sequence"}, "context": {0: "batch"}}
+    if net.gate is None:
+        context, context_inputs = ContextModel(net.tower).eval(), (history, mask)
+        context_files = _export_tower(context, context_inputs, tmp, "context", ["history", "mask"], "context",
+                                      context_axes)
+    else:
+        # Every scenario index, 0 (none) included, so parity covers each gate row.
+        scenario = torch.arange(len(history)) % (net.gate.gain.num_embeddings)
+        context, context_inputs = ScenarioContextModel(net.tower, net.gate).eval(), (history, mask, scenario)
+        context_files = _export_tower(context, context_inputs, tmp, "context", ["history", "mask", "scenario"],
+                                      "context", {**context_axes, "scenario": {0: "batch"}})
     with torch.no_grad():
         item_ref = item_tower(text, ids).numpy()
-        context_ref = context(history, mask).numpy()
+        context_ref = context(*context_inputs).numpy()
         id_table = (net.ids * net.known[:, None]).numpy()
         served = item_tower(torch.from_numpy(lm.text), torch.from_numpy(id_table)).numpy()
     parity = {f"encoder_{k}": v for k, v in encoder["parity"].items()}
     parity["item_tower_fp32_vs_torch_max_abs"] = _graph_parity(tmp / "item_tower.onnx", {
         "text_embedding": text.numpy(), "id_embedding": ids.numpy()}, item_ref)
-    parity["context_fp32_vs_torch_max_abs"] = _graph_parity(tmp / "context.onnx", {
-        "history": history.numpy(), "mask": mask.numpy()}, context_ref)
+    parity["context_fp32_vs_torch_max_abs"] = _graph_parity(tmp / "context.onnx", dict(zip(
+        ("history", "mask", "scenario"), (t.numpy() for t in context_inputs))), context_ref)
 
     known = np.flatnonzero(trained.known)
     (tmp / "item_ids.json").write_text(json.dumps([data.item_ids[i] for i in known]))
@@ -180,7 +192,8 @@ def export_bundle(trained, data, out_dir: Path, training_data: str = "holdout",
     hyper = config.as_dict()
     hyper.update({"epochs": trained.epochs, "fit_phase": trained.phase, "lm_source": lm.source,
                   "split": (validation_split or data.config).as_dict(), "training_data": training_data,
-                  "query_scale": query_scale, "max_norm": max_norm})
+                  "query_scale": query_scale, "max_norm": max_norm,
+                  "scenarios": data.scenario_names if net.gate is not None else []})
     if not config.unit:
         hyper.update({"cold_bias": trained.cold_bias, "cold_calibration": trained.cold_calibration})
     manifest = Manifest(

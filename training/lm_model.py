@@ -124,6 +124,23 @@ class UserTower(nn.Module):
         return self.norm(x)
 
 
+class ScenarioGate(nn.Module):
+    """One user interest, read per scenario: FiLM over the shared tower's output, h ⊙ (1 + tanh g_s) + b_s
+    (STAR/PEPNet-style scenario-specific modulation of a shared representation). Index 0 is "no
+    scenario" and stays the identity, so scenario-blind requests get the shared interest itself."""
+
+    def __init__(self, n_scenarios: int, dim: int) -> None:
+        super().__init__()
+        self.gain = nn.Embedding(n_scenarios + 1, dim, padding_idx=0)
+        self.shift = nn.Embedding(n_scenarios + 1, dim, padding_idx=0)
+        nn.init.zeros_(self.gain.weight)
+        nn.init.zeros_(self.shift.weight)
+
+    def forward(self, hidden: torch.Tensor, scenario: torch.Tensor) -> torch.Tensor:
+        """hidden [N, d], scenario [N] (0 = none) -> [N, d]."""
+        return hidden * (1.0 + torch.tanh(self.gain(scenario))) + self.shift(scenario)
+
+
 class ContextModel(nn.Module):
     """ONNX user model: history item vectors + mask -> unit context vector ĥ of the newest position."""
 
@@ -135,11 +152,22 @@ class ContextModel(nn.Module):
         return F.normalize(self.tower(history, mask)[:, -1], dim=-1)
 
 
+class ScenarioContextModel(nn.Module):
+    """ONNX user model of a scenario-aware bundle: history + mask + scenario index [B] -> unit context."""
+
+    def __init__(self, tower: UserTower, gate: ScenarioGate) -> None:
+        super().__init__()
+        self.tower, self.gate = tower, gate
+
+    def forward(self, history: torch.Tensor, mask: torch.Tensor, scenario: torch.Tensor) -> torch.Tensor:
+        return F.normalize(self.gate(self.tower(history, mask)[:, -1], scenario), dim=-1)
+
+
 class LMSeqNet(nn.Module):
     """Training-time net: item head + id embeddings + user tower, full-softmax next-item logits."""
 
     def __init__(self, text: torch.Tensor, known: torch.Tensor, dim: int, layers: int, heads: int,
-                 dropout: float, max_len: int, unit: bool = True) -> None:
+                 dropout: float, max_len: int, unit: bool = True, n_scenarios: int = 0) -> None:
         super().__init__()
         self.unit = unit
         self.register_buffer("text", text)  # [n_items, text_dim], unit LM embeddings (fixed)
@@ -148,19 +176,25 @@ class LMSeqNet(nn.Module):
         self.ids = nn.Parameter(torch.randn(text.shape[0], dim) * 0.02)
         self.tower = UserTower(dim, layers, heads, dropout, max_len)
         self.log_scale = nn.Parameter(torch.tensor(math.log(20.0)))
+        self.gate = ScenarioGate(n_scenarios, dim) if n_scenarios else None
 
     def item_vectors(self, id_keep: torch.Tensor | None = None) -> torch.Tensor:
         gate = self.known if id_keep is None else self.known * id_keep
         return self.head(self.text, self.ids * gate[:, None])
 
     @torch.no_grad()
-    def context_scores(self, histories: list, items: torch.Tensor, batch: int = 256) -> np.ndarray:
+    def context_scores(self, histories: list, items: torch.Tensor, batch: int = 256,
+                       scenarios: np.ndarray | None = None) -> np.ndarray:
         """Scores of `items` [n, d] for each history (item index arrays) with the unit context the
-        ContextModel export serves: the same order as raw h, and scores comparable across users."""
+        ContextModel export serves: the same order as raw h, and scores comparable across users.
+        `scenarios`: per history, the scenario index (0 = none) a scenario-aware net reads."""
         out = []
         for start in range(0, len(histories), batch):
             seq = torch.from_numpy(left_pad(histories[start:start + batch], self.tower.max_len))
-            out.append((F.normalize(self.hidden(seq, items)[:, -1], dim=-1) @ items.T).numpy())
+            last = self.hidden(seq, items)[:, -1]
+            if self.gate is not None and scenarios is not None:
+                last = self.gate(last, torch.from_numpy(np.asarray(scenarios[start:start + batch], dtype=np.int64)))
+            out.append((F.normalize(last, dim=-1) @ items.T).numpy())
         return np.concatenate(out) if out else np.zeros((0, len(items)), dtype=np.float32)
 
     def hidden(self, seq: torch.Tensor, items: torch.Tensor) -> torch.Tensor:

@@ -83,6 +83,13 @@ class LMRecConfig:
     cold_target_ratio: float = 0.5
     cold_max_ndcg_loss: float = 0.02
     threads: int = 1
+    # On data whose interactions name a scenario (surface, domain), one shared user tower is read per
+    # scenario through a ScenarioGate (training/lm_model.py) and each target is ranked among its own
+    # scenario's items; False trains scenario-blind (the comparison row). A share scenario_dropout of
+    # the targets trains the gate's "no scenario" row too, so a request without one still gets a
+    # whole-catalogue interest.
+    scenarios: bool = True
+    scenario_dropout: float = 0.1
     # Precisions whose whole-catalogue ranking is checked against FP32 at export (FP16 runs emulated,
     # slowly, on a CPU-only machine).
     parity_precisions: tuple[str, ...] = ("fp32", "int8", "fp16")
@@ -194,8 +201,10 @@ def _fit_sequence_model(data: SplitData, phase: Phase, config: LMRecConfig, lm: 
     rng = np.random.default_rng(config.seed)
     history = data.history_sequences(phase)
     known = data.item_popularity(phase) > 0
+    scenario_of = torch.from_numpy(data.item_scenario_ids()) if uses_scenarios(data, config) else None
     net = LMSeqNet(torch.from_numpy(lm.text), torch.from_numpy(known), config.dim, config.layers, config.heads,
-                   config.dropout, config.max_len, config.unit)
+                   config.dropout, config.max_len, config.unit,
+                   n_scenarios=len(data.scenario_names) if scenario_of is not None else 0)
     windows = training_windows(history, config.max_len + 1, True)
     early_stop = phase == "validation" and fixed_epochs is None
     epochs = fixed_epochs or config.max_epochs
@@ -207,7 +216,14 @@ def _fit_sequence_model(data: SplitData, phase: Phase, config: LMRecConfig, lm: 
         items = net.item_vectors(keep_ids)
         hidden = net.hidden(inputs, items)
         real = targets != PAD
-        return F.cross_entropy(net.logits(hidden[real], items), targets[real] - 1)
+        target = targets[real] - 1
+        if scenario_of is None:
+            return F.cross_entropy(net.logits(hidden[real], items), target)
+        scenario = scenario_of[target]
+        scenario = torch.where(torch.rand(len(scenario)) < config.scenario_dropout, 0, scenario)
+        logits = net.logits(net.gate(hidden[real], scenario), items)
+        elsewhere = (scenario_of[None, :] != scenario[:, None]) & (scenario[:, None] > 0)
+        return F.cross_entropy(logits.masked_fill(elsewhere, -1e9), target)
 
     trained.curve, best_epoch = fit_next_item(
         net, windows, lr=config.lr, batch_size=config.batch_size, epochs=epochs, rng=rng, loss_fn=loss_fn,
@@ -218,19 +234,32 @@ def _fit_sequence_model(data: SplitData, phase: Phase, config: LMRecConfig, lm: 
     return trained
 
 
+def uses_scenarios(data: SplitData, config: LMRecConfig) -> bool:
+    return config.scenarios and bool(data.scenario_names)
+
+
 @torch.no_grad()
-def torch_scores(trained: TrainedLM, histories: list[np.ndarray]) -> np.ndarray:
-    """Full-catalogue scores from the PyTorch model (the reference the ONNX exports are checked against)."""
+def torch_scores(trained: TrainedLM, histories: list[np.ndarray], scenarios: np.ndarray | None = None) -> np.ndarray:
+    """Full-catalogue scores from the PyTorch model (the reference the ONNX exports are checked against);
+    `scenarios` (per history, 0 = none) for a scenario-aware net."""
     net = trained.net.eval()
-    scores = net.context_scores(histories, net.item_vectors())
+    scores = net.context_scores(histories, net.item_vectors(), scenarios=scenarios)
     if trained.cold_bias:
         scores += np.float32(trained.cold_bias) * (~trained.known).astype(np.float32)[None]
     return scores
 
 
 def _validation_ndcg(trained: TrainedLM, data: SplitData, users: np.ndarray) -> float:
+    """A scenario-aware net is validated as it is evaluated: each target in its own scenario, ranked
+    among that scenario's items."""
     history = data.history_sequences("validation")
-    return float(phase_ndcg10(torch_scores(trained, [history[u] for u in users]), data, "validation", users).mean())
+    scenarios = None
+    if trained.net.gate is not None:
+        scenarios = data.item_scenario_ids()[data.targets("validation")[users]]
+    scores = torch_scores(trained, [history[u] for u in users], scenarios)
+    if scenarios is not None:
+        scores[data.item_scenario_ids()[None, :] != scenarios[:, None]] = -np.inf
+    return float(phase_ndcg10(scores, data, "validation", users).mean())
 
 
 class BundleScorer:
@@ -269,13 +298,16 @@ class BundleScorer:
         store.put(data.item_ids, data.item_texts, self.items)
         self._data, self._history = data, data.history_sequences(phase)
 
-    def score(self, user_idx: np.ndarray) -> np.ndarray:
+    def score(self, user_idx: np.ndarray, scenarios: np.ndarray | None = None) -> np.ndarray:
+        """`scenarios`: per user, the scenario id (as SplitData.item_scenario_ids; 0 = none) asked for."""
         from ranking_service.ranker import RankContext
 
+        names = ["", *self._data.scenario_names]
         out = np.zeros((len(user_idx), self._data.n_items), dtype=np.float32)
         for row, u in enumerate(user_idx):
             ids = [self._data.item_ids[i] for i in self._history[u]]
-            ctx = self.ranker.context_vector(RankContext(self._data.user_ids[u], ids), None)
+            scenario = names[scenarios[row]] if scenarios is not None else ""
+            ctx = self.ranker.context_vector(RankContext(self._data.user_ids[u], ids, scenario=scenario), None)
             if ctx is not None:
                 out[row] = self.items @ ctx
         return out
@@ -310,11 +342,12 @@ class LMRecommender(Recommender):
         self.bundle_dir = exported_bundle(self.trained, data, self.bundle_root)
         self._scorer = BundleScorer(self.bundle_dir, self.precision, data, phase)
 
-    def score(self, user_idx: np.ndarray) -> np.ndarray:
+    def score(self, user_idx: np.ndarray, scenarios: np.ndarray | None = None) -> np.ndarray:
+        """`scenarios`: per user, the scenario id asked for (SplitData.item_scenario_ids; 0 = none)."""
         if self._scorer is None:
             history = self._data.history_sequences(self.trained.phase)
-            return torch_scores(self.trained, [history[u] for u in user_idx])
-        return self._scorer.score(user_idx)
+            return torch_scores(self.trained, [history[u] for u in user_idx], scenarios)
+        return self._scorer.score(user_idx, scenarios)
 
     def fitted_params(self) -> dict:
         if not self.trained:

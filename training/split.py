@@ -19,6 +19,7 @@ test item with train + validation as history (standard practice; the validation 
 
 from __future__ import annotations
 
+from collections import Counter, defaultdict
 from dataclasses import dataclass, field, replace
 from typing import Literal
 
@@ -73,6 +74,8 @@ class SplitData:
             For the evaluation's user slices; no model reads them.
         item_attributes: per dense item, the catalogue's attributes (genres...), for beyond-accuracy
             metrics; no model reads them.
+        item_scenarios: per dense item, the scenario (surface, domain) most of its interactions came
+            from ("" when the data has none): what scenario-aware models condition on.
     """
 
     dataset_name: str
@@ -92,6 +95,7 @@ class SplitData:
     stats: dict = field(default_factory=dict)
     user_attributes: list[dict[str, list[str]]] = field(default_factory=list)
     item_attributes: list[dict[str, list[str]]] = field(default_factory=list)
+    item_scenarios: list[str] = field(default_factory=list)
     user_index: dict[str, int] = field(default_factory=dict)
     item_index: dict[str, int] = field(default_factory=dict)
 
@@ -107,6 +111,16 @@ class SplitData:
     @property
     def n_items(self) -> int:
         return len(self.item_ids)
+
+    @property
+    def scenario_names(self) -> list[str]:
+        """The data's scenarios, sorted; index + 1 is a scenario's id in scenario-aware models (0 = none)."""
+        return sorted({s for s in self.item_scenarios if s})
+
+    def item_scenario_ids(self) -> np.ndarray:
+        """int64 [n_items]: each item's scenario id (0 = none), numbered as `scenario_names`."""
+        ids = {name: n + 1 for n, name in enumerate(self.scenario_names)}
+        return np.array([ids.get(s, 0) for s in self.item_scenarios] or np.zeros(self.n_items), dtype=np.int64)
 
     @property
     def train(self) -> sp.csr_matrix:
@@ -296,7 +310,16 @@ def build_split(dataset: Dataset, config: SplitConfig | None = None) -> SplitDat
         stats=stats,
         user_attributes=[dataset.users.get(u, {}) for u in user_ids],
         item_attributes=[catalogue[i].attributes for i in item_ids],
+        item_scenarios=_item_scenarios(dataset, item_ids),
     )
+
+
+def _item_scenarios(dataset: Dataset, item_ids: list[str]) -> list[str]:
+    counts: dict[str, Counter] = defaultdict(Counter)
+    for x in dataset.interactions:
+        if x.scenario:
+            counts[x.item_id][x.scenario] += 1
+    return [counts[i].most_common(1)[0][0] if counts.get(i) else "" for i in item_ids]
 
 
 def all_interactions(dataset: Dataset, tie_break: str = "file") -> SplitData:
