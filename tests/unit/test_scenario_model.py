@@ -87,3 +87,9 @@ def test_quick_scenario_evaluation_writes_every_row(two_domains, tmp_path):
         assert set(entry["lmrec-scenario_vs"]) == {"lmrec-blind", "sasrec-merged", "lmrec-single", "sasrec-single"}
         parity = result["served_vs_torch"][s]
         assert parity["max_abs_score_diff"] < 1e-3
+
+    from training.scenario_report import scenario_sections
+
+    text = "\n".join(scenario_sections(tmp_path))
+    assert "### Scenario `books` (40 users)" in text and "### Scenario `tools` (40 users)" in text
+    assert text.count("| lmrec trained on this scenario only |") == 2 and "Target (scenario-aware lmrec" in text
