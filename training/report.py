@@ -13,7 +13,10 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (the backend must be chosen before pyplot loads)
 
+from training.conversation_report import conversation_section  # noqa: E402
+from training.multitask_report import multitask_section  # noqa: E402
 from training.policy_report import policy_section  # noqa: E402
+from training.scenario_report import scenario_sections  # noqa: E402
 
 # The prose of the report (how the model works, the protocol, what was tried): edited there, not here.
 NARRATIVE = Path(__file__).resolve().parent.parent / "docs" / "evaluation" / "narrative.md"
@@ -286,6 +289,8 @@ def _dataset_section(dataset: str, result: dict, out_dir: Path, report_dir: Path
               f"![cold vs warm]({rel['cold']})", "",
               *_user_sections(result, rel.get("activity")),
               *policy_section(dataset, out_dir, report_dir),
+              *conversation_section(dataset, out_dir),
+              *multitask_section(dataset, out_dir),
               "### Tuning (validation NDCG@10)", "", *_tuning_table(result), ""]
     if result.get("skipped"):
         lines += ["Skipped: " + "; ".join(f"`{k}`: {v}" for k, v in result["skipped"].items()), ""]
@@ -306,6 +311,7 @@ def write_report(all_results: dict, out_dir: Path, report_path: Path) -> None:
              f"({Path(os.path.relpath(Path(out_dir) / 'results.json', report_path.parent)).as_posix()}).", ""]
     for dataset, result in all_results.items():
         lines += _dataset_section(dataset, result, Path(out_dir), report_path.parent)
+    lines += scenario_sections(Path(out_dir))
     lines.append(NARRATIVE.read_text())
     report_path.write_text("\n".join(lines))
 
