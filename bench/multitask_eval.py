@@ -26,8 +26,6 @@ from pathlib import Path
 
 import numpy as np
 
-from lmrec.datasets import load_dataset, resolve_data_path
-from lmrec.manifest import load_manifest
 from ranking_service.onnx_session import RuntimeChoice, model_path, new_session
 from ranking_service.ranker import RankContext
 from training import metrics
@@ -36,7 +34,7 @@ from training.evaluate import machine_description
 from training.lm_recommender import BundleScorer
 from training.rating_head import (RatingHeadConfig, combined_scores, fit_rating_head, phase_ratings, phase_targets,
                                   predict_targets, prefix_contexts, rating_lookup)
-from training.split import SplitConfig, build_split
+from training.split import evaluation_split
 
 WEIGHTS = (0.0, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0)
 LIKED = 4.0  # "rated >= 4": the targets the user liked
@@ -45,14 +43,10 @@ PARITY_USERS = 50
 
 
 def split_for(bundle: Path, data_path: str | None):
-    manifest = load_manifest(bundle)
-    hp = manifest.hyperparameters
-    if hp.get("training_data") != "holdout":
-        raise SystemExit(f"{bundle} is not an evaluation bundle (lmrec train --holdout)")
-    dataset = load_dataset(resolve_data_path(data_path))
-    data = build_split(dataset, SplitConfig.from_dict(hp["split"]))
-    if manifest.data_fingerprint != data.fingerprint:
-        raise SystemExit(f"{bundle} was trained on other data")
+    try:
+        manifest, dataset, data = evaluation_split(bundle, data_path)
+    except ValueError as exc:
+        raise SystemExit(str(exc)) from None
     return manifest, dataset, data
 
 

@@ -34,14 +34,13 @@ import numpy as np
 from gateway.policy.diversity import mmr_order
 from gateway.policy.exploration import place, rng_for
 from gateway.policy.feedback import RATING, EventWeights
-from lmrec.datasets import load_dataset, resolve_data_path
 from lmrec.manifest import load_manifest
 from ranking_service.ranker import RankContext, RankerOptions
 from training import metrics, ope
 from training.beyond_accuracy import attribute_intra_list_diversity, intra_list_diversity
 from training.evaluate import pretrained_item_vectors
 from training.lm_recommender import BundleScorer
-from training.split import SplitConfig, build_split
+from training.split import evaluation_split
 
 TOP = 10
 CANDIDATES = 200  # the gateway's default num_candidates
@@ -55,15 +54,10 @@ BLENDS = (0.0, 0.05, 0.1, 0.2)
 
 
 def split_for(bundle: Path, data_path: str | None):
-    manifest = load_manifest(bundle)
-    hp = manifest.hyperparameters
-    if hp.get("training_data") != "holdout":
-        raise SystemExit(f"{bundle} is not an evaluation bundle (lmrec train --holdout)")
-    dataset = load_dataset(resolve_data_path(data_path))
-    config = SplitConfig.from_dict(hp["split"])
-    data = build_split(dataset, config)
-    if manifest.data_fingerprint != data.fingerprint:
-        raise SystemExit(f"{bundle} was trained on other data")
+    try:
+        manifest, dataset, data = evaluation_split(bundle, data_path)
+    except ValueError as exc:
+        raise SystemExit(str(exc)) from None
     return dataset, data
 
 

@@ -322,6 +322,27 @@ def _item_scenarios(dataset: Dataset, item_ids: list[str]) -> list[str]:
     return [counts[i].most_common(1)[0][0] if counts.get(i) else "" for i in item_ids]
 
 
+def evaluation_split(bundle_dir, data_path=None) -> tuple[object, Dataset, SplitData]:
+    """(manifest, dataset, split) of an evaluation bundle: the split it was trained on, rebuilt.
+
+    Raises:
+        ValueError: the bundle is a production bundle (trained on every interaction) or was trained on
+            other data than `data_path`'s.
+    """
+    from lmrec.datasets import load_dataset, resolve_data_path
+    from lmrec.manifest import load_manifest
+
+    manifest = load_manifest(bundle_dir)
+    hp = manifest.hyperparameters
+    if hp.get("training_data") != "holdout":
+        raise ValueError(f"{bundle_dir} is not an evaluation bundle (lmrec train --holdout)")
+    dataset = load_dataset(resolve_data_path(data_path))
+    data = build_split(dataset, SplitConfig.from_dict(hp["split"]))
+    if manifest.data_fingerprint != data.fingerprint:
+        raise ValueError(f"{bundle_dir} was trained on other data")
+    return manifest, dataset, data
+
+
 def all_interactions(dataset: Dataset, tie_break: str = "file") -> SplitData:
     """The production view: every interaction of every user is history in the "test" phase.
 
