@@ -96,6 +96,39 @@ def single_scenario_dataset(dataset: Dataset, merged: SplitData, scenario: str) 
                    [x for x in dataset.interactions if x.scenario == scenario])
 
 
+def sample_users(dataset: Dataset, fraction: float, seed: int) -> Dataset:
+    """A seeded share of the users with all their interactions, and the whole catalogue (every item stays
+    a candidate): the full protocol at a fraction of the training cost."""
+    if fraction >= 1.0:
+        return dataset
+    users = sorted({x.user_id for x in dataset.interactions})
+    keep = set(np.random.default_rng(seed).choice(users, size=max(1, round(fraction * len(users))), replace=False))
+    return Dataset(f"{dataset.name}", dataset.items, [x for x in dataset.interactions if x.user_id in keep],
+                   {u: a for u, a in dataset.users.items() if u in keep})
+
+
+def _cached_text(data: SplitData, config, cache: Path | None):
+    """The (fine-tuned) LM and its item text vectors; with `cache`, the vectors are kept on disk per
+    catalogue and LM setting, so a rerun skips encoding tens of thousands of texts."""
+    from training.lm_recommender import FineTunedLM, fine_tuned_lm
+
+    if cache is None or config.finetune.steps:
+        return fine_tuned_lm(data, config)
+    import hashlib
+
+    from training.export_encoder import load_pooled_encoder
+
+    key = hashlib.sha256("\x1e".join([config.model or "", str(config.max_length), *data.item_texts]).encode()).hexdigest()
+    path = Path(cache) / f"text-{key[:16]}.npy"
+    if not path.is_file():
+        lm = fine_tuned_lm(data, config)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        np.save(path, lm.text)
+        return lm
+    pooled, tokenizer, source = load_pooled_encoder(config.model)
+    return FineTunedLM(pooled, tokenizer, source, np.load(path), {"steps": 0, "text_cache": str(path)})
+
+
 def domain_ranks(scores: np.ndarray, history: SplitData, users: np.ndarray, targets: np.ndarray,
                  in_scenario: np.ndarray) -> np.ndarray:
     """Ranks of `targets` among the scenario's items (`in_scenario` mask), the test history masked."""
@@ -128,11 +161,11 @@ def run(args: argparse.Namespace) -> dict:
     import torch
 
     from training.baselines.sasrec import SASRec
-    from training.lm_recommender import FineTunedLM, LMRecConfig, LMRecommender, fine_tuned_lm
+    from training.lm_recommender import FineTunedLM, LMRecConfig, LMRecommender
 
     torch.set_num_threads(1)
     started = time.perf_counter()
-    dataset = load_dataset(resolve_data_path(args.data))
+    dataset = sample_users(load_dataset(resolve_data_path(args.data)), args.users_fraction, args.seed)
     views = scenario_views(dataset, args.tie_break)
     merged = views.test
     names = merged.scenario_names
@@ -144,7 +177,7 @@ def run(args: argparse.Namespace) -> dict:
     sasrec_params = {"max_epochs": args.max_epochs or 100, "seed": args.seed}
     if args.quick:
         sasrec_params.update(hidden=16, layers=1, max_len=20, max_epochs=2, eval_every=1, weight_average=0.0)
-    lm = fine_tuned_lm(merged, config)  # one set of item text vectors for every lmrec row
+    lm = _cached_text(merged, config, args.text_cache)  # one set of item text vectors for every lmrec row
     seconds: dict[str, float] = {"lm": round(time.perf_counter() - started, 1)}
     per_user: dict[str, dict[str, dict[str, np.ndarray]]] = {s: {} for s in names}
     epochs: dict[str, int | None] = {}
@@ -245,6 +278,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tie-break", choices=["file", "item_id"], default="file")
     parser.add_argument("--finetune-steps", type=int, default=0, help="LM fine-tuning steps for every lmrec row")
     parser.add_argument("--max-epochs", type=int, default=None, help="cap on every sequence model's epochs")
+    parser.add_argument("--users-fraction", type=float, default=1.0,
+                        help="evaluate on a seeded share of the users (every item stays a candidate)")
+    parser.add_argument("--text-cache", type=Path, default=None,
+                        help="folder keeping the pre-trained LM's item text vectors between runs")
     parser.add_argument("--quick", action="store_true", help="tiny models (tests)")
     args = parser.parse_args(argv)
     result = run(args)
