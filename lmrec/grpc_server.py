@@ -38,8 +38,15 @@ class ErrorMappingInterceptor(grpc.aio.ServerInterceptor):
             return handler
         inner = handler.unary_unary
         method = handler_call_details.method
+        # Decoded here rather than by gRPC, which answers a malformed payload with UNKNOWN.
+        deserialize = handler.request_deserializer
 
-        async def guarded(request, context: grpc.aio.ServicerContext):
+        async def guarded(raw, context: grpc.aio.ServicerContext):
+            try:
+                request = deserialize(raw) if deserialize is not None else raw
+            except Exception:  # noqa: BLE001 - protobuf's DecodeError and friends, from bytes the client sent
+                await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
+                                    f"malformed request: the payload is not a valid {method} message")
             try:
                 return await inner(request, context)
             except LmrecError as exc:
@@ -52,10 +59,7 @@ class ErrorMappingInterceptor(grpc.aio.ServerInterceptor):
                 await context.abort(grpc.StatusCode.INTERNAL, f"internal error (request id {request_id})")
 
         return grpc.unary_unary_rpc_method_handler(
-            guarded,
-            request_deserializer=handler.request_deserializer,
-            response_serializer=handler.response_serializer,
-        )
+            guarded, request_deserializer=None, response_serializer=handler.response_serializer)
 
 
 def new_server(interceptors: Iterable[grpc.aio.ServerInterceptor] = ()) -> grpc.aio.Server:
