@@ -36,13 +36,34 @@ def print_recommendations(response, header: str) -> None:
 
 # serve ----------------------------------------------------------------------------------------
 DEFAULT_BUNDLES = (Path("artifacts/lmrec-ml100k"), Path("artifacts/minilm-zeroshot"))
+SERVICE_MODULES = {"gateway": "gateway.server", "ranking": "ranking_service.server",
+                   "retrieval": "retrieval_service.server"}
 
-def cmd_serve(args: argparse.Namespace, passthrough: list[str]) -> int:
-    if args.only:
-        module = {"gateway": "gateway.server", "ranking": "ranking_service.server",
-                  "retrieval": "retrieval_service.server"}[args.only]
-        importlib.import_module(module).main(passthrough)
-        return 0
+
+def split_only(argv: list[str]) -> tuple[str, list[str]] | None:
+    """`serve --only X ...`: X and every other argument, untouched, for the service's own parser.
+
+    serve's parser must not see them: it would keep --port, --state-dir and --bundle for itself.
+    """
+    if not argv or argv[0] != "serve":
+        return None
+    rest = argv[1:]
+    for i, arg in enumerate(rest):
+        if arg == "--":
+            return None
+        if arg == "--only" and i + 1 < len(rest):
+            return rest[i + 1], rest[:i] + rest[i + 2:]
+        if arg.startswith("--only="):
+            return arg.split("=", 1)[1], rest[:i] + rest[i + 1:]
+    return None
+
+
+def run_only(service: str, service_argv: list[str]) -> int:
+    importlib.import_module(SERVICE_MODULES[service]).main(service_argv)
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
     from lmrec.datasets import DatasetError, load_dataset
     from lmrec.supervisor import ProcessGroup, StartupError, SystemLayout, start_system
 
@@ -201,6 +222,54 @@ def cmd_data_download(args: argparse.Namespace) -> int:
     return 0
 
 
+# reshard --------------------------------------------------------------------------------------
+RESHARD_STEPS = {"all": ("copy", "switch", "drop"), "copy": ("copy",), "switch": ("switch",), "drop": ("drop",)}
+
+
+def cmd_reshard(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from lmrec.sharding import ShardMap
+    from retrieval_service.reshard import ReshardError, reshard
+
+    count = max(args.from_count, args.to_count)
+    addresses = ([a.strip() for a in args.shards.split(",") if a.strip()] if args.shards
+                 else [f"127.0.0.1:{50053 + 10 * i}" for i in range(count)])
+    steps = RESHARD_STEPS[args.step]
+    if "switch" in steps and args.shard_map is None:
+        print("nothing would tell readers about the new shards: give --shard-map FILE (readers that watch it "
+              "switch), or run --step copy, give the gateway the new retrieval addresses, then --step drop",
+              file=sys.stderr)
+        return 2
+
+    def switch_readers(new_map: ShardMap) -> None:
+        epoch = ShardMap.load(args.shard_map).epoch + 1 if args.shard_map.is_file() else 1
+        ShardMap(new_map.addresses, new_map.scheme, epoch).save(args.shard_map)
+
+    try:
+        report = asyncio.run(reshard(addresses, args.from_count, args.to_count, switch_readers=switch_readers,
+                                     drain_s=args.drain_s, batch=args.batch, steps=steps,
+                                     progress=lambda m: print(m, file=sys.stderr, flush=True)))
+    except ReshardError as exc:
+        print(f"reshard refused: {exc}", file=sys.stderr)
+        return 2
+    except grpc.RpcError as exc:
+        print(f"reshard stopped: {exc.code().name}: {exc.details()}; nothing is lost, run it again",
+              file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps(report.to_json(), indent=2))
+    else:
+        print(f"{report.from_placement} -> {report.to_placement}: {report.moved} of {report.items_before} items "
+              f"moved ({report.moved_share:.1%}), {report.deleted_from_old} deleted from their old shards; "
+              f"items per shard {report.per_shard_before} -> {report.per_shard_after}; "
+              f"{report.seconds['total']:.1f}s")
+        if args.step == "copy":
+            print(f"now give readers the {args.to_count} shards {','.join(addresses[:args.to_count])}, "
+                  f"then run with --step drop")
+    return 0
+
+
 def cmd_impressions_export(args: argparse.Namespace) -> int:
     from gateway.impressions import ImpressionLog, export_log
     from gateway.settings import GatewaySettings
@@ -255,8 +324,9 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     subs = parser.add_subparsers(dest="command", required=True)
 
     serve = subs.add_parser("serve", help="run the whole system (or one service with --only)")
-    serve.add_argument("--only", choices=["gateway", "ranking", "retrieval"],
-                       help="run one service in this process; other flags go to it")
+    serve.add_argument("--only", choices=list(SERVICE_MODULES),
+                       help="run one service in this process; every other flag goes to it (--only X --help "
+                            "lists them)")
     serve.add_argument("--bundle", type=Path, default=None,
                        help="model bundle (default: the trained artifacts/lmrec-ml100k if present, else the "
                             "zero-shot artifacts/minilm-zeroshot); watched for hot swap")
@@ -277,6 +347,19 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
                      help="autoscale replicas on ongoing requests between --min-replicas and --max-replicas")
     for name, kind in RAY_FLAGS.items():
         ray.add_argument(f"--{name.replace('_', '-')}", type=kind)
+
+    rs = subs.add_parser("reshard", help="change the retrieval shard count while serving (moves only the "
+                                          "items that change owner; README 'Resharding')")
+    rs.add_argument("--from", dest="from_count", type=int, required=True, help="shards now")
+    rs.add_argument("--to", dest="to_count", type=int, required=True, help="shards after")
+    rs.add_argument("--shards", help="addresses of shards 0..max(from,to)-1 in shard order, new ones started "
+                                     "(default 127.0.0.1:50053+10i, where lmrec serve puts them)")
+    rs.add_argument("--shard-map", type=Path, help="the readers' shard map file, rewritten at the switch")
+    rs.add_argument("--step", choices=list(RESHARD_STEPS), default="all",
+                    help="all; or copy, then switch readers yourself (or --step switch), then drop")
+    rs.add_argument("--drain-s", type=float, default=5.0, help="wait after the switch before old shards delete")
+    rs.add_argument("--batch", type=int, default=512, help="items per export page and upsert")
+    rs.add_argument("--json", action="store_true")
 
     rec = subs.add_parser("recommend", help="ask a running gateway for recommendations")
     rec.add_argument("--target", default="127.0.0.1:50051")
@@ -324,15 +407,19 @@ def main(argv: list[str] | None = None) -> None:
     configure_logging("lmrec")
     argv = sys.argv[1:] if argv is None else argv
     parser = build_parser(next((a for a in argv if not a.startswith("-")), None))
-    args, passthrough = parser.parse_known_args(argv)
-    if passthrough and not (args.command == "serve" and args.only):
-        parser.error(f"unrecognized arguments: {' '.join(passthrough)}")
+    only = split_only(argv)
+    if only is not None:
+        if only[0] not in SERVICE_MODULES:
+            parser.parse_args(["serve", "--only", only[0]])  # exits with argparse's message
+        sys.exit(run_only(*only))
+    args = parser.parse_args(argv)
     if getattr(args, "_missing", None):
         print(f"lmrec {args.command} is not available: {args._missing}", file=sys.stderr)
         sys.exit(2)
     if args.command == "serve":
-        sys.exit(cmd_serve(args, passthrough))
-    handlers = {"recommend": cmd_recommend, "data": cmd_data_download, "impressions": cmd_impressions_export}
+        sys.exit(cmd_serve(args))
+    handlers = {"recommend": cmd_recommend, "data": cmd_data_download, "impressions": cmd_impressions_export,
+                "reshard": cmd_reshard}
     if args.command == "catalog":
         sys.exit(cmd_catalog_load(args))
     if args.command in handlers:

@@ -121,19 +121,26 @@ class SystemLayout:
     extra_args: dict[str, list[str]] = field(default_factory=dict)
 
 
+def retrieval_data_dir(layout: SystemLayout, shard: int) -> Path:
+    # One index per vector length: a bundle serving another length starts an empty index, which the
+    # gateway fills from its catalogue (gateway/reindex.py), instead of failing on the old snapshot.
+    return layout.state_dir / f"retrieval-{layout.dimension}d-{shard}"
+
+
+def start_retrieval_shard(group: ProcessGroup, layout: SystemLayout, shard: int,
+                          shard_count: int | None = None) -> Service:
+    """Starts retrieval shard `shard` of `shard_count` (default: the layout's) on its data directory and
+    port (`retrieval_port` + 10 * shard), e.g. a shard that `lmrec reshard` is about to fill."""
+    port = 0 if layout.retrieval_port == 0 else layout.retrieval_port + shard * 10
+    return group.start(f"retrieval-{shard}", "retrieval_service", [
+        "--port", str(port), "--data-dir", str(retrieval_data_dir(layout, shard)),
+        "--shard-index", str(shard), "--shard-count", str(shard_count or layout.shards),
+        "--dimension", str(layout.dimension), *layout.extra_args.get(f"retrieval-{shard}", [])])
+
+
 def start_system(group: ProcessGroup, layout: SystemLayout) -> Service:
     """Starts retrieval shards, the ranking worker and the gateway; returns the gateway."""
-    shard_addresses = []
-    for shard in range(layout.shards):
-        port = 0 if layout.retrieval_port == 0 else layout.retrieval_port + shard * 10
-        svc = group.start(f"retrieval-{shard}", "retrieval_service", [
-            "--port", str(port), "--data-dir",
-            # One index per vector length: a bundle serving another length starts an empty index, which the
-            # gateway fills from its catalogue (gateway/reindex.py), instead of failing on the old snapshot.
-            str(layout.state_dir / f"retrieval-{layout.dimension}d-{shard}"),
-            "--shard-index", str(shard), "--shard-count", str(layout.shards), "--dimension", str(layout.dimension),
-            *layout.extra_args.get(f"retrieval-{shard}", [])])
-        shard_addresses.append(svc.address)
+    shard_addresses = [start_retrieval_shard(group, layout, shard).address for shard in range(layout.shards)]
     ranking = group.start("ranking", "ranking_service.ray_serve" if layout.ranking_on_ray else "ranking_service", [
         "--port", str(layout.ranking_port), "--bundle-dir", str(layout.bundle_dir),
         "--state-dir", str(layout.state_dir / "ranking"), *layout.extra_args.get("ranking", [])])

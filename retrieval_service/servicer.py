@@ -1,4 +1,4 @@
-"""gRPC face of the index: validates requests, checks shard ownership, runs index work off the event loop."""
+"""gRPC face of the index: validates requests, runs index work off the event loop (the store checks shard ownership)."""
 
 from __future__ import annotations
 
@@ -8,8 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from lmrec.errors import FailedPrecondition, InvalidArgument
-from lmrec.sharding import shard_for
+from lmrec.errors import InvalidArgument
 from lmrec.v1 import common_pb2, retrieval_service_pb2, retrieval_service_pb2_grpc
 from lmrec.validation import MAX_BATCH, MAX_ID_LIST, check_batch, check_ids, check_range, require_id
 from retrieval_service.store import IndexStore
@@ -26,17 +25,15 @@ WRITE_THREADS = 8
 
 class RetrievalServicer(retrieval_service_pb2_grpc.RetrievalServiceServicer):
     """Args:
-    store: the index and its durability.
-    shard_index, shard_count: which items this server owns (`lmrec.sharding.shard_for`).
+    store: the index, its durability and its shard placement (which items this server owns: it refuses
+        writes of other shards' items, FAILED_PRECONDITION naming them).
     search_threads: threads running searches. Writes run on `WRITE_THREADS` threads of their own: the
         store applies them one at a time, and writers waiting for their fsync share one (group commit).
     """
 
-    def __init__(self, store: IndexStore, shard_index: int = 0, shard_count: int = 1, search_threads: int = 4) -> None:
+    def __init__(self, store: IndexStore, search_threads: int = 4) -> None:
         self._store = store
         self._dimension = store.index.dimension
-        self._shard_index = shard_index
-        self._shard_count = shard_count
         self._readers = ThreadPoolExecutor(search_threads, thread_name_prefix="retrieval-search")
         self._writer = ThreadPoolExecutor(WRITE_THREADS, thread_name_prefix="retrieval-write")
 
@@ -78,20 +75,11 @@ class RetrievalServicer(retrieval_service_pb2_grpc.RetrievalServiceServicer):
         ids: list[str] = []
         vectors = np.empty((len(request.items), self._dimension), dtype=np.float32)
         attributes: list[dict[str, list[str]] | None] = []
-        foreign: list[str] = []
         for i, item in enumerate(request.items):
             field = f"items[{i}]"
             ids.append(require_id(item.item_id, f"{field}.item_id"))
             vectors[i] = _vector(item.vector, f"{field}.vector", self._dimension)
             attributes.append(_attributes(item.attributes, f"{field}.attributes"))
-            if self._shard_count > 1 and shard_for(item.item_id, self._shard_count) != self._shard_index:
-                foreign.append(item.item_id)
-        if foreign:
-            shown = ", ".join(foreign[:5]) + (f" and {len(foreign) - 5} more" if len(foreign) > 5 else "")
-            raise FailedPrecondition(
-                f"items: {shown} not owned by shard {self._shard_index} of {self._shard_count}; "
-                "route each item to shard_for(item_id, shard_count)"
-            )
         count = await self._write(self._store.upsert, ids, vectors, attributes)
         return retrieval_service_pb2.UpsertResponse(upserted_count=count)
 
@@ -103,14 +91,15 @@ class RetrievalServicer(retrieval_service_pb2_grpc.RetrievalServiceServicer):
 
     async def GetStats(self, request, context):
         stats = await self._read(self._store.stats)
+        placement = self._store.placement
         return retrieval_service_pb2.GetStatsResponse(
             item_count=stats.item_count,
             dimension=stats.dimension,
             capacity=stats.capacity,
             tombstone_count=stats.tombstone_count,
             metric=stats.metric,
-            shard_index=self._shard_index,
-            shard_count=self._shard_count,
+            shard_index=placement.shard_index if placement else 0,
+            shard_count=placement.placement.shard_count if placement else 1,
             wal_records=self._store.wal_records,
         )
 
@@ -158,5 +147,5 @@ def _attributes(attributes, field: str) -> dict[str, list[str]] | None:
 
 
 def servicer_for(store: IndexStore, settings) -> RetrievalServicer:
-    return RetrievalServicer(store, settings.shard_index, settings.shard_count, settings.search_threads)
+    return RetrievalServicer(store, settings.search_threads)
 

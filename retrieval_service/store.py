@@ -4,6 +4,7 @@ Layout of `data_dir`:
     CURRENT          generation number of the live snapshot (replaced atomically)
     snapshot-<gen>/  graph.hnsw, slots.npz, meta.json, filter-<n>.hnsw per value graph (absent for generation 0)
     wal-<gen>.log    writes acknowledged after that snapshot
+    placement.json   which items this shard owns (retrieval_service/placement.py)
 
 A snapshot is written into `snapshot-<gen>.tmp`, fsynced, renamed, and only then does CURRENT move
 to it; the previous snapshot and log are deleted afterwards. A crash at any point leaves either the
@@ -16,12 +17,15 @@ import logging
 import os
 import shutil
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
 import numpy as np
 
+from lmrec.sharding import MODULO, Placement
+from retrieval_service import placement as shard_placement
 from retrieval_service.index import Attributes, Filter, IndexStats, SearchResult, VectorIndex
+from retrieval_service.placement import ShardPlacement
 from retrieval_service.wal import UPSERT, WriteAheadLog, delete_record, read_records, upsert_record
 
 log = logging.getLogger(__name__)
@@ -35,9 +39,18 @@ class IndexStore:
     write is visible to searches from the moment it is applied, so a search may see a write that a
     crash before its fsync loses; it is never acknowledged before then. Searches go straight to the
     index. Without a `data_dir` it is a plain in-memory index.
+
+    `placement` (the shard's index and count as started; None: one shard owning everything) decides which
+    writes are admitted, checked under the same mutex that orders writes, so a placement change
+    (`set_placement`, `lmrec reshard`'s fence) falls between two writes, never inside one. With a
+    `data_dir` it is reconciled with, and recorded in, the directory's `placement.json`.
+
+    Raises:
+        PlacementMismatch: the recorded placement contradicts `placement`.
     """
 
-    def __init__(self, index: VectorIndex, data_dir: Path | None = None, snapshot_every: int = 10_000) -> None:
+    def __init__(self, index: VectorIndex, data_dir: Path | None = None, snapshot_every: int = 10_000,
+                 placement: ShardPlacement | None = None) -> None:
         self.index = index
         self.data_dir = data_dir
         self.snapshot_every = snapshot_every
@@ -45,13 +58,34 @@ class IndexStore:
         self._generation = 0
         self._wal: WriteAheadLog | None = None
         self._snapshot_thread: threading.Thread | None = None
+        self.placement = placement
+        # Items held here that the placement gives to other shards, while a move has them frozen.
+        self._leaving: list[str] | None = None
         if data_dir is not None:
             self._recover()
+            self._settle_placement(placement)
 
     @classmethod
     def open(cls, settings) -> IndexStore:
         """Builds the index from `settings` and recovers it from `settings.data_dir`."""
-        return cls(VectorIndex.from_settings(settings), Path(settings.data_dir), settings.snapshot_every)
+        requested = ShardPlacement(settings.shard_index, Placement(settings.shard_count))
+        return cls(VectorIndex.from_settings(settings), Path(settings.data_dir), settings.snapshot_every, requested)
+
+    def _settle_placement(self, requested: ShardPlacement | None) -> None:
+        assert self.data_dir is not None
+        recorded = shard_placement.load(self.data_dir)
+        if requested is None:
+            self.placement = recorded
+            return
+        self.placement = shard_placement.resolve_at_start(
+            recorded, requested.shard_index, requested.placement.shard_count, len(self.index) > 0)
+        if self.placement != recorded:
+            shard_placement.save(self.data_dir, self.placement)
+        if self.placement.placement.scheme == MODULO:
+            log.warning("%s holds %d items placed by modulo hashing (before lmrec recorded placement); writes "
+                        "placed by jump hashing are refused until `lmrec reshard --from %d --to %d` moves them",
+                        self.data_dir, len(self.index), self.placement.placement.shard_count,
+                        self.placement.placement.shard_count)
 
     # --------------------------------------------------------------- recovery
 
@@ -105,15 +139,24 @@ class IndexStore:
     # ----------------------------------------------------------------- writes
 
     def upsert(self, ids: Sequence[str], vectors: np.ndarray, attributes: Sequence[Attributes | None] | None) -> int:
+        """Raises NotOwned (before anything is logged) when the placement gives any of `ids` to another shard."""
         vectors = np.asarray(vectors, dtype=np.float32)
         attrs = [{k: list(v) for k, v in a.items()} if a else None for a in (attributes or [None] * len(ids))]
-        return self._write(upsert_record(ids, vectors, attrs), self.index.upsert, ids, vectors, attrs)
+        return self._write(upsert_record(ids, vectors, attrs), self.index.upsert, ids, vectors, attrs,
+                           admit=lambda: shard_placement.check_owned(self.placement, list(ids)))
 
     def delete(self, ids: Sequence[str]) -> int:
-        return self._write(delete_record(ids), self.index.delete, ids)
+        """Raises NotOwned when a move is copying any of `ids` to another shard (its copy would survive)."""
+        return self._write(delete_record(ids), self.index.delete, ids, admit=lambda: self._admit_delete(ids))
 
-    def _write(self, record, apply, *args) -> int:
+    def _admit_delete(self, ids: Sequence[str]) -> None:
+        if self.placement is not None and self.placement.moving_from is not None:
+            shard_placement.check_deletable(self.placement, [i for i in ids if i in self.index])
+
+    def _write(self, record, apply, *args, admit: Callable[[], None] | None = None) -> int:
         with self._write_mutex:
+            if admit is not None:
+                admit()
             wal = self._wal
             seq = wal.append(record) if wal is not None else 0
             # Applied in log order. A write the index rejects (ValueError) is in the log too; replay
@@ -188,6 +231,73 @@ class IndexStore:
         with self._write_mutex:
             if self._wal is not None:
                 self._wal.close()
+
+    # -------------------------------------------------------------- placement
+
+    def set_placement(self, placement: Placement) -> ShardPlacement:
+        """Starts a move to `placement` (idempotent): from now on writes are admitted by it, and items it
+        gives to other shards stay here, frozen and searchable, until `drop_misplaced`.
+
+        Raises:
+            FailedPrecondition: another move is unfinished, or the store has no placement to change.
+        """
+        with self._write_mutex:
+            current = self.placement
+            if current is None:
+                raise shard_placement.NotOwned("this retrieval server was started without a shard placement")
+            if placement == current.placement:
+                return current
+            if current.moving_from is not None:
+                raise shard_placement.NotOwned(
+                    f"{current.describe()}: that move must finish (lmrec reshard) before a move to {placement}")
+            updated = ShardPlacement(current.shard_index, placement, moving_from=current.placement)
+            if self.data_dir is not None:
+                shard_placement.save(self.data_dir, updated)
+            self.placement = updated
+            self._leaving = None
+        log.info("placement: now %s", updated.describe())
+        return updated
+
+    def misplaced_ids(self) -> list[str]:
+        """Held items the placement gives to other shards, sorted. Mid-move the set is frozen (writes to
+        them are refused and no write can add one), so it is computed once per move."""
+        placement = self.placement
+        if placement is None:
+            return []
+        if placement.moving_from is not None and self._leaving is not None:
+            return self._leaving
+        leaving = sorted(i for i in self.index.item_ids() if not placement.owns(i))
+        if placement.moving_from is not None:
+            self._leaving = leaving
+        return leaving
+
+    def export(self, ids: Sequence[str]) -> tuple[list[str], np.ndarray, list[Attributes | None]]:
+        return self.index.export(ids)
+
+    def drop_misplaced(self) -> int:
+        """Ends a move: deletes the items that left (logged like any delete) and records the placement
+        without `moving_from`. Returns how many items it deleted."""
+        leaving = self.misplaced_ids()
+        with self._write_mutex:
+            current = self.placement
+            if current is None:
+                return 0
+            deleted = 0
+            if leaving:
+                wal = self._wal
+                seq = wal.append(delete_record(leaving)) if wal is not None else 0
+                deleted = self.index.delete(leaving)
+                if wal is not None:
+                    wal.wait_durable(seq)
+            if current.moving_from is not None:
+                settled = ShardPlacement(current.shard_index, current.placement)
+                if self.data_dir is not None:
+                    shard_placement.save(self.data_dir, settled)
+                self.placement = settled
+            self._leaving = None
+        self._maybe_snapshot()
+        log.info("placement: %s; %d items that moved away deleted", self.placement.describe(), deleted)
+        return deleted
 
     # ------------------------------------------------------------------ reads
 
