@@ -7,7 +7,6 @@ gateway hands each stage the time left in the request's one budget.
 from __future__ import annotations
 
 import asyncio
-import heapq
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -15,7 +14,7 @@ from dataclasses import dataclass
 import grpc
 
 from lmrec.errors import DependencyUnavailable, InvalidArgument, LmrecError
-from lmrec.sharding import shard_for
+from lmrec.sharding import merge_shard_results, shard_for
 from lmrec.v1 import common_pb2, ranking_service_pb2 as rk, ranking_service_pb2_grpc as rk_grpc
 from lmrec.v1 import retrieval_service_pb2 as rt, retrieval_service_pb2_grpc as rt_grpc
 
@@ -95,7 +94,7 @@ class ShardedRetrievalClient:
         """Top-k merged over shards. Missing shards are reported; all missing raises UNAVAILABLE."""
         calls = [stub.Search(request, timeout=timeout) for stub in self._stubs]
         answers = await asyncio.gather(*calls, return_exceptions=True)
-        merged, failed = [], []
+        per_shard, failed = [], []
         for shard, answer in enumerate(answers):
             if isinstance(answer, grpc.aio.AioRpcError):
                 if answer.code() == grpc.StatusCode.INVALID_ARGUMENT:
@@ -104,10 +103,11 @@ class ShardedRetrievalClient:
                 continue
             if isinstance(answer, BaseException):
                 raise answer
-            merged.extend((r.item_id, r.score) for r in answer.results)
+            per_shard.append([(r.item_id, r.score) for r in answer.results])
         if len(failed) == len(self._stubs):
             raise DependencyUnavailable(f"retrieval unavailable: {', '.join(failed)}")
-        return ShardedResult(heapq.nlargest(request.k, merged, key=lambda r: r[1]), failed)
+        # De-duplicated: an item being resharded is on two shards for a moment.
+        return ShardedResult(merge_shard_results(per_shard, request.k), failed)
 
     def _by_shard(self, item_ids: Sequence[str]) -> dict[int, list[int]]:
         groups: dict[int, list[int]] = defaultdict(list)
