@@ -3,7 +3,10 @@
 Each stage gets what is left of one budget. When ranking fails the answer falls back (retrieval order,
 or popularity) and says so with `degraded`; only retrieval being down entirely is an error. The policy
 stage (gateway/policy/) then shapes the ranked list: diversity, reserved new-item places, exploration
-with logged propensities, and a reason for every item.
+with logged propensities, and a reason for every item. A request with a session_id is a turn of a
+conversation (gateway/conversation/): its session adds filters, exclusions, context and negative items and
+the weighted free text, the answer is checked against the session's constraints, and the turn is stored.
+Broad answers carry suggested refinements.
 """
 
 from __future__ import annotations
@@ -18,6 +21,10 @@ import grpc
 import numpy as np
 
 from gateway.budget import Budget
+from gateway.conversation.constraints import Constraint
+from gateway.conversation.refinements import suggest_refinements
+from gateway.conversation.turns import Conversation, TurnPlan
+from gateway.conversation.vocabulary import VocabularyCache
 from gateway.downstream import RankingClient, ShardedRetrievalClient, describe_rpc_error
 from gateway.impressions import Impression, ImpressionLog
 from gateway.policy.diversity import mmr_order
@@ -27,7 +34,7 @@ from gateway.policy.reasons import ItemEvidence, matched_filters, reasons_for
 from gateway.policy.scenarios import ScenarioPolicy, Scenarios
 from gateway.settings import GatewaySettings
 from gateway.store import GatewayStore, now_ms
-from lmrec.errors import DeadlineExceeded
+from lmrec.errors import DeadlineExceeded, FailedPrecondition
 from lmrec.slots import with_reserved_slots
 from lmrec.v1 import common_pb2, gateway_service_pb2 as gw, retrieval_service_pb2 as rt
 
@@ -43,6 +50,8 @@ NEGATIVE_HISTORY = 50
 # Diversity re-ranks this many times k best candidates (at least DIVERSITY_MIN_POOL).
 DIVERSITY_POOL_FACTOR = 5
 DIVERSITY_MIN_POOL = 50
+# Refinements read the attributes of this many best candidates (gateway/conversation/refinements.py).
+TOP_FOR_REFINEMENTS = 50
 
 
 @dataclass
@@ -55,7 +64,8 @@ class Candidates:
 class RecommendPipeline:
     def __init__(self, settings: GatewaySettings, store: GatewayStore, ranking: RankingClient,
                  retrieval: ShardedRetrievalClient, scenarios: Scenarios | None = None,
-                 impressions: ImpressionLog | None = None, metrics: GatewayMetrics | None = None) -> None:
+                 impressions: ImpressionLog | None = None, metrics: GatewayMetrics | None = None,
+                 conversation: Conversation | None = None) -> None:
         self.settings = settings
         self.metrics = metrics
         self.store = store
@@ -63,6 +73,8 @@ class RecommendPipeline:
         self.retrieval = retrieval
         self.scenarios = scenarios or Scenarios(None)
         self.impressions = impressions
+        self.conversation = conversation
+        self.vocabulary = conversation.vocabulary if conversation is not None else VocabularyCache.for_store(store)
         self.model_version = ""
         self._popular: list[str] = []
         self._popular_at = 0.0
@@ -77,13 +89,21 @@ class RecommendPipeline:
             feedback = read_feedback(self.store.feedback(request.user_id), request.recent_item_ids,
                                      policy.event_weights, self.settings.negative_rating_below)
             excluded = feedback.seen | set(request.exclude_item_ids)
+        plan: TurnPlan | None = None
+        if request.session_id:
+            with budget.stage("session"):
+                plan = self._conversation().begin(request.user_id, request.session_id, request.query, request_id)
+                excluded |= plan.excluded
         window = self.settings.history_window
-        history = feedback.positive[-window:]
-        filters = [*request.filters, *(common_pb2.AttributeFilter(key=k, values=v) for k, v in policy.filters.items())]
+        history, weights = _with_items(feedback.positive, feedback.weights, plan.context_items if plan else [], window)
+        negatives, negative_weights = _with_items(feedback.negative, feedback.negative_weights,
+                                                  plan.negative_items if plan else [], NEGATIVE_HISTORY)
+        asked = [*request.filters, *(common_pb2.AttributeFilter(key=k, values=v) for k, v in policy.filters.items())]
+        filters = [*asked, *(common_pb2.AttributeFilter(key=k, values=v) for k, v in (plan.filters() if plan else []))]
         context = common_pb2.UserContext(
-            user_id=request.user_id, history_item_ids=history, history_weights=feedback.weights[-window:],
-            query=request.query, scenario=request.scenario, negative_item_ids=feedback.negative[-NEGATIVE_HISTORY:],
-            negative_weights=feedback.negative_weights[-NEGATIVE_HISTORY:])
+            user_id=request.user_id, history_item_ids=history, history_weights=weights,
+            query=plan.query if plan else request.query, scenario=request.scenario, negative_item_ids=negatives,
+            negative_weights=negative_weights)
 
         query_vector: list[float] = []
         # The model that served this request; mid-swap, concurrent requests may see different ones.
@@ -109,7 +129,8 @@ class RecommendPipeline:
                 found = await self.retrieval.search(search, budget.timeout("retrieval"))
             if found.failed_shards:
                 reasons.append(("retrieval_partial", f"retrieval partial: {', '.join(found.failed_shards)} missing"))
-            found_ids = [i for i, _ in found.results if i in self.store.catalog]
+            found_ids = [i for i, _ in found.results if i in self.store.catalog
+                         and (plan is None or plan.meets(self.store.catalog[i].attributes))]
             scores = dict(found.results)
             candidates = Candidates(found_ids, [scores[i] for i in found_ids], "retrieval")
         else:
@@ -151,7 +172,7 @@ class RecommendPipeline:
             exploration, parameter = _exploration(request, policy)
             placed = place([candidates.scores[p] for p in greedy], request.k, exploration, parameter,
                            policy.exploration_pool, rng_for(request_id))
-            filter_pairs = [(f.key, tuple(f.values)) for f in filters]
+            filter_pairs = [(f.key, tuple(f.values)) for f in asked]
             titles = {i: self.store.catalog[i].title for i in
                       {a.history_item_id for a in attributions.values() if a.history_item_id} if i in self.store.catalog}
             items, shown = [], []
@@ -163,13 +184,20 @@ class RecommendPipeline:
                     history_weight=attribution.history_weight if attribution else 0.0,
                     query_weight=attribution.query_weight if attribution else 0.0,
                     matched_filters=matched_filters(self.store.catalog[item_id].attributes, filter_pairs),
-                    new_item_slot=item_id in slotted, explored=explored, propensity=propensity)
+                    new_item_slot=item_id in slotted, explored=explored, propensity=propensity,
+                    **(_turn_evidence(plan, self.store.catalog[item_id].attributes,
+                                      attribution.history_item_id if attribution else "") if plan else {}))
                 items.append(gw.RecommendedItem(
                     item_id=item_id, score=candidates.scores[greedy[g]], title=self.store.catalog[item_id].title,
-                    reasons=reasons_for(evidence, candidates.source, request.query, titles), position=position,
-                    propensity=propensity))
+                    reasons=reasons_for(evidence, candidates.source, plan.query_label if plan else request.query,
+                                        titles), position=position, propensity=propensity))
                 shown.append(Impression(request_id, request.user_id, item_id, position, propensity, exploration,
                                         parameter, g, request.k, placed.pool_size, version, scenario.name, now_ms()))
+            refinements = self._refinements(candidates.ids, asked, plan)
+        if plan is not None:
+            with budget.stage("session"):
+                self._conversation().end(request.user_id, request.session_id, plan, request_id,
+                                         [i.item_id for i in items])
         if self.impressions is not None:
             self.impressions.record(shown)
         if self.metrics is not None:
@@ -181,7 +209,21 @@ class RecommendPipeline:
             items=items, model_version=version, degraded=bool(reasons),
             degraded_reason="; ".join(text for _, text in reasons), source=candidates.source,
             timings=[common_pb2.StageTiming(stage=s, millis=ms) for s, ms in budget.timings],
-            request_id=request_id, scenario=scenario.name, policy=exploration)
+            request_id=request_id, scenario=scenario.name, policy=exploration, refinements=refinements,
+            session_turn=plan.number if plan else 0)
+
+    def _conversation(self) -> Conversation:
+        if self.conversation is None:
+            raise FailedPrecondition("session_id: this gateway keeps no sessions")
+        return self.conversation
+
+    def _refinements(self, ranked: list[str], asked, plan: TurnPlan | None) -> list[gw.Refinement]:
+        """Chips when the best candidates are spread over an attribute's values (gateway/conversation/
+        refinements.py); the request's filters and the session's constraints are never suggested."""
+        said = [Constraint(f.key, tuple(f.values)) for f in asked] + (plan.active if plan else [])
+        chips = suggest_refinements([self.store.catalog[i].attributes for i in ranked[:TOP_FOR_REFINEMENTS]
+                                     if i in self.store.catalog], self.vocabulary.get(), said)
+        return [gw.Refinement(text=c.text, key=c.key, value=c.value) for c in chips]
 
     def _popularity(self, excluded: set[str], filters, want: int) -> Candidates:
         """Most-interacted catalogue items, honouring exclusions and filters: the cold-start answer."""
@@ -202,6 +244,25 @@ class RecommendPipeline:
             if len(ids) == want:
                 break
         return Candidates(ids, [counts.get(i, 0) / top for i in ids], "popularity")
+
+
+def _with_items(ids: list[str], weights: list[float], added: list[tuple[str, float]], window: int
+                ) -> tuple[list[str], list[float]]:
+    """The user's items (oldest first) with the session's added at the newest end, each item once, the
+    last `window` of them."""
+    if not added:
+        return ids[-window:], weights[-window:]
+    moved = {i for i, _ in added}
+    kept = [(i, w) for i, w in zip(ids, weights) if i not in moved] + list(added)
+    kept = kept[-window:]
+    return [i for i, _ in kept], [w for _, w in kept]
+
+
+def _turn_evidence(plan: TurnPlan, attributes: dict[str, list[str]], history_item_id: str) -> dict:
+    """The session's part of an item's evidence: the constraints it meets, whether the item its reason
+    cites was pointed at in a turn, and what the turn could not read."""
+    return {"turn_matches": plan.matches(attributes), "pointed_turn": plan.pointed.get(history_item_id, 0),
+            "turn_notes": tuple(plan.notes)}
 
 
 def _exploration(request: gw.RecommendRequest, policy: ScenarioPolicy) -> tuple[str, float]:

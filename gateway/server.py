@@ -8,6 +8,9 @@ import logging
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from gateway.conversation.sessions import SessionStore
+from gateway.conversation.turns import Conversation
+from gateway.conversation.vocabulary import VocabularyCache
 from gateway.downstream import RankingClient, ShardedRetrievalClient
 from gateway.impressions import ImpressionLog
 from gateway.policy.scenarios import Scenarios
@@ -31,14 +34,19 @@ SERVICE_NAME = gateway_service_pb2.DESCRIPTOR.services_by_name["GatewayService"]
 
 def create_server(settings: GatewaySettings, store: GatewayStore, ranking: RankingClient,
                   retrieval: ShardedRetrievalClient, metrics: GatewayMetrics | None = None,
-                  impressions: ImpressionLog | None = None, scenarios: Scenarios | None = None):
-    """Builds the gateway server, not yet started; returns it, the bound port and the health servicer."""
+                  impressions: ImpressionLog | None = None, scenarios: Scenarios | None = None,
+                  sessions: SessionStore | None = None):
+    """Builds the gateway server, not yet started; returns it, the bound port and the health servicer.
+    Without `sessions`, requests carrying a session_id are refused (FAILED_PRECONDITION)."""
     server = new_server()
     scenarios = scenarios or Scenarios(settings.scenarios_file)
     if metrics is not None:
         metrics.declare_scenarios(scenarios.labels)
-    pipeline = RecommendPipeline(settings, store, ranking, retrieval, scenarios, impressions, metrics)
-    servicer = GatewayServicer(settings, store, ranking, retrieval, pipeline, impressions)
+    conversation = None
+    if sessions is not None:
+        conversation = Conversation(sessions, VocabularyCache.for_store(store), store.catalog)
+    pipeline = RecommendPipeline(settings, store, ranking, retrieval, scenarios, impressions, metrics, conversation)
+    servicer = GatewayServicer(settings, store, ranking, retrieval, pipeline, impressions, conversation)
     gateway_service_pb2_grpc.add_GatewayServiceServicer_to_server(servicer, server)
     health = add_health_and_reflection(server, [SERVICE_NAME])
     port = bind(server, settings.host, settings.port)
@@ -49,10 +57,13 @@ async def serve(settings: GatewaySettings) -> None:
     scenarios = Scenarios(settings.scenarios_file)  # a bad file stops the gateway here, naming the field
     store = GatewayStore(Path(settings.state_dir) / "gateway.sqlite", settings.negative_rating_below)
     impressions = ImpressionLog(Path(settings.state_dir) / "impressions.sqlite", settings.impression_flush_s)
+    sessions = SessionStore(Path(settings.state_dir) / "sessions.sqlite", settings.session_ttl_s,
+                            settings.session_max_turns)
     ranking = RankingClient(settings.ranking_address)
     retrieval = ShardedRetrievalClient(settings.retrieval_addresses)
     metrics, metrics_server = metrics_for(settings)
-    server, port, health = create_server(settings, store, ranking, retrieval, metrics, impressions, scenarios)
+    server, port, health = create_server(settings, store, ranking, retrieval, metrics, impressions, scenarios,
+                                         sessions)
     await server.start()
     await set_health(health, [SERVICE_NAME], serving=True)
     log.info("gateway serving on %s:%d (ranking %s, retrieval %s)", settings.host, port,
@@ -71,6 +82,7 @@ async def serve(settings: GatewaySettings) -> None:
         await ranking.close()
         await retrieval.close()
         impressions.close()
+        sessions.close()
         store.close()
         if metrics_server is not None:
             metrics_server.close()
@@ -94,6 +106,9 @@ def parse_settings(argv: list[str] | None) -> GatewaySettings:
     parser.add_argument("--state-dir", type=Path)
     parser.add_argument("--metrics-port", type=int, help="Prometheus /metrics port (0 = off)")
     parser.add_argument("--scenarios-file", type=Path, help="per-scenario policies (TOML), re-read on change")
+    parser.add_argument("--session-ttl-s", type=float,
+                        help="a conversation session expires this long after its last turn")
+    parser.add_argument("--session-max-turns", type=int, help="turns a session keeps (the oldest are dropped)")
     parser.add_argument("--port-file", type=Path, help="write the bound port here once serving")
     return settings_from_flags(parser, argv, GatewaySettings)
 

@@ -7,8 +7,10 @@ import math
 import grpc
 
 from gateway.budget import Budget
+from gateway.conversation.turns import Conversation
 from gateway.downstream import RankingClient, ShardedRetrievalClient, as_lmrec_error
 from gateway.impressions import ImpressionLog
+from gateway.policy.feedback import is_negative
 from gateway.recommend import RecommendPipeline
 from gateway.reindex import note_upsert_version
 from gateway.settings import GatewaySettings
@@ -16,7 +18,7 @@ from gateway.store import Event, GatewayStore, now_ms
 from lmrec import validation as v
 from lmrec.catalog_loader import item_message
 from lmrec.datasets import CatalogItem
-from lmrec.errors import InvalidArgument
+from lmrec.errors import FailedPrecondition, InvalidArgument
 from lmrec.v1 import gateway_service_pb2 as gw, gateway_service_pb2_grpc as gw_grpc
 from lmrec.v1 import retrieval_service_pb2 as rt
 
@@ -26,6 +28,7 @@ MAX_EVENT_BATCH = 10_000
 MAX_FILTERS = 16
 MAX_TITLE_CHARS = 1000
 MAX_ATTRIBUTES = 64
+MAX_SESSION_ID_BYTES = 128
 WRITE_TIMEOUT_S = 60.0
 
 
@@ -59,6 +62,15 @@ def validate_recommend(request: gw.RecommendRequest) -> None:
         raise InvalidArgument("exploration.temperature", f"must be > 0, got {exploration.temperature}")
     if request.request_id:
         v.require_id(request.request_id, "request_id")
+    check_session_id(request.session_id, "session_id")
+
+
+def check_session_id(session_id: str, field: str) -> None:
+    """Empty (no session) or an id of 1..MAX_SESSION_ID_BYTES bytes."""
+    if len(session_id.encode("utf-8")) > MAX_SESSION_ID_BYTES:
+        raise InvalidArgument(field, f"longer than {MAX_SESSION_ID_BYTES} bytes")
+    if session_id and not session_id.strip():
+        raise InvalidArgument(field, "must not be blank")
 
 
 def catalog_item(item, field: str) -> CatalogItem:
@@ -86,6 +98,7 @@ def feedback_event(event: gw.FeedbackEvent, field: str) -> Event:
     v.check_text(event.scenario, f"{field}.scenario", 64)
     if event.request_id:
         v.require_id(event.request_id, f"{field}.request_id")
+    check_session_id(event.session_id, f"{field}.session_id")
     ts = event.event_time.ToMilliseconds() if event.HasField("event_time") else now_ms()
     return Event(event.user_id, event.item_id, int(event.event_type), float(event.value), ts, event.scenario,
                  event.request_id)
@@ -94,13 +107,14 @@ def feedback_event(event: gw.FeedbackEvent, field: str) -> Event:
 class GatewayServicer(gw_grpc.GatewayServiceServicer):
     def __init__(self, settings: GatewaySettings, store: GatewayStore, ranking: RankingClient,
                  retrieval: ShardedRetrievalClient, pipeline: RecommendPipeline,
-                 impressions: ImpressionLog | None = None) -> None:
+                 impressions: ImpressionLog | None = None, conversation: Conversation | None = None) -> None:
         self.settings = settings
         self.store = store
         self.ranking = ranking
         self.retrieval = retrieval
         self.pipeline = pipeline
         self.impressions = impressions
+        self.conversation = conversation
 
     def _budget(self, context, default_s: float) -> Budget:
         return Budget.from_context(context.time_remaining(), default_s, self.settings.reserve_ms / 1000)
@@ -154,7 +168,16 @@ class GatewayServicer(gw_grpc.GatewayServiceServicer):
     async def RecordFeedback(self, request: gw.RecordFeedbackRequest, context) -> gw.RecordFeedbackResponse:
         v.check_batch(len(request.events), "events", MAX_EVENT_BATCH)
         events = [feedback_event(e, f"events[{i}]") for i, e in enumerate(request.events)]
+        in_sessions = [(m.session_id, e) for m, e in zip(request.events, events) if m.session_id]
+        if in_sessions and self.conversation is None:
+            raise FailedPrecondition("events.session_id: this gateway keeps no sessions")
         self.store.record_events(events)
+        by_session: dict[tuple[str, str], list[tuple[str, bool]]] = {}
+        for session_id, e in in_sessions:
+            accepted = not is_negative(e.event_type, e.value, self.settings.negative_rating_below)
+            by_session.setdefault((e.user_id, session_id), []).append((e.item_id, accepted))
+        for (user_id, session_id), items in by_session.items():
+            self.conversation.record_feedback(user_id, session_id, items)
         return gw.RecordFeedbackResponse(accepted_count=len(events))
 
     async def GetUserHistory(self, request: gw.GetUserHistoryRequest, context) -> gw.GetUserHistoryResponse:
@@ -177,5 +200,6 @@ class GatewayServicer(gw_grpc.GatewayServiceServicer):
     async def DeleteUserData(self, request: gw.DeleteUserDataRequest, context) -> gw.DeleteUserDataResponse:
         v.require_id(request.user_id, "user_id")
         impressions = self.impressions.delete_user(request.user_id) if self.impressions is not None else 0
+        sessions = self.conversation.delete_user(request.user_id) if self.conversation is not None else 0
         return gw.DeleteUserDataResponse(deleted_event_count=self.store.delete_user(request.user_id),
-                                         deleted_impression_count=impressions)
+                                         deleted_impression_count=impressions, deleted_session_count=sessions)

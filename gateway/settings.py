@@ -34,6 +34,10 @@ class GatewaySettings(BaseSettings):
     # Per-scenario policies (TOML, gateway/policy/scenarios.py), re-read when the file changes; unset:
     # every scenario gets the built-in default policy.
     scenarios_file: Path | None = None
+    # Conversation sessions (RecommendRequest.session_id, gateway/conversation/sessions.py): a session
+    # expires this long after its last turn or feedback, and keeps its newest session_max_turns turns.
+    session_ttl_s: float = Field(3600.0, gt=0)
+    session_max_turns: int = Field(20, ge=1, le=1000)
     # Impressions reach disk this long after their answer at most (gateway/impressions.py).
     impression_flush_s: float = Field(0.05, gt=0, le=10)
     # Prometheus exposition at http://host:metrics_port/metrics; 0 = off.

@@ -63,6 +63,8 @@ class GatewayStore:
         negative, self._negative_args = negative_sql(negative_rating_below)
         self._positive = f"NOT {negative}"
         self.catalog: dict[str, CatalogItem] = {}
+        # Bumped by every catalogue change: what is derived from the catalogue knows when to rebuild.
+        self.catalog_version = 0
         for item_id, title, text, attrs in self._db.execute("SELECT item_id, title, text, attributes FROM items"):
             self.catalog[item_id] = CatalogItem(item_id, title, text, json.loads(attrs))
         self.popularity: Counter[str] = Counter(dict(self._db.execute(
@@ -78,6 +80,7 @@ class GatewayStore:
                 "title=excluded.title, text=excluded.text, attributes=excluded.attributes", rows)
             for item in items:
                 self.catalog[item.item_id] = item
+            self.catalog_version += 1
 
     def get_meta(self, key: str) -> str | None:
         row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
@@ -90,6 +93,7 @@ class GatewayStore:
     def delete_items(self, item_ids: Sequence[str]) -> int:
         with self._lock, self._db:
             self._db.executemany("DELETE FROM items WHERE item_id = ?", [(i,) for i in item_ids])
+            self.catalog_version += 1
             return sum(self.catalog.pop(i, None) is not None for i in item_ids)
 
     # Events ------------------------------------------------------------------------------------

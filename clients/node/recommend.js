@@ -1,11 +1,14 @@
 #!/usr/bin/env node
-// Calls lmrec.v1.GatewayService/Recommend once, prints the items and checks the answer.
+// Calls lmrec.v1.GatewayService/Recommend once, prints the items and checks the answer; with --session,
+// holds a conversation instead: each line read from stdin is one turn of the same session.
 //
 // Usage:
 //   node recommend.js --target 127.0.0.1:50051 --user-id 1 -k 10 [--query "dark sci-fi thriller"]
 //                     [--genre Comedy] [--diversity 0.3] [--scenario home] [--deadline-ms 5000]
+//   node recommend.js --target 127.0.0.1:50051 --user-id 1 -k 5 --session [--session-id ID]
 //
-// Each item is printed with its reasons (why lmrec recommends it).
+// Each item is printed with its reasons (why lmrec recommends it), and a broad answer with the
+// refinements the gateway suggests (type one as the next turn).
 //
 // Exit status: 0 when the answer passes every check, 1 when the call fails or the answer is wrong,
 // 2 on bad arguments. The .proto files are read at run time from ../../protos, so this client always
@@ -13,6 +16,8 @@
 'use strict';
 
 const path = require('path');
+const readline = require('readline');
+const crypto = require('crypto');
 const { parseArgs } = require('util');
 const grpc = require('@grpc/grpc-js');
 const protoLoader = require('@grpc/proto-loader');
@@ -21,7 +26,9 @@ const PROTO_ROOT = path.resolve(__dirname, '..', '..', 'protos');
 const GATEWAY_PROTO = 'lmrec/v1/gateway_service.proto';
 
 const USAGE = `usage: node recommend.js --target HOST:PORT --user-id ID -k K [--query TEXT] [--genre G]
-                         [--diversity 0..1] [--scenario NAME] [--deadline-ms MS]`;
+                         [--diversity 0..1] [--scenario NAME] [--deadline-ms MS]
+       node recommend.js --target HOST:PORT --user-id ID -k K --session [--session-id ID]
+                         (one turn per line of stdin)`;
 
 function usageError(message) {
   console.error(`${message}\n${USAGE}`);
@@ -42,6 +49,8 @@ function parseCommandLine(argv) {
         diversity: { type: 'string' },
         scenario: { type: 'string', default: '' },
         'deadline-ms': { type: 'string', default: '5000' },
+        session: { type: 'boolean', default: false },
+        'session-id': { type: 'string' },
         help: { type: 'boolean', short: 'h', default: false },
       },
       strict: true,
@@ -65,8 +74,11 @@ function parseCommandLine(argv) {
     diversity = Number(v.diversity);
     if (!Number.isFinite(diversity) || diversity < 0 || diversity > 1) usageError(`--diversity must be in 0..1, got ${v.diversity}`);
   }
+  if (v['session-id'] !== undefined && !v.session) usageError('--session-id needs --session');
+  if (v.session && v.query) usageError('--session reads its turns from stdin, not --query');
+  const sessionId = v.session ? (v['session-id'] || crypto.randomUUID()) : '';
   return { target: v.target, userId: v['user-id'], k, query: v.query, genres: v.genre, diversity,
-    scenario: v.scenario, deadlineMs };
+    scenario: v.scenario, deadlineMs, sessionId };
 }
 
 function loadGatewayService() {
@@ -84,11 +96,15 @@ function loadGatewayService() {
 }
 
 /** Returns the list of problems with a RecommendResponse; empty when it is a valid answer.
- * Scores descend only in a list ranked purely by score (greedy policy, no diversity re-ranking). */
-function checkResponse(response, k, rankedByScore = true) {
+ * Scores descend only in a list ranked purely by score (greedy policy, no diversity re-ranking).
+ * A session turn may hold fewer than k items: the session's constraints may leave fewer. */
+function checkResponse(response, k, rankedByScore = true, inSession = false) {
   const problems = [];
   const items = response.items || [];
-  if (response.degraded) {
+  if (inSession) {
+    if (items.length > k) problems.push(`expected at most ${k} items, got ${items.length}`);
+    if (!(response.session_turn >= 1)) problems.push(`session_turn is ${response.session_turn}, expected >= 1`);
+  } else if (response.degraded) {
     // A fallback may legitimately return fewer items, but an empty page is still a failure.
     if (items.length < 1 || items.length > k) problems.push(`degraded answer has ${items.length} items, expected 1..${k}`);
   } else if (items.length !== k) {
@@ -113,45 +129,101 @@ function checkResponse(response, k, rankedByScore = true) {
   return problems;
 }
 
-function main() {
-  const opts = parseCommandLine(process.argv.slice(2));
-  const GatewayService = loadGatewayService();
-  const client = new GatewayService(opts.target, grpc.credentials.createInsecure());
+function buildRequest(opts, query) {
   const request = {
     user_id: opts.userId,
     k: opts.k,
-    query: opts.query,
+    query,
     filters: opts.genres.length ? [{ key: 'genre', values: opts.genres }] : [],
     scenario: opts.scenario,
+    session_id: opts.sessionId,
   };
   if (opts.diversity !== undefined) request.diversity = opts.diversity;
-  const deadline = new Date(Date.now() + opts.deadlineMs);
+  return request;
+}
+
+/** One Recommend call; resolves to { response, elapsedMs } or rejects with the gRPC error. */
+function recommend(client, request, deadlineMs) {
+  const deadline = new Date(Date.now() + deadlineMs);
   const started = process.hrtime.bigint();
-  client.Recommend(request, { deadline }, (err, response) => {
-    const elapsedMs = Number(process.hrtime.bigint() - started) / 1e6;
-    client.close();
-    if (err) {
-      const codeName = Object.keys(grpc.status).find((name) => grpc.status[name] === err.code) || err.code;
-      console.error(`Recommend failed: ${codeName}: ${err.details || err.message}`);
-      process.exitCode = 1;
-      return;
-    }
-    const label = response.degraded ? ` DEGRADED (${response.degraded_reason || 'no reason given'})` : '';
-    console.log(`user ${opts.userId}: ${response.items.length} items in ${elapsedMs.toFixed(1)} ms, ` +
-      `model ${response.model_version || '?'}, source ${response.source || '?'}, ` +
-      `scenario ${response.scenario || '?'}, policy ${response.policy || '?'}${label}`);
-    response.items.forEach((item, i) => {
-      console.log(`${String(i + 1).padStart(3)}. ${item.item_id.padEnd(8)} ${item.score.toFixed(4).padStart(9)}  ${item.title}`);
-      (item.reasons || []).forEach((reason) => console.log(`${' '.repeat(15)}- ${reason.text}`));
+  return new Promise((resolve, reject) => {
+    client.Recommend(request, { deadline }, (err, response) => {
+      if (err) reject(err);
+      else resolve({ response, elapsedMs: Number(process.hrtime.bigint() - started) / 1e6 });
     });
-    const problems = checkResponse(response, opts.k, !opts.diversity);
-    if (problems.length) {
-      console.error(`answer failed ${problems.length} check(s):\n  - ${problems.join('\n  - ')}`);
-      process.exitCode = 1;
-      return;
-    }
-    console.log('OK: answer passed all checks');
   });
+}
+
+function printAnswer(opts, response, elapsedMs) {
+  const label = response.degraded ? ` DEGRADED (${response.degraded_reason || 'no reason given'})` : '';
+  const who = opts.sessionId ? `turn ${response.session_turn} of session ${opts.sessionId}` : `user ${opts.userId}`;
+  console.log(`${who}: ${response.items.length} items in ${elapsedMs.toFixed(1)} ms, ` +
+    `model ${response.model_version || '?'}, source ${response.source || '?'}, ` +
+    `scenario ${response.scenario || '?'}, policy ${response.policy || '?'}${label}`);
+  response.items.forEach((item, i) => {
+    console.log(`${String(i + 1).padStart(3)}. ${item.item_id.padEnd(8)} ${item.score.toFixed(4).padStart(9)}  ${item.title}`);
+    (item.reasons || []).forEach((reason) => console.log(`${' '.repeat(15)}- ${reason.text}`));
+  });
+  if ((response.refinements || []).length) {
+    console.log(`     refine: ${response.refinements.map((r) => r.text).join(' | ')}`);
+  }
+}
+
+function describeError(err) {
+  const codeName = Object.keys(grpc.status).find((name) => grpc.status[name] === err.code) || err.code;
+  return `Recommend failed: ${codeName}: ${err.details || err.message}`;
+}
+
+/** Sends one request, prints and checks the answer; returns true when it passed. */
+async function turn(client, opts, query) {
+  let answer;
+  try {
+    answer = await recommend(client, buildRequest(opts, query), opts.deadlineMs);
+  } catch (err) {
+    console.error(describeError(err));
+    return false;
+  }
+  printAnswer(opts, answer.response, answer.elapsedMs);
+  const problems = checkResponse(answer.response, opts.k, !opts.diversity, Boolean(opts.sessionId));
+  if (problems.length) {
+    console.error(`answer failed ${problems.length} check(s):\n  - ${problems.join('\n  - ')}`);
+    return false;
+  }
+  return true;
+}
+
+/** --session: every line of stdin is a turn; stops at end of input. Exit 1 if any turn failed. */
+async function conversation(client, opts) {
+  const interactive = Boolean(process.stdin.isTTY);
+  const lines = readline.createInterface({ input: process.stdin, terminal: interactive });
+  if (interactive) process.stdout.write('> ');
+  let failed = 0;
+  let turns = 0;
+  for await (const line of lines) {
+    if (!interactive) console.log(`> ${line}`);
+    turns += 1;
+    if (!(await turn(client, opts, line.trim()))) failed += 1;
+    if (interactive) process.stdout.write('> ');
+  }
+  if (failed) {
+    console.error(`${failed} of ${turns} turns failed`);
+    return false;
+  }
+  console.log(`OK: ${turns} turns passed all checks`);
+  return true;
+}
+
+async function main() {
+  const opts = parseCommandLine(process.argv.slice(2));
+  const GatewayService = loadGatewayService();
+  const client = new GatewayService(opts.target, grpc.credentials.createInsecure());
+  try {
+    const ok = opts.sessionId ? await conversation(client, opts) : await turn(client, opts, opts.query);
+    if (!ok) process.exitCode = 1;
+    else if (!opts.sessionId) console.log('OK: answer passed all checks');
+  } finally {
+    client.close();
+  }
 }
 
 if (require.main === module) {

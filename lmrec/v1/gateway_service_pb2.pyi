@@ -27,6 +27,7 @@ class ReasonKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     REASON_KIND_POPULAR: _ClassVar[ReasonKind]
     REASON_KIND_NEW_ITEM: _ClassVar[ReasonKind]
     REASON_KIND_EXPLORATION: _ClassVar[ReasonKind]
+    REASON_KIND_SESSION_TURN: _ClassVar[ReasonKind]
 
 class EventType(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -47,6 +48,7 @@ REASON_KIND_ATTRIBUTE: ReasonKind
 REASON_KIND_POPULAR: ReasonKind
 REASON_KIND_NEW_ITEM: ReasonKind
 REASON_KIND_EXPLORATION: ReasonKind
+REASON_KIND_SESSION_TURN: ReasonKind
 EVENT_TYPE_UNSPECIFIED: EventType
 EVENT_TYPE_VIEW: EventType
 EVENT_TYPE_CLICK: EventType
@@ -55,7 +57,7 @@ EVENT_TYPE_PURCHASE: EventType
 EVENT_TYPE_DISMISS: EventType
 
 class RecommendRequest(_message.Message):
-    __slots__ = ("user_id", "recent_item_ids", "query", "k", "exclude_item_ids", "filters", "scenario", "new_item_slots", "diversity", "exploration", "request_id")
+    __slots__ = ("user_id", "recent_item_ids", "query", "k", "exclude_item_ids", "filters", "scenario", "new_item_slots", "diversity", "exploration", "request_id", "session_id")
     USER_ID_FIELD_NUMBER: _ClassVar[int]
     RECENT_ITEM_IDS_FIELD_NUMBER: _ClassVar[int]
     QUERY_FIELD_NUMBER: _ClassVar[int]
@@ -67,6 +69,7 @@ class RecommendRequest(_message.Message):
     DIVERSITY_FIELD_NUMBER: _ClassVar[int]
     EXPLORATION_FIELD_NUMBER: _ClassVar[int]
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     user_id: str
     recent_item_ids: _containers.RepeatedScalarFieldContainer[str]
     query: str
@@ -78,7 +81,8 @@ class RecommendRequest(_message.Message):
     diversity: float
     exploration: Exploration
     request_id: str
-    def __init__(self, user_id: _Optional[str] = ..., recent_item_ids: _Optional[_Iterable[str]] = ..., query: _Optional[str] = ..., k: _Optional[int] = ..., exclude_item_ids: _Optional[_Iterable[str]] = ..., filters: _Optional[_Iterable[_Union[_common_pb2.AttributeFilter, _Mapping]]] = ..., scenario: _Optional[str] = ..., new_item_slots: _Optional[int] = ..., diversity: _Optional[float] = ..., exploration: _Optional[_Union[Exploration, _Mapping]] = ..., request_id: _Optional[str] = ...) -> None: ...
+    session_id: str
+    def __init__(self, user_id: _Optional[str] = ..., recent_item_ids: _Optional[_Iterable[str]] = ..., query: _Optional[str] = ..., k: _Optional[int] = ..., exclude_item_ids: _Optional[_Iterable[str]] = ..., filters: _Optional[_Iterable[_Union[_common_pb2.AttributeFilter, _Mapping]]] = ..., scenario: _Optional[str] = ..., new_item_slots: _Optional[int] = ..., diversity: _Optional[float] = ..., exploration: _Optional[_Union[Exploration, _Mapping]] = ..., request_id: _Optional[str] = ..., session_id: _Optional[str] = ...) -> None: ...
 
 class Exploration(_message.Message):
     __slots__ = ("policy", "epsilon", "temperature")
@@ -119,7 +123,7 @@ class RecommendedItem(_message.Message):
     def __init__(self, item_id: _Optional[str] = ..., score: _Optional[float] = ..., title: _Optional[str] = ..., reasons: _Optional[_Iterable[_Union[Reason, _Mapping]]] = ..., position: _Optional[int] = ..., propensity: _Optional[float] = ...) -> None: ...
 
 class RecommendResponse(_message.Message):
-    __slots__ = ("items", "model_version", "degraded", "degraded_reason", "timings", "source", "request_id", "scenario", "policy")
+    __slots__ = ("items", "model_version", "degraded", "degraded_reason", "timings", "source", "request_id", "scenario", "policy", "refinements", "session_turn")
     ITEMS_FIELD_NUMBER: _ClassVar[int]
     MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
     DEGRADED_FIELD_NUMBER: _ClassVar[int]
@@ -129,6 +133,8 @@ class RecommendResponse(_message.Message):
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     SCENARIO_FIELD_NUMBER: _ClassVar[int]
     POLICY_FIELD_NUMBER: _ClassVar[int]
+    REFINEMENTS_FIELD_NUMBER: _ClassVar[int]
+    SESSION_TURN_FIELD_NUMBER: _ClassVar[int]
     items: _containers.RepeatedCompositeFieldContainer[RecommendedItem]
     model_version: str
     degraded: bool
@@ -138,7 +144,19 @@ class RecommendResponse(_message.Message):
     request_id: str
     scenario: str
     policy: str
-    def __init__(self, items: _Optional[_Iterable[_Union[RecommendedItem, _Mapping]]] = ..., model_version: _Optional[str] = ..., degraded: _Optional[bool] = ..., degraded_reason: _Optional[str] = ..., timings: _Optional[_Iterable[_Union[_common_pb2.StageTiming, _Mapping]]] = ..., source: _Optional[str] = ..., request_id: _Optional[str] = ..., scenario: _Optional[str] = ..., policy: _Optional[str] = ...) -> None: ...
+    refinements: _containers.RepeatedCompositeFieldContainer[Refinement]
+    session_turn: int
+    def __init__(self, items: _Optional[_Iterable[_Union[RecommendedItem, _Mapping]]] = ..., model_version: _Optional[str] = ..., degraded: _Optional[bool] = ..., degraded_reason: _Optional[str] = ..., timings: _Optional[_Iterable[_Union[_common_pb2.StageTiming, _Mapping]]] = ..., source: _Optional[str] = ..., request_id: _Optional[str] = ..., scenario: _Optional[str] = ..., policy: _Optional[str] = ..., refinements: _Optional[_Iterable[_Union[Refinement, _Mapping]]] = ..., session_turn: _Optional[int] = ...) -> None: ...
+
+class Refinement(_message.Message):
+    __slots__ = ("text", "key", "value")
+    TEXT_FIELD_NUMBER: _ClassVar[int]
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    VALUE_FIELD_NUMBER: _ClassVar[int]
+    text: str
+    key: str
+    value: str
+    def __init__(self, text: _Optional[str] = ..., key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
 
 class UpsertItemsRequest(_message.Message):
     __slots__ = ("items",)
@@ -179,7 +197,7 @@ class GetItemsResponse(_message.Message):
     def __init__(self, items: _Optional[_Iterable[_Union[_common_pb2.Item, _Mapping]]] = ..., missing_item_ids: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class FeedbackEvent(_message.Message):
-    __slots__ = ("user_id", "item_id", "event_type", "value", "event_time", "scenario", "request_id")
+    __slots__ = ("user_id", "item_id", "event_type", "value", "event_time", "scenario", "request_id", "session_id")
     USER_ID_FIELD_NUMBER: _ClassVar[int]
     ITEM_ID_FIELD_NUMBER: _ClassVar[int]
     EVENT_TYPE_FIELD_NUMBER: _ClassVar[int]
@@ -187,6 +205,7 @@ class FeedbackEvent(_message.Message):
     EVENT_TIME_FIELD_NUMBER: _ClassVar[int]
     SCENARIO_FIELD_NUMBER: _ClassVar[int]
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     user_id: str
     item_id: str
     event_type: EventType
@@ -194,7 +213,8 @@ class FeedbackEvent(_message.Message):
     event_time: _timestamp_pb2.Timestamp
     scenario: str
     request_id: str
-    def __init__(self, user_id: _Optional[str] = ..., item_id: _Optional[str] = ..., event_type: _Optional[_Union[EventType, str]] = ..., value: _Optional[float] = ..., event_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., scenario: _Optional[str] = ..., request_id: _Optional[str] = ...) -> None: ...
+    session_id: str
+    def __init__(self, user_id: _Optional[str] = ..., item_id: _Optional[str] = ..., event_type: _Optional[_Union[EventType, str]] = ..., value: _Optional[float] = ..., event_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., scenario: _Optional[str] = ..., request_id: _Optional[str] = ..., session_id: _Optional[str] = ...) -> None: ...
 
 class RecordFeedbackRequest(_message.Message):
     __slots__ = ("events",)
@@ -251,9 +271,11 @@ class DeleteUserDataRequest(_message.Message):
     def __init__(self, user_id: _Optional[str] = ...) -> None: ...
 
 class DeleteUserDataResponse(_message.Message):
-    __slots__ = ("deleted_event_count", "deleted_impression_count")
+    __slots__ = ("deleted_event_count", "deleted_impression_count", "deleted_session_count")
     DELETED_EVENT_COUNT_FIELD_NUMBER: _ClassVar[int]
     DELETED_IMPRESSION_COUNT_FIELD_NUMBER: _ClassVar[int]
+    DELETED_SESSION_COUNT_FIELD_NUMBER: _ClassVar[int]
     deleted_event_count: int
     deleted_impression_count: int
-    def __init__(self, deleted_event_count: _Optional[int] = ..., deleted_impression_count: _Optional[int] = ...) -> None: ...
+    deleted_session_count: int
+    def __init__(self, deleted_event_count: _Optional[int] = ..., deleted_impression_count: _Optional[int] = ..., deleted_session_count: _Optional[int] = ...) -> None: ...
