@@ -99,7 +99,10 @@ def feedback_event(event: gw.FeedbackEvent, field: str) -> Event:
     if event.request_id:
         v.require_id(event.request_id, f"{field}.request_id")
     check_session_id(event.session_id, f"{field}.session_id")
-    ts = event.event_time.ToMilliseconds() if event.HasField("event_time") else now_ms()
+    try:
+        ts = event.event_time.ToMilliseconds() if event.HasField("event_time") else now_ms()
+    except ValueError as exc:  # seconds or nanos outside the Timestamp's valid range
+        raise InvalidArgument(f"{field}.event_time", str(exc)) from None
     return Event(event.user_id, event.item_id, int(event.event_type), float(event.value), ts, event.scenario,
                  event.request_id)
 
