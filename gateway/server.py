@@ -19,7 +19,8 @@ from gateway.reindex import IndexReconciler
 from gateway.servicer import GatewayServicer
 from gateway.settings import GatewaySettings
 from gateway.store import GatewayStore
-from lmrec.grpc_server import add_health_and_reflection, bind, new_server, serve_until_signalled, set_health
+from lmrec.grpc_server import (AdmissionInterceptor, add_health_and_reflection, bind, new_server,
+                               serve_until_signalled, set_health)
 from lmrec.logging_setup import configure_logging
 from lmrec.metrics_http import MetricsServer, start_metrics
 from lmrec.service_flags import settings_from_flags, write_port_file
@@ -30,6 +31,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 SERVICE_NAME = gateway_service_pb2.DESCRIPTOR.services_by_name["GatewayService"].full_name
+RECOMMEND = f"/{SERVICE_NAME}/Recommend"
 
 
 def create_server(settings: GatewaySettings, store: GatewayStore, ranking: RankingClient,
@@ -38,7 +40,7 @@ def create_server(settings: GatewaySettings, store: GatewayStore, ranking: Ranki
                   sessions: SessionStore | None = None):
     """Builds the gateway server, not yet started; returns it, the bound port and the health servicer.
     Without `sessions`, requests carrying a session_id are refused (FAILED_PRECONDITION)."""
-    server = new_server()
+    server = new_server([AdmissionInterceptor({RECOMMEND: settings.max_in_flight_recommends})])
     scenarios = scenarios or Scenarios(settings.scenarios_file)
     if metrics is not None:
         metrics.declare_scenarios(scenarios.labels)

@@ -40,6 +40,9 @@ class GatewaySettings(BaseSettings):
     session_max_turns: int = Field(20, ge=1, le=1000)
     # Impressions reach disk this long after their answer at most (gateway/impressions.py).
     impression_flush_s: float = Field(0.05, gt=0, le=10)
+    # Recommend calls this process works on at once; more are refused at once with RESOURCE_EXHAUSTED
+    # (lmrec/grpc_server.AdmissionInterceptor) rather than queued into their deadlines. 0 = no limit.
+    max_in_flight_recommends: int = Field(64, ge=0, le=100_000)
     # Prometheus exposition at http://host:metrics_port/metrics; 0 = off.
     metrics_port: int = Field(0, ge=0, le=65535)
     # Written (atomically) with the bound port once serving; lets a supervisor use port 0.

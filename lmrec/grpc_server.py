@@ -62,6 +62,40 @@ class ErrorMappingInterceptor(grpc.aio.ServerInterceptor):
             guarded, request_deserializer=None, response_serializer=handler.response_serializer)
 
 
+class AdmissionInterceptor(grpc.aio.ServerInterceptor):
+    """At most `limit` calls of each named method in flight in this process; beyond it RESOURCE_EXHAUSTED
+    at once, so overload sheds excess work instead of queueing every caller into its deadline.
+
+    One event loop serves the process, so a plain counter is exact."""
+
+    def __init__(self, limits: dict[str, int]) -> None:
+        self.limits = {method: limit for method, limit in limits.items() if limit > 0}
+        self.in_flight = dict.fromkeys(self.limits, 0)
+        self.refused = dict.fromkeys(self.limits, 0)
+
+    async def intercept_service(self, continuation, handler_call_details):
+        handler = await continuation(handler_call_details)
+        method = handler_call_details.method
+        if handler is None or handler.unary_unary is None or method not in self.limits:
+            return handler
+        inner, limit = handler.unary_unary, self.limits[method]
+
+        async def admitted(request, context: grpc.aio.ServicerContext):
+            if self.in_flight[method] >= limit:
+                self.refused[method] += 1
+                await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED,
+                                    f"at capacity: {limit} {method.rsplit('/', 1)[-1]} calls in flight; retry with backoff")
+            self.in_flight[method] += 1
+            try:
+                return await inner(request, context)
+            finally:
+                self.in_flight[method] -= 1
+
+        return grpc.unary_unary_rpc_method_handler(
+            admitted, request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer)
+
+
 def new_server(interceptors: Iterable[grpc.aio.ServerInterceptor] = ()) -> grpc.aio.Server:
     return grpc.aio.server(interceptors=[ErrorMappingInterceptor(), *interceptors], options=SERVER_OPTIONS)
 
