@@ -7,16 +7,20 @@ gateway hands each stage the time left in the request's one budget.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import grpc
 
 from lmrec.errors import DependencyUnavailable, InvalidArgument, LmrecError
-from lmrec.sharding import merge_shard_results, shard_for
+from lmrec.sharding import ShardMap, merge_shard_results
 from lmrec.v1 import common_pb2, ranking_service_pb2 as rk, ranking_service_pb2_grpc as rk_grpc
 from lmrec.v1 import retrieval_service_pb2 as rt, retrieval_service_pb2_grpc as rt_grpc
+
+log = logging.getLogger(__name__)
 
 CHANNEL_OPTIONS = [
     ("grpc.max_receive_message_length", 64 * 1024 * 1024),
@@ -78,21 +82,71 @@ class ShardedResult:
     failed_shards: list[str]
 
 
-class ShardedRetrievalClient:
-    """Scatter-gather over retrieval shards; item writes go to the shard that owns the item."""
+@dataclass(frozen=True)
+class _Shards:
+    """One consistent view of the retrieval tier: a call reads it once, so a switch never mixes maps."""
 
-    def __init__(self, addresses: Sequence[str]) -> None:
-        self.addresses = list(addresses)
-        self._channels = [grpc.aio.insecure_channel(a, options=CHANNEL_OPTIONS) for a in self.addresses]
-        self._stubs = [rt_grpc.RetrievalServiceStub(c) for c in self._channels]
+    shard_map: ShardMap
+    channels: list[grpc.aio.Channel]
+    stubs: list[rt_grpc.RetrievalServiceStub]
+
+    @classmethod
+    def connect(cls, shard_map: ShardMap) -> _Shards:
+        channels = [grpc.aio.insecure_channel(a, options=CHANNEL_OPTIONS) for a in shard_map.addresses]
+        return cls(shard_map, channels, [rt_grpc.RetrievalServiceStub(c) for c in channels])
+
+
+class ShardedRetrievalClient:
+    """Scatter-gather over retrieval shards; item writes go to the shard that owns the item.
+
+    With a shard map file (`lmrec reshard --shard-map`), `watch` re-reads it and switches to a map with a
+    higher epoch: calls in flight finish on the old channels, which close after `CLOSE_AFTER_S`.
+    """
+
+    CLOSE_AFTER_S = 30.0
+
+    def __init__(self, addresses: Sequence[str] | ShardMap) -> None:
+        shard_map = addresses if isinstance(addresses, ShardMap) else ShardMap(tuple(addresses))
+        self._shards = _Shards.connect(shard_map)
+        self._retired: set[asyncio.Task] = set()
+
+    @property
+    def addresses(self) -> list[str]:
+        return list(self._shards.shard_map.addresses)
 
     @property
     def shard_count(self) -> int:
-        return len(self._stubs)
+        return len(self._shards.stubs)
+
+    def switch(self, shard_map: ShardMap) -> None:
+        old, self._shards = self._shards, _Shards.connect(shard_map)
+        log.info("retrieval shard map epoch %d: %s", shard_map.epoch, ", ".join(shard_map.addresses))
+        task = asyncio.get_running_loop().create_task(self._close_later(old.channels))
+        self._retired.add(task)
+        task.add_done_callback(self._retired.discard)
+
+    async def _close_later(self, channels: list[grpc.aio.Channel]) -> None:
+        await asyncio.sleep(self.CLOSE_AFTER_S)
+        for channel in channels:
+            await channel.close()
+
+    async def watch(self, path: Path, interval_s: float) -> None:
+        """Switches to the file's map whenever its epoch grows; an unreadable file is logged and kept
+        polling (the current map keeps serving)."""
+        while True:
+            await asyncio.sleep(interval_s)
+            try:
+                shard_map = await asyncio.to_thread(ShardMap.load, path)
+            except (OSError, ValueError) as exc:
+                log.warning("shard map %s not read: %s", path, exc)
+                continue
+            if shard_map.epoch > self._shards.shard_map.epoch:
+                self.switch(shard_map)
 
     async def search(self, request: rt.SearchRequest, timeout: float) -> ShardedResult:
         """Top-k merged over shards. Missing shards are reported; all missing raises UNAVAILABLE."""
-        calls = [stub.Search(request, timeout=timeout) for stub in self._stubs]
+        shards = self._shards
+        calls = [stub.Search(request, timeout=timeout) for stub in shards.stubs]
         answers = await asyncio.gather(*calls, return_exceptions=True)
         per_shard, failed = [], []
         for shard, answer in enumerate(answers):
@@ -104,27 +158,31 @@ class ShardedRetrievalClient:
             if isinstance(answer, BaseException):
                 raise answer
             per_shard.append([(r.item_id, r.score) for r in answer.results])
-        if len(failed) == len(self._stubs):
+        if len(failed) == len(shards.stubs):
             raise DependencyUnavailable(f"retrieval unavailable: {', '.join(failed)}")
         # De-duplicated: an item being resharded is on two shards for a moment.
         return ShardedResult(merge_shard_results(per_shard, request.k), failed)
 
-    def _by_shard(self, item_ids: Sequence[str]) -> dict[int, list[int]]:
+    @staticmethod
+    def _by_shard(shards: _Shards, item_ids: Sequence[str]) -> dict[int, list[int]]:
+        placement = shards.shard_map.placement
         groups: dict[int, list[int]] = defaultdict(list)
         for position, item_id in enumerate(item_ids):
-            groups[shard_for(item_id, self.shard_count)].append(position)
+            groups[placement.owner(item_id)].append(position)
         return groups
 
     async def upsert(self, items: Sequence[rt.IndexedItem], timeout: float) -> None:
-        groups = self._by_shard([i.item_id for i in items])
+        shards = self._shards
+        groups = self._by_shard(shards, [i.item_id for i in items])
         await self._all_or_raise("retrieval upsert", [
-            self._stubs[s].Upsert(rt.UpsertRequest(items=[items[p] for p in ps]), timeout=timeout)
+            shards.stubs[s].Upsert(rt.UpsertRequest(items=[items[p] for p in ps]), timeout=timeout)
             for s, ps in groups.items()])
 
     async def delete(self, item_ids: Sequence[str], timeout: float) -> int:
-        groups = self._by_shard(item_ids)
+        shards = self._shards
+        groups = self._by_shard(shards, item_ids)
         answers = await self._all_or_raise("retrieval delete", [
-            self._stubs[s].Delete(rt.DeleteRequest(item_ids=[item_ids[p] for p in ps]), timeout=timeout)
+            shards.stubs[s].Delete(rt.DeleteRequest(item_ids=[item_ids[p] for p in ps]), timeout=timeout)
             for s, ps in groups.items()])
         return sum(a.deleted_count for a in answers)
 
@@ -140,5 +198,7 @@ class ShardedRetrievalClient:
         return answers
 
     async def close(self) -> None:
-        for channel in self._channels:
+        for task in list(self._retired):
+            task.cancel()
+        for channel in self._shards.channels:
             await channel.close()

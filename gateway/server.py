@@ -24,6 +24,7 @@ from lmrec.grpc_server import (AdmissionInterceptor, add_health_and_reflection, 
 from lmrec.logging_setup import configure_logging
 from lmrec.metrics_http import MetricsServer, start_metrics
 from lmrec.service_flags import settings_from_flags, write_port_file
+from lmrec.sharding import ShardMap
 from lmrec.v1 import gateway_service_pb2, gateway_service_pb2_grpc
 
 if TYPE_CHECKING:
@@ -62,25 +63,32 @@ async def serve(settings: GatewaySettings) -> None:
     sessions = SessionStore(Path(settings.state_dir) / "sessions.sqlite", settings.session_ttl_s,
                             settings.session_max_turns)
     ranking = RankingClient(settings.ranking_address)
-    retrieval = ShardedRetrievalClient(settings.retrieval_addresses)
+    try:
+        retrieval = ShardedRetrievalClient(ShardMap.load(settings.retrieval_shard_map) if settings.retrieval_shard_map
+                                           else settings.retrieval_addresses)
+    except (OSError, ValueError) as exc:
+        raise SystemExit(f"lmrec-gateway: invalid settings\nretrieval_shard_map: {exc}") from None
     metrics, metrics_server = metrics_for(settings)
     server, port, health = create_server(settings, store, ranking, retrieval, metrics, impressions, scenarios,
                                          sessions)
     await server.start()
     await set_health(health, [SERVICE_NAME], serving=True)
     log.info("gateway serving on %s:%d (ranking %s, retrieval %s)", settings.host, port,
-             settings.ranking_address, settings.retrieval_addresses)
+             settings.ranking_address, retrieval.addresses)
     if settings.port_file:
         write_port_file(settings.port_file, port)
-    reindex = None
+    background = []
     if settings.reindex_interval_s:
-        reindex = asyncio.create_task(IndexReconciler(store, ranking, retrieval).run(settings.reindex_interval_s))
+        background.append(asyncio.create_task(
+            IndexReconciler(store, ranking, retrieval).run(settings.reindex_interval_s)))
+    if settings.retrieval_shard_map:
+        background.append(asyncio.create_task(retrieval.watch(settings.retrieval_shard_map, settings.shard_map_poll_s)))
     try:
         await serve_until_signalled(server, health, [SERVICE_NAME], settings.grace_seconds)
     finally:
-        if reindex is not None:
-            reindex.cancel()
-            await asyncio.gather(reindex, return_exceptions=True)
+        for task in background:
+            task.cancel()
+        await asyncio.gather(*background, return_exceptions=True)
         await ranking.close()
         await retrieval.close()
         impressions.close()

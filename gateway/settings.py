@@ -17,6 +17,11 @@ class GatewaySettings(BaseSettings):
     ranking_address: str = "127.0.0.1:50052"
     # One address per retrieval shard, in shard order (comma-separated in the environment).
     retrieval_addresses: Annotated[list[str], NoDecode] = ["127.0.0.1:50053"]
+    # A shard map file (`lmrec reshard --shard-map`): when set, the retrieval shards are its addresses
+    # (retrieval_addresses is ignored), and a map with a higher epoch is switched to within
+    # shard_map_poll_s, while serving.
+    retrieval_shard_map: Path | None = None
+    shard_map_poll_s: float = Field(1.0, gt=0, le=60)
     state_dir: Path = Path("var/gateway")
     # Budget for requests that arrive without a deadline.
     default_deadline_ms: float = Field(1000.0, gt=0)
