@@ -153,7 +153,8 @@ def tune(name: str, entry: ModelEntry, data: SplitData, args: argparse.Namespace
     grid = entry.grid_from_args(args) if entry.grid_from_args else entry.grid(args.quick)
     if not grid:
         return {}, []
-    grid = sample_grid(grid, getattr(args, "max_configs", None), args.seed)
+    fixed = (getattr(args, "params", None) or {}).get(name)
+    grid = [fixed] if fixed is not None else sample_grid(grid, getattr(args, "max_configs", None), args.seed)
     users = data.eval_users("validation")
     trace, best, best_value = [], None, -1.0
     for params in tqdm(grid, desc=f"tune {name}", leave=False, disable=len(grid) < 2):
@@ -361,6 +362,9 @@ def add_evaluate_arguments(parser: argparse.ArgumentParser) -> argparse.Argument
     parser.add_argument("--max-configs", type=int, default=None, metavar="N",
                         help="tune each model on at most N candidates of its grid, a seeded random draw "
                              "(default: the whole grid)")
+    parser.add_argument("--params", action="append", default=[], metavar="MODEL=JSON",
+                        help="fit MODEL with these hyperparameters only (its validation score is still "
+                             "recorded), e.g. to refit a configuration an earlier run's tuning chose")
     parser.add_argument("--cold-fraction", type=float, default=0.1, help="share of items held out as cold")
     parser.add_argument("--tie-break", choices=["file", "item_id"], default="file",
                         help="order of same-timestamp interactions: the data file's (default) or by item id "
@@ -403,6 +407,7 @@ def _command_line(args: argparse.Namespace) -> str:
         parts.append("--quick")
     if getattr(args, "max_configs", None):
         parts.append(f"--max-configs {args.max_configs}")
+    parts += [f"--params '{name}={json.dumps(p, sort_keys=True)}'" for name, p in (getattr(args, "params", {}) or {}).items()]
     if getattr(args, "tie_break", "file") != "file":
         parts.append(f"--tie-break {args.tie_break}")
     if getattr(args, "merge", False):
@@ -431,7 +436,10 @@ def _merge_earlier_run(result: dict, tuning: dict, results_path: Path, per_user_
     """
     earlier = json.loads(results_path.read_text()).get(data.dataset_name) if results_path.is_file() else None
     if earlier is None or not per_user_path.is_file():
-        raise ValueError(f"--merge: no earlier run on {data.dataset_name} in {results_path.parent}")
+        # Nothing to merge with: this run's figures stand alone (failing here would lose them all).
+        print(f"--merge: no earlier run on {data.dataset_name} in {results_path.parent}; nothing merged",
+              file=sys.stderr)
+        return tuning, []
     if earlier["run"]["fingerprint"] != data.fingerprint or earlier["protocol"]["seed"] != data.config.seed:
         raise ValueError("--merge: the earlier run used other data or another split")
     saved = np.load(per_user_path)
@@ -467,6 +475,8 @@ def run_evaluate(args: argparse.Namespace) -> int:
 
         return main_ope(args)
     args.model_options = parse_model_options(getattr(args, "model_option", []))
+    args.params = {name: json.loads(value) for name, _, value in
+                   (pair.partition("=") for pair in getattr(args, "params", []) or [])}
     names = [n.strip() for n in args.models.split(",") if n.strip()]
     entries, skipped = resolve_models(names)
     for name, reason in skipped.items():
