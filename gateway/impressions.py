@@ -11,11 +11,12 @@ from __future__ import annotations
 import json
 import logging
 import queue
-import sqlite3
 import threading
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
+
+from lmrec.sqlite_db import open_wal
 
 log = logging.getLogger(__name__)
 
@@ -58,11 +59,7 @@ class Impression:
 
 class ImpressionLog:
     def __init__(self, path: Path, flush_interval_s: float = 0.05, max_pending: int = 100_000) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.executescript(_SCHEMA)
+        self._db = open_wal(path, _SCHEMA)
         self._lock = threading.Lock()
         self._pending: queue.Queue[list[Impression] | None] = queue.Queue(max_pending)
         self._interval = flush_interval_s

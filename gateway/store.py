@@ -9,7 +9,6 @@ on an item (gateway/policy/feedback.py says which events are negative).
 from __future__ import annotations
 
 import json
-import sqlite3
 import threading
 import time
 from collections import Counter
@@ -19,6 +18,7 @@ from pathlib import Path
 
 from gateway.policy.feedback import negative_sql
 from lmrec.datasets import CatalogItem
+from lmrec.sqlite_db import open_wal
 
 
 @dataclass(frozen=True)
@@ -50,11 +50,7 @@ CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 
 class GatewayStore:
     def __init__(self, path: Path, negative_rating_below: float = 3.0) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")
-        self._db.executescript(_SCHEMA)
+        self._db = open_wal(path, _SCHEMA, "FULL")
         if "request_id" not in {row[1] for row in self._db.execute("PRAGMA table_info(events)")}:
             self._db.execute("ALTER TABLE events ADD COLUMN request_id TEXT NOT NULL DEFAULT ''")
         # Joins clicks to logged impressions (off-policy evaluation); only events that carry a request id.

@@ -11,7 +11,6 @@ survives a crash of the process (not of the machine, where losing it costs the u
 from __future__ import annotations
 
 import json
-import sqlite3
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -19,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from gateway.conversation.critique import ParsedTurn
+from lmrec.sqlite_db import open_wal
 
 MAX_FEEDBACK = 200
 # How often expired sessions are erased in bulk (each read also erases the one it finds expired).
@@ -62,11 +62,7 @@ class Session:
 
 class SessionStore:
     def __init__(self, path: Path, ttl_s: float, max_turns: int, clock: Callable[[], float] = time.time) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.executescript(_SCHEMA)
+        self._db = open_wal(path, _SCHEMA)
         self._lock = threading.Lock()
         self.ttl_ms = int(ttl_s * 1000)
         self.max_turns = max_turns
