@@ -26,14 +26,15 @@ from pathlib import Path
 
 import numpy as np
 
-from ranking_service.onnx_session import RuntimeChoice, model_path, new_session
 from ranking_service.ranker import RankContext
+from ranking_service.rating_head import combined_scores
 from training import metrics
 from training.baselines.biased_mf import Ratings, fit_biased_mf, rmse, tune_biased_mf
 from training.evaluate import machine_description
 from training.lm_recommender import BundleScorer
-from training.rating_head import (RatingHeadConfig, combined_scores, fit_rating_head, phase_ratings, phase_targets,
-                                  predict_targets, prefix_contexts, rating_lookup)
+from training.rating_export import BundleTrunk
+from training.rating_head import (RatingHeadConfig, fit_rating_head, phase_ratings, phase_targets, predict_targets,
+                                  prefix_contexts, rating_lookup)
 from training.split import evaluation_split
 
 WEIGHTS = (0.0, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0)
@@ -48,35 +49,6 @@ def split_for(bundle: Path, data_path: str | None):
     except ValueError as exc:
         raise SystemExit(str(exc)) from None
     return manifest, dataset, data
-
-
-class BundleTrunk:
-    """The bundle's next-item trunk as the head reads it: the FP32 context graph (ĥ before any serving-time
-    blend) and every catalogue item's collaborative vector e, in the split's item order."""
-
-    def __init__(self, bundle: Path, manifest, data) -> None:
-        self.dim = int(manifest.hyperparameters["dim"])
-        self.max_len = int(manifest.hyperparameters["max_len"])
-        ids = json.loads((bundle / manifest.extra_files["catalogue_ids"]).read_text())
-        if ids != list(data.item_ids):
-            raise SystemExit(f"{bundle}: its catalogue order differs from the split's")
-        self.item_vectors = np.load(bundle / manifest.extra_files["item_vectors"])[:, :self.dim].astype(np.float32)
-        runtime = RuntimeChoice("fp32", ["CPUExecutionProvider"])
-        self._session = new_session(model_path(bundle, manifest, "context", "fp32"), runtime, 1, 1)
-        # A scenario-aware bundle's graph also reads a scenario index; ratings are scenario-blind (0 = none).
-        self._scenario = any(i.name == "scenario" for i in self._session.get_inputs())
-
-    def encode(self, histories: list[np.ndarray]) -> np.ndarray:
-        length = max(len(h) for h in histories)
-        batch = np.zeros((len(histories), length, self.dim), dtype=np.float32)
-        mask = np.zeros((len(histories), length), dtype=np.float32)
-        for row, h in enumerate(histories):  # left-padded, as the ContextModel expects
-            batch[row, length - len(h):] = self.item_vectors[h]
-            mask[row, length - len(h):] = 1.0
-        feeds = {"history": batch, "mask": mask}
-        if self._scenario:
-            feeds["scenario"] = np.zeros(len(histories), dtype=np.int64)
-        return self._session.run(None, feeds)[0]
 
 
 def parity(bundle: Path, data, trunk: BundleTrunk, contexts: list[np.ndarray]) -> dict:
@@ -305,7 +277,7 @@ def main(argv: list[str] | None = None) -> int:
                                  "chosen there leans towards the next-item head",
             "next_item_scores": "served: BundleScorer on the INT8 runtime with serving options, history masked",
             "blend": "z(next-item score) + weight x z(predicted rating), standardised per user over the "
-                     "unmasked catalogue (training/rating_head.combined_scores)",
+                     "unmasked catalogue (ranking_service/rating_head.combined_scores)",
         },
         "parity": checked,
         "rating": rating,

@@ -6,7 +6,9 @@ stage (gateway/policy/) then shapes the ranked list: diversity, reserved new-ite
 with logged propensities, and a reason for every item. A request with a session_id is a turn of a
 conversation (gateway/conversation/): its session adds filters, exclusions, context and negative items and
 the weighted free text, the answer is checked against the session's constraints, and the turn is stored.
-Broad answers carry suggested refinements.
+Broad answers carry suggested refinements. The ranking tier is also sent the user's ratings and the request's
+(or scenario's) rating weight: a model with a rating head predicts each candidate's rating, which every
+ranked item carries, and with a weight > 0 orders by the blend of both objectives.
 """
 
 from __future__ import annotations
@@ -52,6 +54,8 @@ DIVERSITY_POOL_FACTOR = 5
 DIVERSITY_MIN_POOL = 50
 # Refinements read the attributes of this many best candidates (gateway/conversation/refinements.py).
 TOP_FOR_REFINEMENTS = 50
+# The user's most recently rated items whose ratings go to the rating head (its user offset).
+RATING_HISTORY = 1000
 
 
 @dataclass
@@ -86,8 +90,9 @@ class RecommendPipeline:
         request_id = request.request_id or uuid.uuid4().hex
         reasons: list[tuple[str, str]] = []  # (kind for metrics, text for the client)
         with budget.stage("history"):
-            feedback = read_feedback(self.store.feedback(request.user_id), request.recent_item_ids,
-                                     policy.event_weights, self.settings.negative_rating_below)
+            events = self.store.feedback(request.user_id)
+            feedback = read_feedback(events, request.recent_item_ids, policy.event_weights,
+                                     self.settings.negative_rating_below)
             excluded = feedback.seen | set(request.exclude_item_ids)
         plan: TurnPlan | None = None
         if request.session_id:
@@ -137,16 +142,25 @@ class RecommendPipeline:
             candidates = self._popularity(excluded, filters, want)
 
         diversity = request.diversity if request.HasField("diversity") else policy.diversity
+        rating_weight = request.rating_weight if request.HasField("rating_weight") else policy.rating_weight
         text_only: set[str] = set()
         attributions = {}
+        predicted: dict[str, float] = {}  # the rating head's, for the candidates the ranker knows
+        rating_weighed = False  # whether rating_weight ordered the answer: the model ranked it with a head
         vectors: dict[str, np.ndarray] = {}
         if candidates.source == "retrieval" and ranking_ok and candidates.ids:
+            # Only Rank reads these (EncodeContext has already run without them).
+            context.item_ratings.update(user_ratings(events, RATING_HISTORY))
+            context.rating_weight = rating_weight
             with budget.stage("rank"):
                 try:
                     ranked = await self.ranking.rank(
                         context, candidates.ids, budget.timeout("rank"), explain=True,
                         vectors_for_top=max(DIVERSITY_POOL_FACTOR * request.k, DIVERSITY_MIN_POOL) if diversity else 0)
                     attributions = dict(zip(candidates.ids, ranked.attributions))
+                    unknown = set(ranked.unknown_item_ids)
+                    predicted = {i: r for i, r in zip(candidates.ids, ranked.predicted_ratings) if i not in unknown}
+                    rating_weighed = len(ranked.predicted_ratings) > 0
                     candidates = _order_by(candidates, list(ranked.scores))
                     text_only = set(ranked.text_only_item_ids)
                     vectors = {v.item_id: np.asarray(v.values, dtype=np.float32) for v in ranked.top_vectors}
@@ -190,7 +204,8 @@ class RecommendPipeline:
                 items.append(gw.RecommendedItem(
                     item_id=item_id, score=candidates.scores[greedy[g]], title=self.store.catalog[item_id].title,
                     reasons=reasons_for(evidence, candidates.source, plan.query_label if plan else request.query,
-                                        titles), position=position, propensity=propensity))
+                                        titles), position=position, propensity=propensity,
+                    predicted_rating=predicted.get(item_id)))
                 shown.append(Impression(request_id, request.user_id, item_id, position, propensity, exploration,
                                         parameter, g, request.k, placed.pool_size, version, scenario.name, now_ms()))
             refinements = self._refinements(candidates.ids, asked, plan)
@@ -210,7 +225,9 @@ class RecommendPipeline:
             degraded_reason="; ".join(text for _, text in reasons), source=candidates.source,
             timings=[common_pb2.StageTiming(stage=s, millis=ms) for s, ms in budget.timings],
             request_id=request_id, scenario=scenario.name, policy=exploration, refinements=refinements,
-            session_turn=plan.number if plan else 0)
+            session_turn=plan.number if plan else 0,
+            # The weight that ordered the answer: none without a rating head, or when the model did not rank.
+            rating_weight=rating_weight if rating_weighed else 0.0)
 
     def _conversation(self) -> Conversation:
         if self.conversation is None:
@@ -244,6 +261,18 @@ class RecommendPipeline:
             if len(ids) == want:
                 break
         return Candidates(ids, [counts.get(i, 0) / top for i in ids], "popularity")
+
+
+def user_ratings(events: list[tuple[str, int, float]], limit: int) -> dict[str, float]:
+    """The user's ratings by item id from (item_id, event_type, value) events, oldest first: each item's
+    latest RATING value, for the `limit` most recently rated items (low ratings too: they say how the user
+    rates, though the item is a negative for the context)."""
+    latest: dict[str, float] = {}
+    for item_id, event_type, value in events:
+        if event_type == gw.EVENT_TYPE_RATING:
+            latest.pop(item_id, None)
+            latest[item_id] = float(value)
+    return dict(list(latest.items())[-limit:])
 
 
 def _with_items(ids: list[str], weights: list[float], added: list[tuple[str, float]], window: int

@@ -53,6 +53,8 @@ def validate_recommend(request: gw.RecommendRequest) -> None:
     check_filters(request.filters, "filters")
     if request.HasField("diversity") and not 0.0 <= request.diversity <= 1.0:  # also refuses NaN
         raise InvalidArgument("diversity", f"must be in 0..1, got {request.diversity}")
+    if request.HasField("rating_weight") and not (math.isfinite(request.rating_weight) and request.rating_weight >= 0):
+        raise InvalidArgument("rating_weight", f"must be finite and >= 0, got {request.rating_weight}")
     exploration = request.exploration
     if exploration.policy not in gw.ExplorationPolicy.values():
         raise InvalidArgument("exploration.policy", f"unknown policy {exploration.policy}")

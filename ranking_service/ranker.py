@@ -7,9 +7,10 @@ in by registering itself without the serving layer changing.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
@@ -17,6 +18,7 @@ from lmrec.errors import ArtifactMismatch
 from lmrec.manifest import Manifest
 from ranking_service.item_store import ItemStore
 from ranking_service.onnx_session import RuntimeChoice
+from ranking_service.rating_head import ServedRatingHead, combined_scores
 from ranking_service.settings import RankingSettings
 
 
@@ -38,6 +40,10 @@ class RankContext:
     negative_item_ids: tuple[str, ...] = ()
     # Per negative, its strength (empty: 1 each).
     negative_weights: tuple[float, ...] = ()
+    # The user's explicit ratings, (item id, rating): the rating head's user offset reads them.
+    item_ratings: tuple[tuple[str, float], ...] = ()
+    # Weight of the predicted rating in the scores Rank returns (0: next-item scores alone).
+    rating_weight: float = 0.0
 
     def weights(self) -> np.ndarray:
         if not self.history_weights:
@@ -82,12 +88,24 @@ class Attributions:
     history_item_ids: list[str]
 
 
+class Ranked(NamedTuple):
+    """What `Ranker.rank` returns for the candidates, in their order."""
+
+    scores: np.ndarray
+    attributions: Attributions | None  # with `explain`
+    # With a rating head and candidate ids: the rating the user is predicted to give each candidate (0 for
+    # unknown ones); None otherwise.
+    predicted_ratings: np.ndarray | None
+
+
 def recency_weights(n: int) -> np.ndarray:
     return RECENCY_DECAY ** np.arange(n - 1, -1, -1, dtype=np.float32)
 
 
 class Ranker(ABC):
     kind: str
+    # The bundle's second head (how much the user will like an item); None: the bundle has none.
+    rating_head: ServedRatingHead | None = None
 
     def __init__(self, manifest: Manifest, store: ItemStore, options: RankerOptions | None = None) -> None:
         self.manifest = manifest
@@ -137,15 +155,30 @@ class Ranker(ABC):
         return self.rank(context, query_vector, candidates, explain=False)[0]
 
     def rank(self, context: RankContext, query_vector: np.ndarray | None, candidates: np.ndarray,
-             explain: bool) -> tuple[np.ndarray, Attributions | None]:
-        """Scores, and with `explain` their attributions, from one pass over the history."""
+             explain: bool, candidate_ids: Sequence[str] | None = None, known: np.ndarray | None = None) -> Ranked:
+        """Scores, with `explain` their attributions, from one pass over the history; with a rating head and
+        `candidate_ids`, also the predicted ratings, and with `context.rating_weight` > 0 the scores are
+        the blend combined_scores(next-item scores, predicted ratings) over the `known` candidates (unknown
+        ones, whose rows of `candidates` mean nothing, score -inf)."""
         interest, variants, ids = self.history_variants(context, leave_one_out=explain)
         ctx = self.combine(interest, query_vector)
         base = (candidates @ ctx).astype(np.float32) if ctx is not None else np.zeros(len(candidates), np.float32)
         scores = self.penalise_negatives(context, candidates, base)
-        if not explain:
-            return scores, None
-        return scores, self._attributions(interest, variants, ids, query_vector, candidates, base)
+        predicted = None
+        if self.rating_head is not None and candidate_ids is not None:
+            known = np.ones(len(candidates), dtype=bool) if known is None else known
+            predicted = np.where(known, self.predicted_ratings(context, candidates, candidate_ids), 0.0)
+            predicted = predicted.astype(np.float32)
+            if context.rating_weight > 0:
+                scores = combined_scores(np.where(known, scores, -np.inf), predicted,
+                                         context.rating_weight).astype(np.float32)
+        found = self._attributions(interest, variants, ids, query_vector, candidates, base) if explain else None
+        return Ranked(scores, found, predicted)
+
+    def predicted_ratings(self, context: RankContext, candidates: np.ndarray, candidate_ids: Sequence[str]
+                          ) -> np.ndarray:
+        """The rating head's prediction for each candidate (rankers with a `rating_head` implement it)."""
+        raise NotImplementedError(f"ranker kind {self.kind} has no rating head")
 
     def penalise_negatives(self, context: RankContext, candidates: np.ndarray, scores: np.ndarray) -> np.ndarray:
         if not context.negative_item_ids or not self.options.negative_penalty or len(candidates) < 2:

@@ -9,11 +9,16 @@ Bundle layout (written by training/lm_bundle.py; see training/lm_model.py for th
     every item seen in training. Any other item (new, cold, or upserted later) is represented by its text
     alone, so the catalogue can change without retraining.
 The served context is [ĥ ; β·q ; b ; 0] for a free-text request q, so score = ĥ·e + β·q·t + b·[text only].
+  * extra file `rating_head` (when the manifest lists it; training/rating_export.py): the second head,
+    how much the user will like an item (ranking_service/rating_head.py), read from the context graph's ĥ
+    of the history (before the event-weight blend, scenario none, as it was fitted), the candidates' e and
+    the request's ratings.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +28,7 @@ from lmrec.manifest import Manifest
 from ranking_service.item_store import ItemStore
 from ranking_service.onnx_session import RuntimeChoice, model_path, new_session, run
 from ranking_service.ranker import RankContext, Ranker, RankerOptions, recency_weights, register_ranker
+from ranking_service.rating_head import ServedRatingHead
 
 
 class SequenceRanker(Ranker):
@@ -55,6 +61,8 @@ class SequenceRanker(Ranker):
         if self._id_embeddings.shape != (len(ids), self.dim):
             raise ArtifactMismatch(f"bundle {manifest.model_version}: id_embeddings has shape "
                                    f"{self._id_embeddings.shape}, expected {(len(ids), self.dim)}")
+        if manifest.extra_files.get("rating_head"):
+            self.rating_head = ServedRatingHead.load(Path(bundle_dir) / manifest.extra_files["rating_head"], self.dim)
 
     @property
     def vector_dimension(self) -> int:
@@ -75,13 +83,17 @@ class SequenceRanker(Ranker):
     def text_vectors(self, candidates: np.ndarray) -> np.ndarray:
         return candidates[:, self.dim: self.dim + self.manifest.encoder.dimension]
 
-    def _interest(self, histories: np.ndarray, weights: np.ndarray, scenario: str = "") -> np.ndarray:
-        """[B, L, d] collaborative history vectors and [B, L] event weights -> [B, d] user interest."""
+    def _graph_context(self, histories: np.ndarray, scenario: str = "") -> np.ndarray:
+        """[B, L, d] collaborative history vectors -> [B, d] unit ĥ of the context graph."""
         feeds = {"history": np.ascontiguousarray(histories, dtype=np.float32),
                  "mask": np.ones(histories.shape[:2], dtype=np.float32)}
         if self.scenarios:
             feeds["scenario"] = np.full(len(histories), self.scenarios.get(scenario, 0), dtype=np.int64)
-        h = run(self._context, feeds, self._runtime.on_cuda)[0].astype(np.float32)
+        return run(self._context, feeds, self._runtime.on_cuda)[0].astype(np.float32)
+
+    def _interest(self, histories: np.ndarray, weights: np.ndarray, scenario: str = "") -> np.ndarray:
+        """[B, L, d] collaborative history vectors and [B, L] event weights -> [B, d] user interest."""
+        h = self._graph_context(histories, scenario)
         blend = self.options.event_weight_blend
         if blend:
             w = weights * recency_weights(histories.shape[1])[None]
@@ -91,15 +103,25 @@ class SequenceRanker(Ranker):
             h /= np.maximum(np.linalg.norm(h, axis=-1, keepdims=True), 1e-12)
         return h
 
-    def history_variants(self, context: RankContext, leave_one_out: bool = True
-                         ) -> tuple[np.ndarray | None, np.ndarray | None, list[str]]:
+    def _known_history(self, context: RankContext) -> tuple[np.ndarray, np.ndarray, list[str]]:
+        """The last max_len history items the store knows: their [n, d] vectors, weights and ids."""
         ids = context.history_item_ids[-self.max_len:]
         vectors, known = self.store.gather(ids)
-        weights = context.weights()[-self.max_len:][known]
-        vectors = vectors[known, : self.dim]
+        return vectors[known, : self.dim], context.weights()[-self.max_len:][known], [i for i, k in zip(ids, known) if k]
+
+    def predicted_ratings(self, context: RankContext, candidates: np.ndarray, candidate_ids: Sequence[str]
+                          ) -> np.ndarray:
+        vectors, _, _ = self._known_history(context)
+        # The head was fitted on the graph's ĥ, scenario-blind; an empty history's context is zeros.
+        h = self._graph_context(vectors[None])[0] if len(vectors) else np.zeros(self.dim, dtype=np.float32)
+        offset = self.rating_head.offset(dict(context.item_ratings))
+        return self.rating_head.predict(h, offset, candidates[:, : self.dim], candidate_ids)
+
+    def history_variants(self, context: RankContext, leave_one_out: bool = True
+                         ) -> tuple[np.ndarray | None, np.ndarray | None, list[str]]:
+        vectors, weights, ids = self._known_history(context)
         if not len(vectors):
             return None, None, []
-        ids = [i for i, k in zip(ids, known) if k]
         full = self._interest(vectors[None], weights[None], context.scenario)[0]
         if not leave_one_out:
             return full, None, []

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 
 import grpc
@@ -17,6 +18,7 @@ from ranking_service.ranker import RankContext
 MAX_CANDIDATES = 10_000
 MAX_HISTORY = 5_000
 MAX_NEGATIVES = 1_000
+MAX_RATINGS = 5_000
 MAX_TOP_VECTORS = 1_000
 # The batcher lanes (ranking_service/server.py:new_batcher): queries and item texts may use two encoders.
 QUERY_LANE, ITEM_LANE = "query", "item"
@@ -31,10 +33,24 @@ def rank_context(ctx: UserContext, field: str) -> RankContext:
     v.check_ids(ctx.history_item_ids, f"{field}.history_item_ids", MAX_HISTORY)
     v.check_ids(ctx.negative_item_ids, f"{field}.negative_item_ids", MAX_NEGATIVES)
     v.check_text(ctx.query, f"{field}.query", v.MAX_QUERY_CHARS)
+    if not (math.isfinite(ctx.rating_weight) and ctx.rating_weight >= 0):
+        raise v.InvalidArgument(f"{field}.rating_weight", f"must be finite and >= 0, got {ctx.rating_weight}")
     return RankContext(ctx.user_id, list(ctx.history_item_ids), ctx.query.strip(), ctx.scenario,
                        _weights(ctx.history_weights, len(ctx.history_item_ids), f"{field}.history_weights"),
                        tuple(ctx.negative_item_ids),
-                       _weights(ctx.negative_weights, len(ctx.negative_item_ids), f"{field}.negative_weights"))
+                       _weights(ctx.negative_weights, len(ctx.negative_item_ids), f"{field}.negative_weights"),
+                       _ratings(ctx.item_ratings, f"{field}.item_ratings"), float(ctx.rating_weight))
+
+
+def _ratings(values, field: str) -> tuple[tuple[str, float], ...]:
+    """(item id, rating) pairs: valid ids, finite ratings."""
+    if len(values) > MAX_RATINGS:
+        raise v.InvalidArgument(field, f"{len(values)} ratings, at most {MAX_RATINGS} allowed")
+    for item_id, rating in values.items():
+        v.require_id(item_id, f"{field} key")
+        if not math.isfinite(rating):
+            raise v.InvalidArgument(f"{field}[{item_id}]", "must be finite")
+    return tuple(sorted(values.items()))
 
 
 def _weights(values, n_items: int, field: str) -> tuple[float, ...]:
@@ -104,7 +120,8 @@ class RankingServicer(pb_grpc.RankingServiceServicer):
         model = serving.model
         query_vector = await self._query_vector(serving, ctx, _deadline(context))
         reps, known = model.store.gather(candidates)
-        scores, found = model.ranker.rank(ctx, query_vector, reps, explain=request.explain)
+        scores, found, ratings = model.ranker.rank(ctx, query_vector, reps, explain=request.explain,
+                                                   candidate_ids=candidates, known=known)
         scores = scores.astype(np.float32)
         scores[~known] = -np.inf
         text_only = model.ranker.text_only(candidates) or [False] * len(candidates)
@@ -113,6 +130,7 @@ class RankingServicer(pb_grpc.RankingServiceServicer):
             unknown_item_ids=[c for c, k in zip(candidates, known) if not k],
             model_version=model.manifest.model_version,
             text_only_item_ids=[c for c, k, t in zip(candidates, known, text_only) if k and t],
+            predicted_ratings=[] if ratings is None else ratings.tolist(),
         )
         if found is not None:
             reply.attributions.extend(
@@ -145,4 +163,5 @@ class RankingServicer(pb_grpc.RankingServiceServicer):
             execution_provider=m.runtime.providers[0],
             known_item_count=len(m.store),
             item_precision=m.item_text_encoder.precision,
+            rating_head=m.ranker.rating_head is not None,
         )

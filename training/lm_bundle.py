@@ -21,6 +21,7 @@ import json
 import logging
 import os
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -116,7 +117,7 @@ def _relative(result: dict, key: str, base_key: str) -> float:
 
 
 def export_bundle(trained, data, out_dir: Path, training_data: str = "holdout",
-                  validation_split=None) -> Path:
+                  validation_split=None, extend: Callable[[Path, Manifest], Manifest] | None = None) -> Path:
     """Writes the bundle next to `out_dir`, then swaps it in with renames, so a ranking worker watching
     `out_dir` never loads a half-written bundle.
 
@@ -125,6 +126,9 @@ def export_bundle(trained, data, out_dir: Path, training_data: str = "holdout",
             split) or "all" (fitted on every interaction: a production bundle, never to be scored).
         validation_split: the split config of the validation fit that chose the epochs, when it is not
             `data`'s own (production bundles); recorded in the manifest.
+        extend: adds to the staged bundle before it is swapped in (e.g. the rating head,
+            training/rating_export.py): called with the staging directory and the checked manifest, returns
+            the manifest to write.
     """
     if training_data not in ("holdout", "all"):
         raise ValueError(f"training_data must be 'holdout' or 'all', got {training_data!r}")
@@ -217,6 +221,9 @@ def export_bundle(trained, data, out_dir: Path, training_data: str = "holdout",
     ranking = _ranking_parity(trained, data, tmp)
     manifest = manifest.model_copy(update={"parity": {**parity, "ranking": ranking}})
     write_manifest(tmp, manifest)
+    if extend is not None:
+        manifest = extend(tmp, manifest)
+        write_manifest(tmp, manifest)
     log.info("bundle %s parity: %s", manifest.model_version, manifest.parity)
     _swap_in(tmp, out_dir)
     return out_dir

@@ -15,7 +15,9 @@ collaborative vector e (the first `dim` coordinates of its served vector). It pr
     from the context of the history *before* it (the served situation: the rated item is not in the
     context), so no rating ever feeds its own prediction.
 Which variant (MLP width, the final-context alternative, shrinkage) is chosen on validation RMSE:
-bench/multitask_eval.py. `combined_scores` blends the two heads per request.
+bench/multitask_eval.py. The fitted head is plain numpy (ranking_service/rating_head.py, what the ranking
+tier serves); `combined_scores` there blends the two heads per request; training/rating_export.py puts
+the head into a bundle.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from torch import nn
 
 from lmrec.datasets import Dataset
 from lmrec.errors import FailedPrecondition
+from ranking_service.rating_head import RatingHead
 from training.split import Phase, SplitData
 
 Encoder = Callable[[list[np.ndarray]], np.ndarray]  # histories (item indices) -> unit contexts [B, d]
@@ -100,76 +103,6 @@ class RatingHeadConfig:
 
     def as_dict(self) -> dict:
         return asdict(self)
-
-
-@dataclass
-class RatingHead:
-    """The fitted head as numpy arrays (what a serving bundle would store).
-
-    item_bias is indexed like the trunk's item table (the bundle's catalogue order); w1 reads the raw
-    features [ĥ, e, ĥ⊙e, δ] (training-time standardisation folded in).
-    """
-
-    mu: float
-    item_bias: np.ndarray  # [n_items]
-    user_shrinkage: float
-    user_weight: float  # a
-    w1: np.ndarray  # [3d + 1, hidden]
-    b1: np.ndarray  # [hidden]
-    w2: np.ndarray  # [hidden]
-    b2: float
-    bounds: tuple[float, float]
-    config: RatingHeadConfig
-
-    def offsets(self, histories: list[np.ndarray], ratings: list[np.ndarray]) -> np.ndarray:
-        """δ per history: the shrunk mean residual of its rated items (0 with no ratings)."""
-        return np.array([self.offset(h, r) for h, r in zip(histories, ratings)])
-
-    def offset(self, items: np.ndarray, ratings: np.ndarray) -> float:
-        rated = ~np.isnan(ratings)
-        resid = ratings[rated] - self.mu - self.item_bias[items[rated]]
-        return float(resid.sum() / (rated.sum() + self.user_shrinkage))
-
-    def predict_pairs(self, contexts: np.ndarray, offsets: np.ndarray, items: np.ndarray,
-                      item_vectors: np.ndarray) -> np.ndarray:
-        """Ratings of items[n] (rows of `item_vectors`) for the history with contexts[n], offsets[n]."""
-        v = item_vectors[items]
-        out = self.mu + self.item_bias[items] + self.user_weight * offsets
-        if len(self.b1):
-            x = np.hstack([contexts, v, contexts * v, offsets[:, None]])
-            out = out + np.maximum(x @ self.w1 + self.b1, 0.0) @ self.w2 + self.b2
-        return np.clip(out, *self.bounds)
-
-    def predict(self, contexts: np.ndarray, offsets: np.ndarray, item_vectors: np.ndarray,
-                chunk: int = 32) -> np.ndarray:
-        """[B, M] ratings of every row of `item_vectors` (M = the item table) for B histories."""
-        base = self.mu + self.item_bias[None] + self.user_weight * offsets[:, None]
-        if not len(self.b1):
-            return np.clip(base, *self.bounds)
-        d = contexts.shape[1]
-        w_h, w_v, w_hv, w_o = self.w1[:d], self.w1[d:2 * d], self.w1[2 * d:3 * d], self.w1[3 * d]
-        item_part = item_vectors @ w_v + self.b1  # [M, H]
-        out = np.empty_like(base)
-        for s in range(0, len(contexts), chunk):
-            h, o = contexts[s:s + chunk], offsets[s:s + chunk]
-            # (h ⊙ v)·W = v·(h[:, None] ⊙ W): the interaction term without a [B, M, 3d] feature tensor
-            pre = (item_part[None] + (h @ w_h + o[:, None] * w_o)[:, None]
-                   + np.einsum("md,bdk->bmk", item_vectors, h[:, :, None] * w_hv[None]))
-            out[s:s + chunk] = base[s:s + chunk] + np.maximum(pre, 0.0) @ self.w2 + self.b2
-        return np.clip(out, *self.bounds)
-
-    def state(self) -> dict[str, np.ndarray]:
-        """Every array and scalar, for np.savez; `from_state` inverts it."""
-        return {"mu": np.float64(self.mu), "item_bias": self.item_bias,
-                "user_shrinkage": np.float64(self.user_shrinkage), "user_weight": np.float64(self.user_weight),
-                "w1": self.w1, "b1": self.b1, "w2": self.w2, "b2": np.float64(self.b2), "bounds": np.array(self.bounds)}
-
-    @classmethod
-    def from_state(cls, state: dict, config: RatingHeadConfig | None = None) -> RatingHead:
-        return cls(float(state["mu"]), np.asarray(state["item_bias"]), float(state["user_shrinkage"]),
-                   float(state["user_weight"]), np.asarray(state["w1"]), np.asarray(state["b1"]),
-                   np.asarray(state["w2"]), float(state["b2"]), tuple(np.asarray(state["bounds"]).tolist()),
-                   config or RatingHeadConfig())
 
 
 @dataclass
@@ -249,12 +182,12 @@ def _to_head(net: _Net, mu: float, item_bias: np.ndarray, mean: np.ndarray, std:
     if net.mlp is None:
         empty = np.zeros(0)
         return RatingHead(mu, item_bias, config.user_shrinkage, a, np.zeros((len(mean), 0)), empty, empty, 0.0,
-                          bounds, config)
+                          bounds)
     w1 = net.mlp[0].weight.detach().numpy().T.astype(np.float64) / std[:, None]  # fold the standardisation in
     b1 = net.mlp[0].bias.detach().numpy().astype(np.float64) - mean @ w1
     return RatingHead(mu, item_bias, config.user_shrinkage, a, w1, b1,
                       net.mlp[2].weight.detach().numpy()[0].astype(np.float64), float(net.mlp[2].bias.detach()),
-                      bounds, config)
+                      bounds)
 
 
 def fit_rating_head(contexts: list[np.ndarray], histories: list[np.ndarray], ratings: list[np.ndarray],
@@ -304,25 +237,3 @@ def fit_rating_head(contexts: list[np.ndarray], histories: list[np.ndarray], rat
             if best is None or curve[-1] < best[0]:
                 best = (curve[-1], head)
     return (best[1] if best else head), curve
-
-
-def combined_scores(next_item_scores: np.ndarray, rating_pred: np.ndarray, weight: float) -> np.ndarray:
-    """Per request (row): z(next-item score) + weight · z(predicted rating), each standardised over the
-    row's candidates, so `weight` means the same whatever either head's scale. Weight 0 keeps the
-    next-item order exactly; -inf (masked) candidates stay -inf.
-    """
-    next_item_scores = np.asarray(next_item_scores, dtype=np.float64)
-    live = np.isfinite(next_item_scores)
-    out = np.where(live, _standardise(next_item_scores, live), -np.inf)
-    if weight:
-        out = np.where(live, out + weight * _standardise(np.asarray(rating_pred, dtype=np.float64), live), -np.inf)
-    return out
-
-
-def _standardise(x: np.ndarray, live: np.ndarray) -> np.ndarray:
-    """Row-wise z-scores over the `live` entries (a constant row becomes 0)."""
-    n = np.maximum(live.sum(-1, keepdims=True), 1)
-    mean = np.where(live, x, 0.0).sum(-1, keepdims=True) / n
-    var = np.where(live, (x - mean) ** 2, 0.0).sum(-1, keepdims=True) / n
-    std = np.sqrt(var)
-    return np.where(live, (x - mean) / np.where(std > 0, std, 1.0), 0.0)

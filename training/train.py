@@ -7,7 +7,8 @@ Two kinds of bundle (the manifest's `training_data` says which):
   * evaluation (`--holdout`): the same validation fit, then a refit on train + validation of the split
     (test interactions and the split's cold items never reach it), so `lmrec evaluate --target` (or
     `--model-option bundle=`) can score it honestly on that split's test items.
-Both are exported with their parity checks.
+Both are exported with their parity checks, and, when the data has ratings, with a rating head fitted on
+the bundle's own trunk over the ratings of the history it was trained on (training/rating_export.py).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from lmrec.datasets import load_dataset, resolve_data_path
 from lmrec.manifest import load_manifest
 from training.lm_bundle import export_bundle
 from training.lm_recommender import LMRecConfig, LMRecommender, fine_tuned_lm, train
+from training.rating_export import add_rating_head, export_config
 from training.split import SplitConfig, all_interactions, build_split
 
 log = logging.getLogger(__name__)
@@ -78,13 +80,19 @@ def run_train(args: argparse.Namespace) -> int:
     trained.curve = validation.get("curve", [])
     trained.cold_bias = validation.get("cold_bias", 0.0)
     trained.cold_calibration = validation.get("cold_calibration", {"rule": "not calibrated (--epochs given)"})
+    # The rating head is fitted on the staged bundle's own graphs, over the ratings of the history it was
+    # trained on, so it is in the bundle when a watching ranking worker swaps it in.
+    head_config = export_config(args.config == "tiny")
     bundle = export_bundle(trained, final, args.out,
-                           training_data="holdout" if args.holdout else "all", validation_split=data.config)
+                           training_data="holdout" if args.holdout else "all", validation_split=data.config,
+                           extend=lambda staged, manifest: add_rating_head(staged, manifest, dataset, final,
+                                                                           head_config))
     manifest = load_manifest(bundle)
     summary = {"bundle": str(bundle), "model_version": manifest.model_version,
                "training_data": manifest.hyperparameters["training_data"], "epochs": epochs,
                "seconds": round(time.perf_counter() - started, 1), "parity": manifest.parity,
-               "index_params": manifest.index_params}
+               "index_params": manifest.index_params,
+               "rating_head": manifest.hyperparameters["rating_head"] or manifest.hyperparameters["rating_head_absent"]}
     print(json.dumps(summary, indent=2))
     return 0
 

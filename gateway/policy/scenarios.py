@@ -12,6 +12,7 @@ the table `[default]` serves an empty or unknown scenario, and every other table
     new_item_slots = 2
     filters = { genre = ["Comedy"] }
     event_weights = { purchase = 3.0 }
+    rating_weight = 0.1
 
 The file is re-read when its modification time changes; a bad file is refused at start (with the field
 named) and, once serving, logged and ignored, keeping the last good policies.
@@ -52,6 +53,9 @@ class ScenarioPolicy(BaseModel):
     # Attribute filters every request of the scenario gets (AND-ed with the request's own).
     filters: dict[str, list[str]] = {}
     event_weights: EventWeights = EventWeights()
+    # Weight of the predicted rating against the next-item score (RecommendRequest.rating_weight), for
+    # requests that do not set one; 0: next-item only.
+    rating_weight: float = Field(0.0, ge=0, allow_inf_nan=False)
 
 
 @dataclass(frozen=True)

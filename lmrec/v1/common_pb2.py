@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15lmrec/v1/common.proto\x12\x08lmrec.v1\"!\n\x0f\x41ttributeValues\x12\x0e\n\x06values\x18\x01 \x03(\t\".\n\x0f\x41ttributeFilter\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\x0e\n\x06values\x18\x02 \x03(\t\"\xb6\x01\n\x04Item\x12\x0f\n\x07item_id\x18\x01 \x01(\t\x12\r\n\x05title\x18\x02 \x01(\t\x12\x0c\n\x04text\x18\x03 \x01(\t\x12\x32\n\nattributes\x18\x04 \x03(\x0b\x32\x1e.lmrec.v1.Item.AttributesEntry\x1aL\n\x0f\x41ttributesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12(\n\x05value\x18\x02 \x01(\x0b\x32\x19.lmrec.v1.AttributeValues:\x02\x38\x01\"\xa7\x01\n\x0bUserContext\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x18\n\x10history_item_ids\x18\x02 \x03(\t\x12\r\n\x05query\x18\x03 \x01(\t\x12\x10\n\x08scenario\x18\x04 \x01(\t\x12\x17\n\x0fhistory_weights\x18\x05 \x03(\x02\x12\x19\n\x11negative_item_ids\x18\x06 \x03(\t\x12\x18\n\x10negative_weights\x18\x07 \x03(\x02\",\n\nScoredItem\x12\x0f\n\x07item_id\x18\x01 \x01(\t\x12\r\n\x05score\x18\x02 \x01(\x02\",\n\x0bStageTiming\x12\r\n\x05stage\x18\x01 \x01(\t\x12\x0e\n\x06millis\x18\x02 \x01(\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15lmrec/v1/common.proto\x12\x08lmrec.v1\"!\n\x0f\x41ttributeValues\x12\x0e\n\x06values\x18\x01 \x03(\t\".\n\x0f\x41ttributeFilter\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\x0e\n\x06values\x18\x02 \x03(\t\"\xb6\x01\n\x04Item\x12\x0f\n\x07item_id\x18\x01 \x01(\t\x12\r\n\x05title\x18\x02 \x01(\t\x12\x0c\n\x04text\x18\x03 \x01(\t\x12\x32\n\nattributes\x18\x04 \x03(\x0b\x32\x1e.lmrec.v1.Item.AttributesEntry\x1aL\n\x0f\x41ttributesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12(\n\x05value\x18\x02 \x01(\x0b\x32\x19.lmrec.v1.AttributeValues:\x02\x38\x01\"\xb0\x02\n\x0bUserContext\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x18\n\x10history_item_ids\x18\x02 \x03(\t\x12\r\n\x05query\x18\x03 \x01(\t\x12\x10\n\x08scenario\x18\x04 \x01(\t\x12\x17\n\x0fhistory_weights\x18\x05 \x03(\x02\x12\x19\n\x11negative_item_ids\x18\x06 \x03(\t\x12\x18\n\x10negative_weights\x18\x07 \x03(\x02\x12<\n\x0citem_ratings\x18\x08 \x03(\x0b\x32&.lmrec.v1.UserContext.ItemRatingsEntry\x12\x15\n\rrating_weight\x18\t \x01(\x02\x1a\x32\n\x10ItemRatingsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x02:\x02\x38\x01\",\n\nScoredItem\x12\x0f\n\x07item_id\x18\x01 \x01(\t\x12\r\n\x05score\x18\x02 \x01(\x02\",\n\x0bStageTiming\x12\r\n\x05stage\x18\x01 \x01(\t\x12\x0e\n\x06millis\x18\x02 \x01(\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,6 +33,8 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_ITEM_ATTRIBUTESENTRY']._loaded_options = None
   _globals['_ITEM_ATTRIBUTESENTRY']._serialized_options = b'8\001'
+  _globals['_USERCONTEXT_ITEMRATINGSENTRY']._loaded_options = None
+  _globals['_USERCONTEXT_ITEMRATINGSENTRY']._serialized_options = b'8\001'
   _globals['_ATTRIBUTEVALUES']._serialized_start=35
   _globals['_ATTRIBUTEVALUES']._serialized_end=68
   _globals['_ATTRIBUTEFILTER']._serialized_start=70
@@ -42,9 +44,11 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_ITEM_ATTRIBUTESENTRY']._serialized_start=225
   _globals['_ITEM_ATTRIBUTESENTRY']._serialized_end=301
   _globals['_USERCONTEXT']._serialized_start=304
-  _globals['_USERCONTEXT']._serialized_end=471
-  _globals['_SCOREDITEM']._serialized_start=473
-  _globals['_SCOREDITEM']._serialized_end=517
-  _globals['_STAGETIMING']._serialized_start=519
-  _globals['_STAGETIMING']._serialized_end=563
+  _globals['_USERCONTEXT']._serialized_end=608
+  _globals['_USERCONTEXT_ITEMRATINGSENTRY']._serialized_start=558
+  _globals['_USERCONTEXT_ITEMRATINGSENTRY']._serialized_end=608
+  _globals['_SCOREDITEM']._serialized_start=610
+  _globals['_SCOREDITEM']._serialized_end=654
+  _globals['_STAGETIMING']._serialized_start=656
+  _globals['_STAGETIMING']._serialized_end=700
 # @@protoc_insertion_point(module_scope)

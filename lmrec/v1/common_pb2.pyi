@@ -40,7 +40,14 @@ class Item(_message.Message):
     def __init__(self, item_id: _Optional[str] = ..., title: _Optional[str] = ..., text: _Optional[str] = ..., attributes: _Optional[_Mapping[str, AttributeValues]] = ...) -> None: ...
 
 class UserContext(_message.Message):
-    __slots__ = ("user_id", "history_item_ids", "query", "scenario", "history_weights", "negative_item_ids", "negative_weights")
+    __slots__ = ("user_id", "history_item_ids", "query", "scenario", "history_weights", "negative_item_ids", "negative_weights", "item_ratings", "rating_weight")
+    class ItemRatingsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: float
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
     USER_ID_FIELD_NUMBER: _ClassVar[int]
     HISTORY_ITEM_IDS_FIELD_NUMBER: _ClassVar[int]
     QUERY_FIELD_NUMBER: _ClassVar[int]
@@ -48,6 +55,8 @@ class UserContext(_message.Message):
     HISTORY_WEIGHTS_FIELD_NUMBER: _ClassVar[int]
     NEGATIVE_ITEM_IDS_FIELD_NUMBER: _ClassVar[int]
     NEGATIVE_WEIGHTS_FIELD_NUMBER: _ClassVar[int]
+    ITEM_RATINGS_FIELD_NUMBER: _ClassVar[int]
+    RATING_WEIGHT_FIELD_NUMBER: _ClassVar[int]
     user_id: str
     history_item_ids: _containers.RepeatedScalarFieldContainer[str]
     query: str
@@ -55,7 +64,9 @@ class UserContext(_message.Message):
     history_weights: _containers.RepeatedScalarFieldContainer[float]
     negative_item_ids: _containers.RepeatedScalarFieldContainer[str]
     negative_weights: _containers.RepeatedScalarFieldContainer[float]
-    def __init__(self, user_id: _Optional[str] = ..., history_item_ids: _Optional[_Iterable[str]] = ..., query: _Optional[str] = ..., scenario: _Optional[str] = ..., history_weights: _Optional[_Iterable[float]] = ..., negative_item_ids: _Optional[_Iterable[str]] = ..., negative_weights: _Optional[_Iterable[float]] = ...) -> None: ...
+    item_ratings: _containers.ScalarMap[str, float]
+    rating_weight: float
+    def __init__(self, user_id: _Optional[str] = ..., history_item_ids: _Optional[_Iterable[str]] = ..., query: _Optional[str] = ..., scenario: _Optional[str] = ..., history_weights: _Optional[_Iterable[float]] = ..., negative_item_ids: _Optional[_Iterable[str]] = ..., negative_weights: _Optional[_Iterable[float]] = ..., item_ratings: _Optional[_Mapping[str, float]] = ..., rating_weight: _Optional[float] = ...) -> None: ...
 
 class ScoredItem(_message.Message):
     __slots__ = ("item_id", "score")

@@ -57,7 +57,7 @@ EVENT_TYPE_PURCHASE: EventType
 EVENT_TYPE_DISMISS: EventType
 
 class RecommendRequest(_message.Message):
-    __slots__ = ("user_id", "recent_item_ids", "query", "k", "exclude_item_ids", "filters", "scenario", "new_item_slots", "diversity", "exploration", "request_id", "session_id")
+    __slots__ = ("user_id", "recent_item_ids", "query", "k", "exclude_item_ids", "filters", "scenario", "new_item_slots", "diversity", "exploration", "request_id", "session_id", "rating_weight")
     USER_ID_FIELD_NUMBER: _ClassVar[int]
     RECENT_ITEM_IDS_FIELD_NUMBER: _ClassVar[int]
     QUERY_FIELD_NUMBER: _ClassVar[int]
@@ -70,6 +70,7 @@ class RecommendRequest(_message.Message):
     EXPLORATION_FIELD_NUMBER: _ClassVar[int]
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
+    RATING_WEIGHT_FIELD_NUMBER: _ClassVar[int]
     user_id: str
     recent_item_ids: _containers.RepeatedScalarFieldContainer[str]
     query: str
@@ -82,7 +83,8 @@ class RecommendRequest(_message.Message):
     exploration: Exploration
     request_id: str
     session_id: str
-    def __init__(self, user_id: _Optional[str] = ..., recent_item_ids: _Optional[_Iterable[str]] = ..., query: _Optional[str] = ..., k: _Optional[int] = ..., exclude_item_ids: _Optional[_Iterable[str]] = ..., filters: _Optional[_Iterable[_Union[_common_pb2.AttributeFilter, _Mapping]]] = ..., scenario: _Optional[str] = ..., new_item_slots: _Optional[int] = ..., diversity: _Optional[float] = ..., exploration: _Optional[_Union[Exploration, _Mapping]] = ..., request_id: _Optional[str] = ..., session_id: _Optional[str] = ...) -> None: ...
+    rating_weight: float
+    def __init__(self, user_id: _Optional[str] = ..., recent_item_ids: _Optional[_Iterable[str]] = ..., query: _Optional[str] = ..., k: _Optional[int] = ..., exclude_item_ids: _Optional[_Iterable[str]] = ..., filters: _Optional[_Iterable[_Union[_common_pb2.AttributeFilter, _Mapping]]] = ..., scenario: _Optional[str] = ..., new_item_slots: _Optional[int] = ..., diversity: _Optional[float] = ..., exploration: _Optional[_Union[Exploration, _Mapping]] = ..., request_id: _Optional[str] = ..., session_id: _Optional[str] = ..., rating_weight: _Optional[float] = ...) -> None: ...
 
 class Exploration(_message.Message):
     __slots__ = ("policy", "epsilon", "temperature")
@@ -107,23 +109,25 @@ class Reason(_message.Message):
     def __init__(self, kind: _Optional[_Union[ReasonKind, str]] = ..., item_id: _Optional[str] = ..., text: _Optional[str] = ..., weight: _Optional[float] = ...) -> None: ...
 
 class RecommendedItem(_message.Message):
-    __slots__ = ("item_id", "score", "title", "reasons", "position", "propensity")
+    __slots__ = ("item_id", "score", "title", "reasons", "position", "propensity", "predicted_rating")
     ITEM_ID_FIELD_NUMBER: _ClassVar[int]
     SCORE_FIELD_NUMBER: _ClassVar[int]
     TITLE_FIELD_NUMBER: _ClassVar[int]
     REASONS_FIELD_NUMBER: _ClassVar[int]
     POSITION_FIELD_NUMBER: _ClassVar[int]
     PROPENSITY_FIELD_NUMBER: _ClassVar[int]
+    PREDICTED_RATING_FIELD_NUMBER: _ClassVar[int]
     item_id: str
     score: float
     title: str
     reasons: _containers.RepeatedCompositeFieldContainer[Reason]
     position: int
     propensity: float
-    def __init__(self, item_id: _Optional[str] = ..., score: _Optional[float] = ..., title: _Optional[str] = ..., reasons: _Optional[_Iterable[_Union[Reason, _Mapping]]] = ..., position: _Optional[int] = ..., propensity: _Optional[float] = ...) -> None: ...
+    predicted_rating: float
+    def __init__(self, item_id: _Optional[str] = ..., score: _Optional[float] = ..., title: _Optional[str] = ..., reasons: _Optional[_Iterable[_Union[Reason, _Mapping]]] = ..., position: _Optional[int] = ..., propensity: _Optional[float] = ..., predicted_rating: _Optional[float] = ...) -> None: ...
 
 class RecommendResponse(_message.Message):
-    __slots__ = ("items", "model_version", "degraded", "degraded_reason", "timings", "source", "request_id", "scenario", "policy", "refinements", "session_turn")
+    __slots__ = ("items", "model_version", "degraded", "degraded_reason", "timings", "source", "request_id", "scenario", "policy", "refinements", "session_turn", "rating_weight")
     ITEMS_FIELD_NUMBER: _ClassVar[int]
     MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
     DEGRADED_FIELD_NUMBER: _ClassVar[int]
@@ -135,6 +139,7 @@ class RecommendResponse(_message.Message):
     POLICY_FIELD_NUMBER: _ClassVar[int]
     REFINEMENTS_FIELD_NUMBER: _ClassVar[int]
     SESSION_TURN_FIELD_NUMBER: _ClassVar[int]
+    RATING_WEIGHT_FIELD_NUMBER: _ClassVar[int]
     items: _containers.RepeatedCompositeFieldContainer[RecommendedItem]
     model_version: str
     degraded: bool
@@ -146,7 +151,8 @@ class RecommendResponse(_message.Message):
     policy: str
     refinements: _containers.RepeatedCompositeFieldContainer[Refinement]
     session_turn: int
-    def __init__(self, items: _Optional[_Iterable[_Union[RecommendedItem, _Mapping]]] = ..., model_version: _Optional[str] = ..., degraded: _Optional[bool] = ..., degraded_reason: _Optional[str] = ..., timings: _Optional[_Iterable[_Union[_common_pb2.StageTiming, _Mapping]]] = ..., source: _Optional[str] = ..., request_id: _Optional[str] = ..., scenario: _Optional[str] = ..., policy: _Optional[str] = ..., refinements: _Optional[_Iterable[_Union[Refinement, _Mapping]]] = ..., session_turn: _Optional[int] = ...) -> None: ...
+    rating_weight: float
+    def __init__(self, items: _Optional[_Iterable[_Union[RecommendedItem, _Mapping]]] = ..., model_version: _Optional[str] = ..., degraded: _Optional[bool] = ..., degraded_reason: _Optional[str] = ..., timings: _Optional[_Iterable[_Union[_common_pb2.StageTiming, _Mapping]]] = ..., source: _Optional[str] = ..., request_id: _Optional[str] = ..., scenario: _Optional[str] = ..., policy: _Optional[str] = ..., refinements: _Optional[_Iterable[_Union[Refinement, _Mapping]]] = ..., session_turn: _Optional[int] = ..., rating_weight: _Optional[float] = ...) -> None: ...
 
 class Refinement(_message.Message):
     __slots__ = ("text", "key", "value")

@@ -80,20 +80,22 @@ class ItemVector(_message.Message):
     def __init__(self, item_id: _Optional[str] = ..., values: _Optional[_Iterable[float]] = ...) -> None: ...
 
 class RankResponse(_message.Message):
-    __slots__ = ("scores", "unknown_item_ids", "model_version", "text_only_item_ids", "attributions", "top_vectors")
+    __slots__ = ("scores", "unknown_item_ids", "model_version", "text_only_item_ids", "attributions", "top_vectors", "predicted_ratings")
     SCORES_FIELD_NUMBER: _ClassVar[int]
     UNKNOWN_ITEM_IDS_FIELD_NUMBER: _ClassVar[int]
     MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
     TEXT_ONLY_ITEM_IDS_FIELD_NUMBER: _ClassVar[int]
     ATTRIBUTIONS_FIELD_NUMBER: _ClassVar[int]
     TOP_VECTORS_FIELD_NUMBER: _ClassVar[int]
+    PREDICTED_RATINGS_FIELD_NUMBER: _ClassVar[int]
     scores: _containers.RepeatedScalarFieldContainer[float]
     unknown_item_ids: _containers.RepeatedScalarFieldContainer[str]
     model_version: str
     text_only_item_ids: _containers.RepeatedScalarFieldContainer[str]
     attributions: _containers.RepeatedCompositeFieldContainer[Attribution]
     top_vectors: _containers.RepeatedCompositeFieldContainer[ItemVector]
-    def __init__(self, scores: _Optional[_Iterable[float]] = ..., unknown_item_ids: _Optional[_Iterable[str]] = ..., model_version: _Optional[str] = ..., text_only_item_ids: _Optional[_Iterable[str]] = ..., attributions: _Optional[_Iterable[_Union[Attribution, _Mapping]]] = ..., top_vectors: _Optional[_Iterable[_Union[ItemVector, _Mapping]]] = ...) -> None: ...
+    predicted_ratings: _containers.RepeatedScalarFieldContainer[float]
+    def __init__(self, scores: _Optional[_Iterable[float]] = ..., unknown_item_ids: _Optional[_Iterable[str]] = ..., model_version: _Optional[str] = ..., text_only_item_ids: _Optional[_Iterable[str]] = ..., attributions: _Optional[_Iterable[_Union[Attribution, _Mapping]]] = ..., top_vectors: _Optional[_Iterable[_Union[ItemVector, _Mapping]]] = ..., predicted_ratings: _Optional[_Iterable[float]] = ...) -> None: ...
 
 class ForgetItemsRequest(_message.Message):
     __slots__ = ("item_ids",)
@@ -112,7 +114,7 @@ class GetModelInfoRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class GetModelInfoResponse(_message.Message):
-    __slots__ = ("model_version", "encoder_name", "ranker_kind", "dimension", "precision", "execution_provider", "known_item_count", "item_precision")
+    __slots__ = ("model_version", "encoder_name", "ranker_kind", "dimension", "precision", "execution_provider", "known_item_count", "item_precision", "rating_head")
     MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
     ENCODER_NAME_FIELD_NUMBER: _ClassVar[int]
     RANKER_KIND_FIELD_NUMBER: _ClassVar[int]
@@ -121,6 +123,7 @@ class GetModelInfoResponse(_message.Message):
     EXECUTION_PROVIDER_FIELD_NUMBER: _ClassVar[int]
     KNOWN_ITEM_COUNT_FIELD_NUMBER: _ClassVar[int]
     ITEM_PRECISION_FIELD_NUMBER: _ClassVar[int]
+    RATING_HEAD_FIELD_NUMBER: _ClassVar[int]
     model_version: str
     encoder_name: str
     ranker_kind: str
@@ -129,4 +132,5 @@ class GetModelInfoResponse(_message.Message):
     execution_provider: str
     known_item_count: int
     item_precision: str
-    def __init__(self, model_version: _Optional[str] = ..., encoder_name: _Optional[str] = ..., ranker_kind: _Optional[str] = ..., dimension: _Optional[int] = ..., precision: _Optional[str] = ..., execution_provider: _Optional[str] = ..., known_item_count: _Optional[int] = ..., item_precision: _Optional[str] = ...) -> None: ...
+    rating_head: bool
+    def __init__(self, model_version: _Optional[str] = ..., encoder_name: _Optional[str] = ..., ranker_kind: _Optional[str] = ..., dimension: _Optional[int] = ..., precision: _Optional[str] = ..., execution_provider: _Optional[str] = ..., known_item_count: _Optional[int] = ..., item_precision: _Optional[str] = ..., rating_head: _Optional[bool] = ...) -> None: ...

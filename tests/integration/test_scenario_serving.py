@@ -80,3 +80,20 @@ def test_a_scenario_the_bundle_never_saw_reads_as_none(scenario_system, two_doma
         assert not reply.degraded
         tops[scenario] = [(i.item_id, round(i.score, 5)) for i in reply.items]
     assert tops[""] == tops["checkout-page"]
+
+
+def test_data_without_ratings_gets_no_rating_head_and_a_weight_changes_nothing(scenario_system, two_domain_bundle):
+    """No rating in the data: the manifest says so, and a request weighing the rating objective is answered
+    by the next-item score alone, saying so with rating_weight 0 and no predicted_rating."""
+    _, bundle = two_domain_bundle
+    manifest = load_manifest(bundle)
+    assert manifest.hyperparameters["rating_head"] is None
+    assert "no ratings" in manifest.hyperparameters["rating_head_absent"]
+    assert "rating_head" not in manifest.extra_files and not (bundle / "rating_head.npz").exists()
+    request = dict(user_id="check-no-ratings", k=10, recent_item_ids=["books-1", "tools-2", "books-2"])
+    plain = scenario_system.stub.Recommend(gw.RecommendRequest(**request), timeout=30)
+    weighted = scenario_system.stub.Recommend(gw.RecommendRequest(**request, rating_weight=2.0), timeout=30)
+    for reply in (plain, weighted):
+        assert not reply.degraded and reply.source == "ranked" and reply.rating_weight == 0.0
+        assert not any(i.HasField("predicted_rating") for i in reply.items)
+    assert [(i.item_id, i.score) for i in weighted.items] == [(i.item_id, i.score) for i in plain.items]

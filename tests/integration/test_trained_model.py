@@ -156,6 +156,99 @@ def test_served_ranking_equals_offline_ranking(trained_system, tiny_bundle, serv
         assert_same_ranking(list(np.argsort(-got[row], kind="stable")[:20]), offline[row], 20)
 
 
+def test_bundle_carries_a_rating_head_fitted_on_its_own_trunk(tiny_bundle):
+    from training.rating_export import export_config
+
+    manifest = load_manifest(tiny_bundle)
+    assert (tiny_bundle / manifest.extra_files["rating_head"]).is_file()
+    recorded = manifest.hyperparameters["rating_head"]
+    assert recorded["config"] == export_config(tiny=True).as_dict() and recorded["epochs"] == recorded["config"]["epochs"]
+    assert manifest.metrics["rating_head"]["ratings"] > 50_000 and manifest.metrics["rating_head"]["bounds"] == [1.0, 5.0]
+    assert manifest.parity["rating_head_served_vs_offline_max_abs"] < 1e-9
+
+
+def _rated_user(ml100k, served_split, row: int) -> tuple[str, list[str], list[float]]:
+    """A served user's whole ML-100K history (items outside the served catalogue too) with its ratings,
+    less the served items rated below 3: those would be negatives, whose serving-time penalty the offline
+    side leaves out. Low ratings of the other items stay: they reach the user's rating offset only."""
+    served = set(served_split.item_ids)
+    user = served_split.user_ids[row]
+    events = [e for e in ml100k.histories()[user] if not (e.item_id in served and e.rating < 3)]
+    return user, [e.item_id for e in events], [float(e.rating) for e in events]
+
+
+def test_served_predicted_ratings_and_blend_equal_offline(trained_system, tiny_bundle, split, served_split, ml100k):
+    """The gateway sends the stored ratings, the ranking tier predicts with the bundle's head: each served
+    predicted_rating is RatingHead.predict offline, and a weighted answer is ordered by combined_scores
+    over the same candidates (retrieval's top num_candidates: an exact scan of equal-norm vectors, so the
+    offline score order)."""
+    from gateway.settings import GatewaySettings
+    from ranking_service.ranker import RankContext
+    from ranking_service.rating_head import RatingHead, combined_scores
+    from training.lm_recommender import BundleScorer
+    from training.rating_export import BundleTrunk
+
+    system, _ = trained_system
+    manifest = load_manifest(tiny_bundle)
+    with np.load(tiny_bundle / manifest.extra_files["rating_head"]) as saved:
+        head = RatingHead.from_state(saved)
+    trunk = BundleTrunk(tiny_bundle, manifest, split)
+    full = {item_id: i for i, item_id in enumerate(split.item_ids)}
+    scorer = BundleScorer(tiny_bundle, "fp32", served_split, "test")
+    served = {item_id: i for i, item_id in enumerate(served_split.item_ids)}
+    num_candidates = GatewaySettings.model_fields["num_candidates"].default
+    weight = 1.0
+    checked = 0
+    for row in range(4):
+        user, items, ratings = _rated_user(ml100k, served_split, row)
+        name = f"rated-{user}"
+        system.stub.RecordFeedback(gw.RecordFeedbackRequest(events=[
+            gw.FeedbackEvent(user_id=name, item_id=i, event_type=gw.EVENT_TYPE_RATING, value=r)
+            for i, r in zip(items, ratings)]), timeout=60)
+        # Offline, from what the ranking tier is told: the items rated >= 3, in order, are the history (the
+        # gateway's window of them), of which the ranker reads the last max_len it knows (the served
+        # catalogue's); every rating feeds the offset.
+        history = [i for i, r in zip(items, ratings) if r >= 3][-GatewaySettings.model_fields["history_window"].default:]
+        known = [full[i] for i in history[-trunk.max_len:] if i in served]
+        context = trunk.encode([np.array(known)]) if known else np.zeros((1, trunk.dim), np.float32)
+        offset = head.offsets([np.array([full[i] for i in items])], [np.array(ratings)])
+        predicted = head.predict(context, offset, trunk.item_vectors)[0][[full[i] for i in served_split.item_ids]]
+        ctx = scorer.ranker.context_vector(RankContext(name, history), None)
+        next_item = (scorer.items @ ctx).astype(np.float64)
+        next_item[[served[i] for i in items if i in served]] = -np.inf  # seen: never recommended
+        candidates = np.argsort(-next_item, kind="stable")[:num_candidates]
+        candidates = candidates[np.isfinite(next_item[candidates])]
+        blended = np.full(len(next_item), -np.inf)
+        blended[candidates] = combined_scores(next_item[candidates], predicted[candidates], weight)
+
+        request = dict(user_id=name, k=10, exclude_item_ids=["new-2031"])  # an item another test may upsert
+        plain = system.stub.Recommend(gw.RecommendRequest(**request), timeout=30)
+        weighted = system.stub.Recommend(gw.RecommendRequest(**request, rating_weight=weight), timeout=30)
+        zero = system.stub.Recommend(gw.RecommendRequest(**request, rating_weight=0.0), timeout=30)
+        for reply in (plain, weighted, zero):
+            assert not reply.degraded and reply.source == "ranked"
+            assert all(i.HasField("predicted_rating") for i in reply.items)
+            got = np.array([i.predicted_rating for i in reply.items])
+            np.testing.assert_allclose(got, predicted[[served[i.item_id] for i in reply.items]], atol=1e-4)
+        assert plain.rating_weight == 0.0 and zero.rating_weight == 0.0 and weighted.rating_weight == weight
+        assert [i.item_id for i in zero.items] == [i.item_id for i in plain.items]  # weight 0: as before
+        assert_same_ranking([served[i.item_id] for i in plain.items], next_item, 10)
+        assert_same_ranking([served[i.item_id] for i in weighted.items], blended, 10, tie=1e-4)
+        np.testing.assert_allclose([i.score for i in weighted.items],
+                                   np.sort(blended)[::-1][:10], atol=1e-3)
+        checked += [i.item_id for i in weighted.items] != [i.item_id for i in plain.items]
+    assert checked, "a weight of 1 changed no answer: the blend did not reach the order"
+
+
+@pytest.mark.parametrize("weight", [-1.0, float("nan"), float("inf")])
+def test_a_bad_rating_weight_is_invalid_argument_naming_the_field(trained_system, weight):
+    system, _ = trained_system
+    with pytest.raises(grpc.RpcError) as caught:
+        system.stub.Recommend(gw.RecommendRequest(user_id="1", k=5, rating_weight=weight), timeout=30)
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert caught.value.details().startswith("rating_weight")
+
+
 def test_new_item_is_served_from_its_text(trained_system, ml100k):
     system, _ = trained_system
     text = "Moonlight Harbour (2031) Genres: Animation, Children's, Musical."

@@ -13,9 +13,9 @@ from training.split import build_split
 torch = pytest.importorskip("torch", reason="the head trains with torch")
 
 from training.lm_model import LMSeqNet  # noqa: E402
-from training.rating_head import (RatingHead, RatingHeadConfig, RatingHeadUnavailable, combined_scores,  # noqa: E402
-                                  _examples, fit_rating_head, phase_targets, predict_targets, prefix_contexts,
-                                  rating_lookup)
+from ranking_service.rating_head import RatingHead, combined_scores  # noqa: E402
+from training.rating_head import (RatingHeadConfig, RatingHeadUnavailable, _examples, fit_rating_head,  # noqa: E402
+                                  phase_targets, predict_targets, prefix_contexts, rating_lookup)
 from training.sequences import left_pad  # noqa: E402
 
 N_ITEMS, DIM, MAX_LEN = 30, 8, 10
