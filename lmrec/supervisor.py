@@ -50,7 +50,6 @@ class ProcessGroup:
             [sys.executable, "-m", module, *args, "--port-file", str(port_file)],
             stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})},
             start_new_session=True,  # Ctrl-C in the terminal goes to `lmrec serve`, which stops children in order
-            preexec_fn=_die_with(os.getpid()),
         )
         deadline = time.monotonic() + timeout_s
         while not port_file.is_file() or not port_file.read_text().strip():
@@ -81,22 +80,6 @@ class ProcessGroup:
         # Gateway first, so no request reaches a worker that is already gone.
         for name in sorted(self.services, key=lambda n: n != "gateway"):
             self.stop(name)
-
-
-def _die_with(parent_pid: int):
-    """In the child before exec: SIGTERM when the parent dies, even by SIGKILL, so no service outlives the
-    `lmrec serve` that started it holding its port (Linux prctl PR_SET_PDEATHSIG; elsewhere nothing)."""
-    if not sys.platform.startswith("linux"):
-        return None
-
-    def arm() -> None:
-        import ctypes
-
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
-        if os.getppid() != parent_pid:  # the parent died before the signal was armed
-            os.kill(os.getpid(), signal.SIGTERM)
-
-    return arm
 
 
 def wait_serving(address: str, timeout_s: float) -> None:
