@@ -255,10 +255,11 @@ def _validation_ndcg(trained: TrainedLM, data: SplitData, users: np.ndarray) -> 
     history = data.history_sequences("validation")
     scenarios = None
     if trained.net.gate is not None:
-        scenarios = data.item_scenario_ids()[data.targets("validation")[users]]
+        scenario_of = data.item_scenario_ids()
+        scenarios = scenario_of[data.targets("validation")[users]]
     scores = torch_scores(trained, [history[u] for u in users], scenarios)
     if scenarios is not None:
-        scores[data.item_scenario_ids()[None, :] != scenarios[:, None]] = -np.inf
+        scores[scenario_of[None, :] != scenarios[:, None]] = -np.inf
     return float(phase_ndcg10(scores, data, "validation", users).mean())
 
 

@@ -102,7 +102,7 @@ class SplitData:
     def __post_init__(self) -> None:
         self.user_index = {u: i for i, u in enumerate(self.user_ids)}
         self.item_index = {it: i for i, it in enumerate(self.item_ids)}
-        self._cache: dict[tuple[str, Phase], object] = {}
+        self._cache: dict[tuple[str, Phase] | str, object] = {}
 
     @property
     def n_users(self) -> int:
@@ -119,8 +119,11 @@ class SplitData:
 
     def item_scenario_ids(self) -> np.ndarray:
         """int64 [n_items]: each item's scenario id (0 = none), numbered as `scenario_names`."""
-        ids = {name: n + 1 for n, name in enumerate(self.scenario_names)}
-        return np.array([ids.get(s, 0) for s in self.item_scenarios] or np.zeros(self.n_items), dtype=np.int64)
+        if "scenario_ids" not in self._cache:  # read per validation check and per scored batch
+            ids = {name: n + 1 for n, name in enumerate(self.scenario_names)}
+            self._cache["scenario_ids"] = np.array([ids.get(s, 0) for s in self.item_scenarios]
+                                                   or np.zeros(self.n_items), dtype=np.int64)
+        return self._cache["scenario_ids"]
 
     @property
     def train(self) -> sp.csr_matrix:
