@@ -2,8 +2,9 @@
 at, for off-policy evaluation (training/ope.py) and for the user's own data (GetUserHistory, erasure).
 
 Written behind the answer by one thread in batches (one transaction and fsync per batch, not per
-request), to a SQLite file of its own so the writes never wait on, or hold up, the event store. An
-impression is on disk within `flush_interval_s` of its answer; `close()` writes what is pending.
+request), to a SQLite file of its own so the writes never wait on, or hold up, the event store (or, with
+gateway replicas, to their shared PostgreSQL database: the same statements, gateway/store/db.py). An
+impression is stored within `flush_interval_s` of its answer; `close()` writes what is pending.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from lmrec.sqlite_db import open_wal
+from gateway.store.db import SqliteDb
 
 log = logging.getLogger(__name__)
 
@@ -58,9 +59,9 @@ class Impression:
 
 
 class ImpressionLog:
-    def __init__(self, path: Path, flush_interval_s: float = 0.05, max_pending: int = 100_000) -> None:
-        self._db = open_wal(path, _SCHEMA)
-        self._lock = threading.Lock()
+    def __init__(self, db: Path | SqliteDb, flush_interval_s: float = 0.05, max_pending: int = 100_000) -> None:
+        """`db`: a SQLite file's path, or an open database (gateway/store/db.py) with the schema in place."""
+        self._db = SqliteDb(db, _SCHEMA) if isinstance(db, (str, Path)) else db
         self._pending: queue.Queue[list[Impression] | None] = queue.Queue(max_pending)
         self._interval = flush_interval_s
         self.dropped = 0
@@ -102,7 +103,7 @@ class ImpressionLog:
 
     def _write(self, batch: list[Impression]) -> None:
         rows = [tuple(getattr(i, f) for f in _FIELDS) for i in batch]
-        with self._lock, self._db:
+        with self._db.transaction():
             self._db.executemany(f"INSERT INTO impressions ({', '.join(_FIELDS)}) "
                                  f"VALUES ({', '.join('?' * len(_FIELDS))})", rows)
 
@@ -120,9 +121,8 @@ class ImpressionLog:
 
     def for_user(self, user_id: str) -> list[Impression]:
         self.flush()
-        with self._lock:
-            rows = self._db.execute(f"SELECT {', '.join(_FIELDS)} FROM impressions WHERE user_id = ? "
-                                    "ORDER BY time_ms, seq", (user_id,)).fetchall()
+        rows = self._db.execute(f"SELECT {', '.join(_FIELDS)} FROM impressions WHERE user_id = ? "
+                                "ORDER BY time_ms, seq", (user_id,)).fetchall()
         return [Impression(*row) for row in rows]
 
     def all(self, batch: int = 10_000):
@@ -130,9 +130,8 @@ class ImpressionLog:
         self.flush()
         last = 0
         while True:
-            with self._lock:
-                rows = self._db.execute(f"SELECT seq, {', '.join(_FIELDS)} FROM impressions WHERE seq > ? "
-                                        "ORDER BY seq LIMIT ?", (last, batch)).fetchall()
+            rows = self._db.execute(f"SELECT seq, {', '.join(_FIELDS)} FROM impressions WHERE seq > ? "
+                                    "ORDER BY seq LIMIT ?", (last, batch)).fetchall()
             if not rows:
                 return
             last = rows[-1][0]
@@ -140,8 +139,7 @@ class ImpressionLog:
 
     def delete_user(self, user_id: str) -> int:
         self.flush()
-        with self._lock, self._db:
-            return self._db.execute("DELETE FROM impressions WHERE user_id = ?", (user_id,)).rowcount
+        return self._db.execute("DELETE FROM impressions WHERE user_id = ?", (user_id,)).rowcount
 
     def close(self) -> None:
         self._pending.put(None)

@@ -9,7 +9,8 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 from lmrec.metrics_http import LATENCY_BUCKETS_S
 
 # Bounded label values for `degraded`: the free-text reason goes to the client, the kind to Prometheus.
-DEGRADED_KINDS = ("ranking_unavailable", "ranking_failed", "ranking_deadline", "retrieval_partial")
+DEGRADED_KINDS = ("ranking_unavailable", "ranking_failed", "ranking_deadline", "retrieval_partial", "ranking_unknown",
+                  "state_unavailable")
 
 
 class GatewayMetrics:

@@ -13,9 +13,11 @@ ranked item carries, and with a weight > 0 orders by the blend of both objective
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -36,12 +38,13 @@ from gateway.policy.reasons import ItemEvidence, matched_filters, reasons_for
 from gateway.policy.scenarios import ScenarioPolicy, Scenarios
 from gateway.settings import GatewaySettings
 from gateway.store import GatewayStore, now_ms
-from lmrec.errors import DeadlineExceeded, FailedPrecondition
+from lmrec.errors import DeadlineExceeded, DependencyUnavailable, FailedPrecondition
 from lmrec.slots import with_reserved_slots
 from lmrec.v1 import common_pb2, gateway_service_pb2 as gw, retrieval_service_pb2 as rt
 
 if TYPE_CHECKING:
     from gateway.metrics import GatewayMetrics
+    from lmrec.datasets import CatalogItem
 
 log = logging.getLogger(__name__)
 
@@ -89,15 +92,17 @@ class RecommendPipeline:
         policy = scenario.policy
         request_id = request.request_id or uuid.uuid4().hex
         reasons: list[tuple[str, str]] = []  # (kind for metrics, text for the client)
+        catalog = self.store.catalog  # one snapshot for the whole request (the store swaps in new ones)
         with budget.stage("history"):
-            events = self.store.feedback(request.user_id)
+            events = await self._feedback(request.user_id, budget, reasons)
             feedback = read_feedback(events, request.recent_item_ids, policy.event_weights,
                                      self.settings.negative_rating_below)
             excluded = feedback.seen | set(request.exclude_item_ids)
         plan: TurnPlan | None = None
         if request.session_id:
             with budget.stage("session"):
-                plan = self._conversation().begin(request.user_id, request.session_id, request.query, request_id)
+                plan = await asyncio.to_thread(self._conversation().begin, request.user_id, request.session_id,
+                                               request.query, request_id)
                 excluded |= plan.excluded
         window = self.settings.history_window
         history, weights = _with_items(feedback.positive, feedback.weights, plan.context_items if plan else [], window)
@@ -117,6 +122,13 @@ class RecommendPipeline:
         with budget.stage("encode_context"):
             try:
                 encoded = await self.ranking.encode_context(context, budget.timeout("encode_context"))
+                if encoded.unknown_history_item_ids and await self._teach(catalog, encoded.unknown_history_item_ids,
+                                                                          budget):
+                    encoded = await self.ranking.encode_context(context, budget.timeout("encode_context"))
+                # Items gone from the catalogue are rightly unknown; a catalogue item still unknown is not.
+                if missing := sum(i in catalog for i in encoded.unknown_history_item_ids):
+                    reasons.append(("ranking_unknown", f"{missing} history items unknown to the ranking tier, "
+                                                       "left out of the context"))
                 query_vector = list(encoded.vector)
                 version = encoded.model_version or version
             except grpc.aio.AioRpcError as exc:
@@ -134,12 +146,12 @@ class RecommendPipeline:
                 found = await self.retrieval.search(search, budget.timeout("retrieval"))
             if found.failed_shards:
                 reasons.append(("retrieval_partial", f"retrieval partial: {', '.join(found.failed_shards)} missing"))
-            found_ids = [i for i, _ in found.results if i in self.store.catalog
-                         and (plan is None or plan.meets(self.store.catalog[i].attributes))]
+            found_ids = [i for i, _ in found.results if i in catalog
+                         and (plan is None or plan.meets(catalog[i].attributes))]
             scores = dict(found.results)
             candidates = Candidates(found_ids, [scores[i] for i in found_ids], "retrieval")
         else:
-            candidates = self._popularity(excluded, filters, want)
+            candidates = self._popularity(catalog, excluded, filters, want)
 
         diversity = request.diversity if request.HasField("diversity") else policy.diversity
         rating_weight = request.rating_weight if request.HasField("rating_weight") else policy.rating_weight
@@ -154,11 +166,19 @@ class RecommendPipeline:
             context.rating_weight = rating_weight
             with budget.stage("rank"):
                 try:
-                    ranked = await self.ranking.rank(
-                        context, candidates.ids, budget.timeout("rank"), explain=True,
-                        vectors_for_top=max(DIVERSITY_POOL_FACTOR * request.k, DIVERSITY_MIN_POOL) if diversity else 0)
-                    attributions = dict(zip(candidates.ids, ranked.attributions))
+                    def rank():
+                        return self.ranking.rank(context, candidates.ids, budget.timeout("rank"), explain=True,
+                                                 vectors_for_top=max(DIVERSITY_POOL_FACTOR * request.k,
+                                                                     DIVERSITY_MIN_POOL) if diversity else 0)
+
+                    ranked = await rank()
+                    if ranked.unknown_item_ids and await self._teach(catalog, ranked.unknown_item_ids, budget):
+                        ranked = await rank()
                     unknown = set(ranked.unknown_item_ids)
+                    if unknown:
+                        reasons.append(("ranking_unknown", f"{len(unknown)} candidates unknown to the ranking tier, "
+                                                           "placed last"))
+                    attributions = dict(zip(candidates.ids, ranked.attributions))
                     predicted = {i: r for i, r in zip(candidates.ids, ranked.predicted_ratings) if i not in unknown}
                     rating_weighed = len(ranked.predicted_ratings) > 0
                     candidates = _order_by(candidates, list(ranked.scores))
@@ -187,8 +207,8 @@ class RecommendPipeline:
             placed = place([candidates.scores[p] for p in greedy], request.k, exploration, parameter,
                            policy.exploration_pool, rng_for(request_id))
             filter_pairs = [(f.key, tuple(f.values)) for f in asked]
-            titles = {i: self.store.catalog[i].title for i in
-                      {a.history_item_id for a in attributions.values() if a.history_item_id} if i in self.store.catalog}
+            titles = {i: catalog[i].title for i in
+                      {a.history_item_id for a in attributions.values() if a.history_item_id} if i in catalog}
             items, shown = [], []
             for position, (g, propensity, explored) in enumerate(zip(placed.indices, placed.propensities, placed.explored)):
                 item_id = candidates.ids[greedy[g]]
@@ -197,22 +217,22 @@ class RecommendPipeline:
                     history_item_id=attribution.history_item_id if attribution else "",
                     history_weight=attribution.history_weight if attribution else 0.0,
                     query_weight=attribution.query_weight if attribution else 0.0,
-                    matched_filters=matched_filters(self.store.catalog[item_id].attributes, filter_pairs),
+                    matched_filters=matched_filters(catalog[item_id].attributes, filter_pairs),
                     new_item_slot=item_id in slotted, explored=explored, propensity=propensity,
-                    **(_turn_evidence(plan, self.store.catalog[item_id].attributes,
+                    **(_turn_evidence(plan, catalog[item_id].attributes,
                                       attribution.history_item_id if attribution else "") if plan else {}))
                 items.append(gw.RecommendedItem(
-                    item_id=item_id, score=candidates.scores[greedy[g]], title=self.store.catalog[item_id].title,
+                    item_id=item_id, score=candidates.scores[greedy[g]], title=catalog[item_id].title,
                     reasons=reasons_for(evidence, candidates.source, plan.query_label if plan else request.query,
                                         titles), position=position, propensity=propensity,
                     predicted_rating=predicted.get(item_id)))
                 shown.append(Impression(request_id, request.user_id, item_id, position, propensity, exploration,
                                         parameter, g, request.k, placed.pool_size, version, scenario.name, now_ms()))
-            refinements = self._refinements(candidates.ids, asked, plan)
+            refinements = self._refinements(catalog, candidates.ids, asked, plan)
         if plan is not None:
             with budget.stage("session"):
-                self._conversation().end(request.user_id, request.session_id, plan, request_id,
-                                         [i.item_id for i in items])
+                await asyncio.to_thread(self._conversation().end, request.user_id, request.session_id, plan,
+                                        request_id, [i.item_id for i in items])
         if self.impressions is not None:
             self.impressions.record(shown)
         if self.metrics is not None:
@@ -229,33 +249,52 @@ class RecommendPipeline:
             # The weight that ordered the answer: none without a rating head, or when the model did not rank.
             rating_weight=rating_weight if rating_weighed else 0.0)
 
+    async def _teach(self, catalog: Mapping[str, CatalogItem], item_ids, budget: Budget) -> int:
+        """Encodes catalogue items the ranking replica lacks (a new or restarted one, or one another replica
+        took the upsert on), so it can score them; returns how many it was given."""
+        items = [(i, catalog[i].text) for i in item_ids if i in catalog]
+        if items:
+            await self.ranking.encode_items(items, budget.timeout("encode unknown items"))
+        return len(items)
+
+    async def _feedback(self, user_id: str, budget: Budget, reasons: list[tuple[str, str]]):
+        """The user's stored events; when the state store cannot answer within the budget, none, and the
+        answer says so (it still honours the request's own recent items and exclusions)."""
+        try:
+            return await asyncio.wait_for(asyncio.to_thread(self.store.feedback, user_id), budget.timeout("history"))
+        except (DependencyUnavailable, asyncio.TimeoutError) as exc:
+            reasons.append(("state_unavailable", f"stored feedback unavailable ({exc or 'timed out'}); "
+                                                 "answered from the request alone"))
+            return []
+
     def _conversation(self) -> Conversation:
         if self.conversation is None:
             raise FailedPrecondition("session_id: this gateway keeps no sessions")
         return self.conversation
 
-    def _refinements(self, ranked: list[str], asked, plan: TurnPlan | None) -> list[gw.Refinement]:
+    def _refinements(self, catalog: Mapping[str, CatalogItem], ranked: list[str], asked,
+                     plan: TurnPlan | None) -> list[gw.Refinement]:
         """Chips when the best candidates are spread over an attribute's values (gateway/conversation/
         refinements.py); the request's filters and the session's constraints are never suggested."""
         said = [Constraint(f.key, tuple(f.values)) for f in asked] + (plan.active if plan else [])
-        chips = suggest_refinements([self.store.catalog[i].attributes for i in ranked[:TOP_FOR_REFINEMENTS]
-                                     if i in self.store.catalog], self.vocabulary.get(), said)
+        chips = suggest_refinements([catalog[i].attributes for i in ranked[:TOP_FOR_REFINEMENTS] if i in catalog],
+                                    self.vocabulary.get(), said)
         return [gw.Refinement(text=c.text, key=c.key, value=c.value) for c in chips]
 
-    def _popularity(self, excluded: set[str], filters, want: int) -> Candidates:
+    def _popularity(self, catalog: Mapping[str, CatalogItem], excluded: set[str], filters, want: int) -> Candidates:
         """Most-interacted catalogue items, honouring exclusions and filters: the cold-start answer."""
         now = time.monotonic()
         if now - self._popular_at > POPULARITY_CACHE_S:
             counts = self.store.popularity
-            self._popular = sorted(self.store.catalog, key=lambda i: (-counts.get(i, 0), i))
+            self._popular = sorted(catalog, key=lambda i: (-counts.get(i, 0), i))
             self._popular_at = now
         counts = self.store.popularity
         top = max(counts.values(), default=1) or 1
         ids = []
         for item_id in self._popular:
-            if item_id in excluded or item_id not in self.store.catalog:
+            if item_id in excluded or item_id not in catalog:
                 continue
-            if filters and not _matches(self.store.catalog[item_id].attributes, filters):
+            if filters and not _matches(catalog[item_id].attributes, filters):
                 continue
             ids.append(item_id)
             if len(ids) == want:

@@ -47,20 +47,19 @@ class IndexReconciler:
         self.retrieval = retrieval
         self.reindexed = 0
 
-    @property
-    def index_version(self) -> str | None:
-        return self.store.get_meta(INDEX_VERSION_KEY)
+    async def index_version(self) -> str | None:
+        return await asyncio.to_thread(self.store.get_meta, INDEX_VERSION_KEY)
 
     async def check_once(self) -> bool:
         """Re-indexes the catalogue if the ranking tier serves another model; returns whether it did."""
         version = (await self.ranking.model_info(timeout=10.0)).model_version
-        before = self.index_version
+        before = await self.index_version()
         if version == before:
             return False
         items = list(self.store.catalog.values())
         if items:
             log.info("retrieval index holds %s vectors, ranking serves %s: re-indexing %d items",
-                     self.index_version, version, len(items))
+                     before, version, len(items))
         for start in range(0, len(items), BATCH):
             batch = items[start:start + BATCH]
             encoded = await self.ranking.encode_items([(i.item_id, i.text) for i in batch], CALL_TIMEOUT_S)
@@ -71,11 +70,11 @@ class IndexReconciler:
             await self.retrieval.upsert([
                 rt.IndexedItem(item_id=i.item_id, vector=vec, attributes=attribute_values(i.attributes))
                 for i, vec in zip(batch, encoded.vectors)], CALL_TIMEOUT_S)
-        if self.index_version != before:  # an upsert meanwhile came from another model
+        if await self.index_version() != before:  # an upsert meanwhile came from another model
             return False
         # Recorded only now: a crash midway leaves the old version, so the next pass redoes the work; a
         # model swapped again midway shows up as another mismatch at the next pass.
-        self.store.set_meta(INDEX_VERSION_KEY, version)
+        await asyncio.to_thread(self.store.set_meta, INDEX_VERSION_KEY, version)
         self.reindexed += len(items)
         if items:
             log.info("re-indexed %d items with %s", len(items), version)

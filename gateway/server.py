@@ -5,20 +5,20 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from gateway.conversation.sessions import SessionStore
 from gateway.conversation.turns import Conversation
 from gateway.conversation.vocabulary import VocabularyCache
 from gateway.downstream import RankingClient, ShardedRetrievalClient
 from gateway.impressions import ImpressionLog
+from gateway.store import State, open_state
 from gateway.policy.scenarios import Scenarios
 from gateway.recommend import RecommendPipeline
 from gateway.reindex import IndexReconciler
 from gateway.servicer import GatewayServicer
 from gateway.settings import GatewaySettings
-from gateway.store import GatewayStore
 from lmrec.grpc_server import (AdmissionInterceptor, add_health_and_reflection, bind, new_server,
                                serve_until_signalled, set_health)
 from lmrec.logging_setup import configure_logging
@@ -28,14 +28,17 @@ from lmrec.sharding import ShardMap
 from lmrec.v1 import gateway_service_pb2, gateway_service_pb2_grpc
 
 if TYPE_CHECKING:
+    from gateway.conversation.sessions import SessionStore
     from gateway.metrics import GatewayMetrics
+    from gateway.store import GatewayStore
+    from gateway.store.postgres import PostgresStore
 
 log = logging.getLogger(__name__)
 SERVICE_NAME = gateway_service_pb2.DESCRIPTOR.services_by_name["GatewayService"].full_name
 RECOMMEND = f"/{SERVICE_NAME}/Recommend"
 
 
-def create_server(settings: GatewaySettings, store: GatewayStore, ranking: RankingClient,
+def create_server(settings: GatewaySettings, store: GatewayStore | PostgresStore, ranking: RankingClient,
                   retrieval: ShardedRetrievalClient, metrics: GatewayMetrics | None = None,
                   impressions: ImpressionLog | None = None, scenarios: Scenarios | None = None,
                   sessions: SessionStore | None = None):
@@ -47,7 +50,7 @@ def create_server(settings: GatewaySettings, store: GatewayStore, ranking: Ranki
         metrics.declare_scenarios(scenarios.labels)
     conversation = None
     if sessions is not None:
-        conversation = Conversation(sessions, VocabularyCache.for_store(store), store.catalog)
+        conversation = Conversation(sessions, VocabularyCache.for_store(store), lambda: store.catalog)
     pipeline = RecommendPipeline(settings, store, ranking, retrieval, scenarios, impressions, metrics, conversation)
     servicer = GatewayServicer(settings, store, ranking, retrieval, pipeline, impressions, conversation)
     gateway_service_pb2_grpc.add_GatewayServiceServicer_to_server(servicer, server)
@@ -58,10 +61,13 @@ def create_server(settings: GatewaySettings, store: GatewayStore, ranking: Ranki
 
 async def serve(settings: GatewaySettings) -> None:
     scenarios = Scenarios(settings.scenarios_file)  # a bad file stops the gateway here, naming the field
-    store = GatewayStore(Path(settings.state_dir) / "gateway.sqlite", settings.negative_rating_below)
-    impressions = ImpressionLog(Path(settings.state_dir) / "impressions.sqlite", settings.impression_flush_s)
-    sessions = SessionStore(Path(settings.state_dir) / "sessions.sqlite", settings.session_ttl_s,
-                            settings.session_max_turns)
+    # Database calls run on worker threads (never on the event loop): one per pooled connection, and some.
+    asyncio.get_running_loop().set_default_executor(
+        ThreadPoolExecutor(settings.database_pool_size + 4, thread_name_prefix="gateway-db"))
+    state: State = open_state(settings)
+    store = state.store
+    log.info("gateway state: %s", "SQLite under " + str(settings.state_dir) if state.engine == "sqlite"
+             else "PostgreSQL (shared by every replica)")
     ranking = RankingClient(settings.ranking_address)
     try:
         retrieval = ShardedRetrievalClient(ShardMap.load(settings.retrieval_shard_map) if settings.retrieval_shard_map
@@ -69,8 +75,8 @@ async def serve(settings: GatewaySettings) -> None:
     except (OSError, ValueError) as exc:
         raise SystemExit(f"lmrec-gateway: invalid settings\nretrieval_shard_map: {exc}") from None
     metrics, metrics_server = metrics_for(settings)
-    server, port, health = create_server(settings, store, ranking, retrieval, metrics, impressions, scenarios,
-                                         sessions)
+    server, port, health = create_server(settings, store, ranking, retrieval, metrics, state.impressions, scenarios,
+                                         state.sessions)
     await server.start()
     await set_health(health, [SERVICE_NAME], serving=True)
     log.info("gateway serving on %s:%d (ranking %s, retrieval %s)", settings.host, port,
@@ -91,9 +97,7 @@ async def serve(settings: GatewaySettings) -> None:
         await asyncio.gather(*background, return_exceptions=True)
         await ranking.close()
         await retrieval.close()
-        impressions.close()
-        sessions.close()
-        store.close()
+        state.close()
         if metrics_server is not None:
             metrics_server.close()
 

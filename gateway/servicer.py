@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import math
 
 import grpc
@@ -142,8 +143,8 @@ class GatewayServicer(gw_grpc.GatewayServiceServicer):
         await self.retrieval.upsert(
             [rt.IndexedItem(item_id=i.item_id, vector=vec, attributes=request.items[n].attributes)
              for n, (i, vec) in enumerate(zip(items, encoded.vectors))], budget.timeout("retrieval upsert"))
-        note_upsert_version(self.store, encoded.model_version)
-        self.store.upsert_items(items)
+        await asyncio.to_thread(note_upsert_version, self.store, encoded.model_version)
+        await asyncio.to_thread(self.store.upsert_items, items)
         return gw.UpsertItemsResponse(upserted_count=len(items))
 
     async def DeleteItems(self, request: gw.DeleteItemsRequest, context) -> gw.DeleteItemsResponse:
@@ -152,7 +153,7 @@ class GatewayServicer(gw_grpc.GatewayServiceServicer):
         budget = self._budget(context, WRITE_TIMEOUT_S)
         # Retrieval first: once it returns, the items can no longer be recommended.
         await self.retrieval.delete(ids, budget.timeout("retrieval delete"))
-        deleted = self.store.delete_items(ids)
+        deleted = await asyncio.to_thread(self.store.delete_items, ids)
         try:
             await self.ranking.forget(ids, budget.timeout("ranking forget"))
         except grpc.aio.AioRpcError:
@@ -176,25 +177,26 @@ class GatewayServicer(gw_grpc.GatewayServiceServicer):
         in_sessions = [(m.session_id, e) for m, e in zip(request.events, events) if m.session_id]
         if in_sessions and self.conversation is None:
             raise FailedPrecondition("events.session_id: this gateway keeps no sessions")
-        self.store.record_events(events)
+        await asyncio.to_thread(self.store.record_events, events)
         by_session: dict[tuple[str, str], list[tuple[str, bool]]] = {}
         for session_id, e in in_sessions:
             accepted = not is_negative(e.event_type, e.value, self.settings.negative_rating_below)
             by_session.setdefault((e.user_id, session_id), []).append((e.item_id, accepted))
         for (user_id, session_id), items in by_session.items():
-            self.conversation.record_feedback(user_id, session_id, items)
+            await asyncio.to_thread(self.conversation.record_feedback, user_id, session_id, items)
         return gw.RecordFeedbackResponse(accepted_count=len(events))
 
     async def GetUserHistory(self, request: gw.GetUserHistoryRequest, context) -> gw.GetUserHistoryResponse:
         v.require_id(request.user_id, "user_id")
         out = []
-        for e in self.store.history(request.user_id):
+        for e in await asyncio.to_thread(self.store.history, request.user_id):
             event = gw.FeedbackEvent(user_id=e.user_id, item_id=e.item_id, event_type=e.event_type,
                                      value=e.value, scenario=e.scenario, request_id=e.request_id)
             event.event_time.FromMilliseconds(e.timestamp_ms)
             out.append(event)
         shown = []
-        for i in self.impressions.for_user(request.user_id) if self.impressions is not None else ():
+        logged = await asyncio.to_thread(self.impressions.for_user, request.user_id) if self.impressions else []
+        for i in logged:
             impression = gw.Impression(request_id=i.request_id, user_id=i.user_id, item_id=i.item_id,
                                        position=i.position, propensity=i.propensity, policy=i.policy,
                                        model_version=i.model_version, scenario=i.scenario)
@@ -204,7 +206,10 @@ class GatewayServicer(gw_grpc.GatewayServiceServicer):
 
     async def DeleteUserData(self, request: gw.DeleteUserDataRequest, context) -> gw.DeleteUserDataResponse:
         v.require_id(request.user_id, "user_id")
-        impressions = self.impressions.delete_user(request.user_id) if self.impressions is not None else 0
-        sessions = self.conversation.delete_user(request.user_id) if self.conversation is not None else 0
-        return gw.DeleteUserDataResponse(deleted_event_count=self.store.delete_user(request.user_id),
+        return await asyncio.to_thread(self._delete_user_data, request.user_id)
+
+    def _delete_user_data(self, user_id: str) -> gw.DeleteUserDataResponse:
+        impressions = self.impressions.delete_user(user_id) if self.impressions is not None else 0
+        sessions = self.conversation.delete_user(user_id) if self.conversation is not None else 0
+        return gw.DeleteUserDataResponse(deleted_event_count=self.store.delete_user(user_id),
                                          deleted_impression_count=impressions, deleted_session_count=sessions)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from typing_extensions import Annotated
 
@@ -23,6 +23,16 @@ class GatewaySettings(BaseSettings):
     retrieval_shard_map: Path | None = None
     shard_map_poll_s: float = Field(1.0, gt=0, le=60)
     state_dir: Path = Path("var/gateway")
+    # Where the state lives. Unset: SQLite files under state_dir (one gateway process). A PostgreSQL URL
+    # (postgresql://user:password@host:port/db): state shared by any number of gateway replicas.
+    database_url: SecretStr | None = None
+    database_pool_size: int = Field(8, ge=1, le=1000)
+    # How long a database call waits for a connection before it fails: a write with UNAVAILABLE (nothing
+    # acknowledged), Recommend by answering without the stored feedback (degraded).
+    database_timeout_s: float = Field(2.0, gt=0, le=60)
+    # With PostgreSQL: how often a replica reads catalogue and popularity changes made through the
+    # others; a change reaches every replica within this plus one query.
+    state_sync_s: float = Field(0.2, gt=0, le=60)
     # Budget for requests that arrive without a deadline.
     default_deadline_ms: float = Field(1000.0, gt=0)
     num_candidates: int = Field(200, ge=1, le=10_000)
@@ -60,4 +70,11 @@ class GatewaySettings(BaseSettings):
             value = [part.strip() for part in value.split(",") if part.strip()]
         if not value:
             raise ValueError("at least one retrieval shard address is required")
+        return value
+
+    @field_validator("database_url", mode="after")
+    @classmethod
+    def _postgres_url(cls, value):
+        if value is not None and not value.get_secret_value().startswith(("postgresql://", "postgres://")):
+            raise ValueError("must be a postgresql:// URL")
         return value

@@ -271,22 +271,21 @@ def cmd_reshard(args: argparse.Namespace) -> int:
 
 
 def cmd_impressions_export(args: argparse.Namespace) -> int:
-    from gateway.impressions import ImpressionLog, export_log
+    from gateway.impressions import export_log
     from gateway.settings import GatewaySettings
-    from gateway.store import GatewayStore
+    from gateway.store import open_state
 
-    state = Path(args.state_dir)
-    if not (state / "impressions.sqlite").is_file():
-        print(f"no impression log under {state} (the gateway's --state-dir)", file=sys.stderr)
+    # The gateway's own settings decide where the log is (LMREC_GATEWAY_DATABASE_URL for PostgreSQL) and
+    # what counts as a click (LMREC_GATEWAY_NEGATIVE_RATING_BELOW).
+    settings = GatewaySettings(state_dir=args.state_dir)
+    if settings.database_url is None and not (args.state_dir / "impressions.sqlite").is_file():
+        print(f"no impression log under {args.state_dir} (the gateway's --state-dir)", file=sys.stderr)
         return 2
-    # What counts as a click follows the gateway's own setting (LMREC_GATEWAY_NEGATIVE_RATING_BELOW).
-    store = GatewayStore(state / "gateway.sqlite", GatewaySettings().negative_rating_below)
-    impressions = ImpressionLog(state / "impressions.sqlite")
+    state = open_state(settings)
     try:
-        rows = export_log(impressions, store.clicks_for, args.out)
+        rows = export_log(state.impressions, state.store.clicks_for, args.out)
     finally:
-        impressions.close()
-        store.close()
+        state.close()
     print(f"wrote {rows} impressions to {args.out}; estimate a policy with `lmrec evaluate --ope {args.out}`")
     return 0
 
@@ -385,7 +384,8 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     shown = subs.add_parser("impressions", help="the gateway's impression log (exploration, off-policy evaluation)")
     shown_subs = shown.add_subparsers(dest="impressions_command", required=True)
     export = shown_subs.add_parser("export", help="write the impressions, with their clicks, as JSONL")
-    export.add_argument("--state-dir", type=Path, default=Path("var/gateway"), help="the gateway's state directory")
+    export.add_argument("--state-dir", type=Path, default=Path("var/gateway"),
+                        help="the gateway's state directory (with PostgreSQL: set LMREC_GATEWAY_DATABASE_URL)")
     export.add_argument("--out", type=Path, required=True)
 
     data = subs.add_parser("data", help="datasets")

@@ -109,8 +109,11 @@ class RankingServicer(pb_grpc.RankingServiceServicer):
         serving = self._holder.current
         query_vector = await self._query_vector(serving, ctx, _deadline(context))
         vector = serving.model.ranker.context_vector(ctx, query_vector)
+        history = list(request.context.history_item_ids)
+        _, known = serving.model.store.gather(history)
         return pb.EncodeContextResponse(vector=[] if vector is None else vector,
-                                        model_version=serving.model.manifest.model_version)
+                                        model_version=serving.model.manifest.model_version,
+                                        unknown_history_item_ids=[i for i, k in zip(history, known) if not k])
 
     async def Rank(self, request: pb.RankRequest, context) -> pb.RankResponse:
         ctx = rank_context(request.context, "context")

@@ -61,3 +61,19 @@ def bundle_dir(tmp_path_factory) -> Path:
     from training.export_encoder import export_pretrained_bundle
 
     return export_pretrained_bundle(None, tmp_path_factory.mktemp("bundle") / "minilm-zeroshot")
+
+
+@pytest.fixture(scope="session")
+def postgres():
+    """One real PostgreSQL server for the session (tests/postgres_server.py); each test makes its own
+    database. Its directory is not under pytest's temp root, which only root may enter: the server runs
+    as the `postgres` user when the tests run as root."""
+    import tempfile
+
+    from tests.postgres_server import start_postgres
+
+    root = Path(tempfile.mkdtemp(prefix="lmrec-pg-"))
+    server = start_postgres(root)
+    yield server
+    server.stop("immediate")
+    shutil.rmtree(root, ignore_errors=True)

@@ -4,21 +4,22 @@ accepted or rejected in the session.
 A session is keyed by (user_id, session_id), so one user never reads another's. It expires `ttl_s` after
 its last turn or feedback (an expired session reads as a new one and is erased), and keeps its newest
 `max_turns` turns (older ones are dropped, with what they said) and newest MAX_FEEDBACK feedback items.
-SQLite in WAL mode, in a file of its own beside the gateway's event store; synchronous=NORMAL: a turn
-survives a crash of the process (not of the machine, where losing it costs the user one sentence).
+Embedded: SQLite in WAL mode, in a file of its own beside the gateway's event store; synchronous=NORMAL: a
+turn survives a crash of the process (not of the machine, where losing it costs the user one sentence).
+Shared by gateway replicas: the same statements on PostgreSQL (gateway/store/db.py), so a conversation
+may move from one replica to another between turns.
 """
 
 from __future__ import annotations
 
 import json
-import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from gateway.conversation.critique import ParsedTurn
-from lmrec.sqlite_db import open_wal
+from gateway.store.db import SqliteDb
 
 MAX_FEEDBACK = 200
 # How often expired sessions are erased in bulk (each read also erases the one it finds expired).
@@ -61,9 +62,9 @@ class Session:
 
 
 class SessionStore:
-    def __init__(self, path: Path, ttl_s: float, max_turns: int, clock: Callable[[], float] = time.time) -> None:
-        self._db = open_wal(path, _SCHEMA)
-        self._lock = threading.Lock()
+    def __init__(self, db: Path | SqliteDb, ttl_s: float, max_turns: int, clock: Callable[[], float] = time.time) -> None:
+        """`db`: a SQLite file's path, or an open database (gateway/store/db.py) with the schema in place."""
+        self._db = SqliteDb(db, _SCHEMA) if isinstance(db, (str, Path)) else db
         self.ttl_ms = int(ttl_s * 1000)
         self.max_turns = max_turns
         self._clock = clock
@@ -74,14 +75,13 @@ class SessionStore:
 
     def load(self, user_id: str, session_id: str) -> Session:
         """The session, or an empty one (next turn 1) when it is unknown or has expired."""
-        with self._lock:
+        with self._db.transaction():
             row = self._db.execute("SELECT updated_ms, next_turn FROM sessions WHERE user_id = ? AND session_id = ?",
                                    (user_id, session_id)).fetchone()
             if row is None:
                 return Session(user_id, session_id)
             if row[0] < self._now_ms() - self.ttl_ms:
-                with self._db:
-                    self._erase(user_id, session_id)
+                self._erase(user_id, session_id)
                 return Session(user_id, session_id)
             turns = tuple(StoredTurn(n, rid, ParsedTurn.from_dict(json.loads(parsed)), tuple(json.loads(shown)), t)
                           for n, rid, parsed, shown, t in self._db.execute(
@@ -98,9 +98,11 @@ class SessionStore:
         now = self._now_ms()
         row = (user_id, session_id, turn.number, turn.request_id, json.dumps(turn.parsed.to_dict()),
                json.dumps(list(turn.shown)), turn.time_ms)
-        with self._lock, self._db:
+        with self._db.transaction():
             self._touch(user_id, session_id, now, turn.number + 1)
-            self._db.execute("INSERT OR REPLACE INTO turns VALUES (?, ?, ?, ?, ?, ?, ?)", row)
+            self._db.execute("INSERT INTO turns VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (user_id, session_id, turn) "
+                             "DO UPDATE SET request_id = excluded.request_id, parsed = excluded.parsed, "
+                             "shown = excluded.shown, time_ms = excluded.time_ms", row)
             self._db.execute("DELETE FROM turns WHERE user_id = ? AND session_id = ? AND turn <= ?",
                              (user_id, session_id, turn.number - self.max_turns))
         self._maybe_purge()
@@ -108,7 +110,7 @@ class SessionStore:
     def record_feedback(self, user_id: str, session_id: str, items: Sequence[tuple[str, bool]]) -> None:
         """Notes items accepted (True) or rejected (False) in the session; starts the session if needed."""
         now = self._now_ms()
-        with self._lock, self._db:
+        with self._db.transaction():
             row = self._db.execute("SELECT updated_ms FROM sessions WHERE user_id = ? AND session_id = ?",
                                    (user_id, session_id)).fetchone()
             if row is not None and row[0] < now - self.ttl_ms:
@@ -124,7 +126,8 @@ class SessionStore:
     def _touch(self, user_id: str, session_id: str, now: int, next_turn: int | None) -> None:
         self._db.execute(
             "INSERT INTO sessions VALUES (?, ?, ?, ?, ?) ON CONFLICT(user_id, session_id) DO UPDATE SET "
-            "updated_ms = excluded.updated_ms, next_turn = MAX(sessions.next_turn, excluded.next_turn)",
+            "updated_ms = excluded.updated_ms, next_turn = CASE WHEN sessions.next_turn > excluded.next_turn "
+            "THEN sessions.next_turn ELSE excluded.next_turn END",
             (user_id, session_id, now, now, next_turn or 1))
 
     def _erase(self, user_id: str, session_id: str) -> None:
@@ -137,26 +140,24 @@ class SessionStore:
 
     def purge_expired(self) -> int:
         """Erases every expired session; returns how many."""
-        with self._lock:
-            self._purged_at = self._clock()
+        self._purged_at = self._clock()
+        with self._db.transaction():
             expired = self._db.execute("SELECT user_id, session_id FROM sessions WHERE updated_ms < ?",
                                        (self._now_ms() - self.ttl_ms,)).fetchall()
-            with self._db:
-                for user_id, session_id in expired:
-                    self._erase(user_id, session_id)
+            for user_id, session_id in expired:
+                self._erase(user_id, session_id)
         return len(expired)
 
     def delete_user(self, user_id: str) -> int:
         """Erases every session of the user (DeleteUserData); returns how many there were."""
-        with self._lock, self._db:
+        with self._db.transaction():
             count = self._db.execute("DELETE FROM sessions WHERE user_id = ?", (user_id,)).rowcount
             self._db.execute("DELETE FROM turns WHERE user_id = ?", (user_id,))
             self._db.execute("DELETE FROM session_feedback WHERE user_id = ?", (user_id,))
         return count
 
     def session_count(self) -> int:
-        with self._lock:
-            return self._db.execute("SELECT COUNT(*) FROM sessions").fetchone()[0]
+        return self._db.execute("SELECT COUNT(*) FROM sessions").fetchone()[0]
 
     def close(self) -> None:
         self._db.close()

@@ -13,7 +13,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from gateway.conversation.constraints import Applied, Constraint, apply_constraints, merge_constraints
@@ -157,14 +157,16 @@ def _point(plan: TurnPlan, said: Sequence[ParsedTurn], feedback: Sequence[tuple[
 class Conversation:
     """Sessions kept for the pipeline: plans a turn from the stored session, stores it once answered."""
 
-    def __init__(self, sessions: SessionStore, vocabulary: VocabularyCache, catalog: Mapping[str, CatalogItem]) -> None:
+    def __init__(self, sessions: SessionStore, vocabulary: VocabularyCache,
+                 catalog: Callable[[], Mapping[str, CatalogItem]]) -> None:
+        """`catalog`: returns the current catalogue (the store swaps in a new mapping on every change)."""
         self.sessions = sessions
         self.vocabulary = vocabulary
         self.catalog = catalog
 
     def begin(self, user_id: str, session_id: str, text: str, request_id: str) -> TurnPlan:
         session = self.sessions.load(user_id, session_id)
-        return plan_turn(session, text, request_id, self.vocabulary.get(), self.catalog)
+        return plan_turn(session, text, request_id, self.vocabulary.get(), self.catalog())
 
     def end(self, user_id: str, session_id: str, plan: TurnPlan, request_id: str, shown: Sequence[str]) -> None:
         self.sessions.save_turn(user_id, session_id, StoredTurn(plan.number, request_id, plan.parsed, tuple(shown),

@@ -1,4 +1,5 @@
-"""The gateway's durable state: catalogue metadata, users' interaction events, item popularity.
+"""The gateway's durable state in one local SQLite file (the embedded default, one gateway process):
+catalogue metadata, users' interaction events, item popularity.
 
 SQLite in WAL mode with synchronous=FULL: a write is on disk when the call that made it returns, so an
 acknowledged event or item survives a crash. Catalogue titles/attributes and popularity counts are
@@ -8,29 +9,18 @@ on an item (gateway/policy/feedback.py says which events are negative).
 
 from __future__ import annotations
 
+import itertools
 import json
 import threading
-import time
 from collections import Counter
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
 from gateway.policy.feedback import negative_sql
 from lmrec.datasets import CatalogItem
+from gateway.store.mirror import Mirror
+from gateway.store.model import Event
 from lmrec.sqlite_db import open_wal
-
-
-@dataclass(frozen=True)
-class Event:
-    user_id: str
-    item_id: str
-    event_type: int
-    value: float
-    timestamp_ms: int
-    scenario: str = ""
-    request_id: str = ""
-
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS items (
@@ -58,14 +48,26 @@ class GatewayStore:
         self._lock = threading.Lock()
         negative, self._negative_args = negative_sql(negative_rating_below)
         self._positive = f"NOT {negative}"
-        self.catalog: dict[str, CatalogItem] = {}
-        # Bumped by every catalogue change: what is derived from the catalogue knows when to rebuild.
-        self.catalog_version = 0
-        for item_id, title, text, attrs in self._db.execute("SELECT item_id, title, text, attributes FROM items"):
-            self.catalog[item_id] = CatalogItem(item_id, title, text, json.loads(attrs))
-        self.popularity: Counter[str] = Counter(dict(self._db.execute(
+        self._mirror = Mirror()
+        self._versions = itertools.count(1)  # this process is the only writer: a local clock orders changes
+        self._mirror.apply_items((CatalogItem(item_id, title, text, json.loads(attrs)), 0) for item_id, title, text, attrs
+                                 in self._db.execute("SELECT item_id, title, text, attributes FROM items"))
+        self._mirror.set_counts((item_id, users, 0) for item_id, users in self._db.execute(
             f"SELECT item_id, COUNT(DISTINCT user_id) FROM events WHERE {self._positive} GROUP BY item_id",
-            self._negative_args)))
+            self._negative_args))
+
+    @property
+    def catalog(self) -> Mapping[str, CatalogItem]:
+        return self._mirror.catalog
+
+    @property
+    def catalog_version(self) -> int:
+        return self._mirror.catalog_version
+
+    @property
+    def popularity(self) -> Counter[str]:
+        """Users with a positive event, per item (read-only: the store swaps in a new counter)."""
+        return self._mirror.popularity
 
     # Catalogue ---------------------------------------------------------------------------------
     def upsert_items(self, items: Sequence[CatalogItem]) -> None:
@@ -74,9 +76,8 @@ class GatewayStore:
             self._db.executemany(
                 "INSERT INTO items VALUES (?, ?, ?, ?) ON CONFLICT(item_id) DO UPDATE SET "
                 "title=excluded.title, text=excluded.text, attributes=excluded.attributes", rows)
-            for item in items:
-                self.catalog[item.item_id] = item
-            self.catalog_version += 1
+            version = next(self._versions)
+            self._mirror.apply_items((item, version) for item in items)
 
     def get_meta(self, key: str) -> str | None:
         row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
@@ -89,8 +90,8 @@ class GatewayStore:
     def delete_items(self, item_ids: Sequence[str]) -> int:
         with self._lock, self._db:
             self._db.executemany("DELETE FROM items WHERE item_id = ?", [(i,) for i in item_ids])
-            self.catalog_version += 1
-            return sum(self.catalog.pop(i, None) is not None for i in item_ids)
+            version = next(self._versions)
+            return self._mirror.apply_items(deleted=((i, version) for i in set(item_ids)))
 
     # Events ------------------------------------------------------------------------------------
     def record_events(self, events: Sequence[Event]) -> None:
@@ -103,8 +104,7 @@ class GatewayStore:
                 self._db.executemany(
                     "INSERT INTO events (user_id, item_id, event_type, value, ts_ms, scenario, request_id) "
                     "VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
-            for _, item_id in self._positive_pairs(users) - before:
-                self.popularity[item_id] += 1
+            self._mirror.add_counts(Counter(item_id for _, item_id in self._positive_pairs(users) - before))
 
     def _positive_pairs(self, users: Iterable[str]) -> set[tuple[str, str]]:
         """(user, item) pairs with at least one positive event."""
@@ -150,10 +150,7 @@ class GatewayStore:
                 (user_id, *self._negative_args))]
             with self._db:
                 deleted = self._db.execute("DELETE FROM events WHERE user_id = ?", (user_id,)).rowcount
-            for item_id in items:
-                self.popularity[item_id] -= 1
-                if self.popularity[item_id] <= 0:
-                    del self.popularity[item_id]
+            self._mirror.add_counts({item_id: -1 for item_id in items})
             return deleted
 
     def event_count(self) -> int:
@@ -162,7 +159,3 @@ class GatewayStore:
 
     def close(self) -> None:
         self._db.close()
-
-
-def now_ms() -> int:
-    return int(time.time() * 1000)

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from lmrec.v1 import common_pb2 as lmrec_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1elmrec/v1/ranking_service.proto\x12\x08lmrec.v1\x1a\x15lmrec/v1/common.proto\",\n\x0b\x45ncodeInput\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\x0f\n\x07item_id\x18\x02 \x01(\t\"6\n\rEncodeRequest\x12%\n\x06inputs\x18\x01 \x03(\x0b\x32\x15.lmrec.v1.EncodeInput\"\x18\n\x06Vector\x12\x0e\n\x06values\x18\x01 \x03(\x02\"J\n\x0e\x45ncodeResponse\x12!\n\x07vectors\x18\x01 \x03(\x0b\x32\x10.lmrec.v1.Vector\x12\x15\n\rmodel_version\x18\x02 \x01(\t\">\n\x14\x45ncodeContextRequest\x12&\n\x07\x63ontext\x18\x01 \x01(\x0b\x32\x15.lmrec.v1.UserContext\">\n\x15\x45ncodeContextResponse\x12\x0e\n\x06vector\x18\x01 \x03(\x02\x12\x15\n\rmodel_version\x18\x02 \x01(\t\"{\n\x0bRankRequest\x12&\n\x07\x63ontext\x18\x01 \x01(\x0b\x32\x15.lmrec.v1.UserContext\x12\x1a\n\x12\x63\x61ndidate_item_ids\x18\x02 \x03(\t\x12\x0f\n\x07\x65xplain\x18\x03 \x01(\x08\x12\x17\n\x0fvectors_for_top\x18\x04 \x01(\x05\"T\n\x0b\x41ttribution\x12\x17\n\x0fhistory_item_id\x18\x01 \x01(\t\x12\x16\n\x0ehistory_weight\x18\x02 \x01(\x02\x12\x14\n\x0cquery_weight\x18\x03 \x01(\x02\"-\n\nItemVector\x12\x0f\n\x07item_id\x18\x01 \x01(\t\x12\x0e\n\x06values\x18\x02 \x03(\x02\"\xde\x01\n\x0cRankResponse\x12\x0e\n\x06scores\x18\x01 \x03(\x02\x12\x18\n\x10unknown_item_ids\x18\x02 \x03(\t\x12\x15\n\rmodel_version\x18\x03 \x01(\t\x12\x1a\n\x12text_only_item_ids\x18\x04 \x03(\t\x12+\n\x0c\x61ttributions\x18\x05 \x03(\x0b\x32\x15.lmrec.v1.Attribution\x12)\n\x0btop_vectors\x18\x06 \x03(\x0b\x32\x14.lmrec.v1.ItemVector\x12\x19\n\x11predicted_ratings\x18\x07 \x03(\x02\"&\n\x12\x46orgetItemsRequest\x12\x10\n\x08item_ids\x18\x01 \x03(\t\".\n\x13\x46orgetItemsResponse\x12\x17\n\x0f\x66orgotten_count\x18\x01 \x01(\x05\"\x15\n\x13GetModelInfoRequest\"\xe1\x01\n\x14GetModelInfoResponse\x12\x15\n\rmodel_version\x18\x01 \x01(\t\x12\x14\n\x0c\x65ncoder_name\x18\x02 \x01(\t\x12\x13\n\x0branker_kind\x18\x03 \x01(\t\x12\x11\n\tdimension\x18\x04 \x01(\x05\x12\x11\n\tprecision\x18\x05 \x01(\t\x12\x1a\n\x12\x65xecution_provider\x18\x06 \x01(\t\x12\x18\n\x10known_item_count\x18\x07 \x01(\x03\x12\x16\n\x0eitem_precision\x18\x08 \x01(\t\x12\x13\n\x0brating_head\x18\t \x01(\x08\x32\xf1\x02\n\x0eRankingService\x12;\n\x06\x45ncode\x12\x17.lmrec.v1.EncodeRequest\x1a\x18.lmrec.v1.EncodeResponse\x12P\n\rEncodeContext\x12\x1e.lmrec.v1.EncodeContextRequest\x1a\x1f.lmrec.v1.EncodeContextResponse\x12\x35\n\x04Rank\x12\x15.lmrec.v1.RankRequest\x1a\x16.lmrec.v1.RankResponse\x12J\n\x0b\x46orgetItems\x12\x1c.lmrec.v1.ForgetItemsRequest\x1a\x1d.lmrec.v1.ForgetItemsResponse\x12M\n\x0cGetModelInfo\x12\x1d.lmrec.v1.GetModelInfoRequest\x1a\x1e.lmrec.v1.GetModelInfoResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1elmrec/v1/ranking_service.proto\x12\x08lmrec.v1\x1a\x15lmrec/v1/common.proto\",\n\x0b\x45ncodeInput\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\x0f\n\x07item_id\x18\x02 \x01(\t\"6\n\rEncodeRequest\x12%\n\x06inputs\x18\x01 \x03(\x0b\x32\x15.lmrec.v1.EncodeInput\"\x18\n\x06Vector\x12\x0e\n\x06values\x18\x01 \x03(\x02\"J\n\x0e\x45ncodeResponse\x12!\n\x07vectors\x18\x01 \x03(\x0b\x32\x10.lmrec.v1.Vector\x12\x15\n\rmodel_version\x18\x02 \x01(\t\">\n\x14\x45ncodeContextRequest\x12&\n\x07\x63ontext\x18\x01 \x01(\x0b\x32\x15.lmrec.v1.UserContext\"`\n\x15\x45ncodeContextResponse\x12\x0e\n\x06vector\x18\x01 \x03(\x02\x12\x15\n\rmodel_version\x18\x02 \x01(\t\x12 \n\x18unknown_history_item_ids\x18\x03 \x03(\t\"{\n\x0bRankRequest\x12&\n\x07\x63ontext\x18\x01 \x01(\x0b\x32\x15.lmrec.v1.UserContext\x12\x1a\n\x12\x63\x61ndidate_item_ids\x18\x02 \x03(\t\x12\x0f\n\x07\x65xplain\x18\x03 \x01(\x08\x12\x17\n\x0fvectors_for_top\x18\x04 \x01(\x05\"T\n\x0b\x41ttribution\x12\x17\n\x0fhistory_item_id\x18\x01 \x01(\t\x12\x16\n\x0ehistory_weight\x18\x02 \x01(\x02\x12\x14\n\x0cquery_weight\x18\x03 \x01(\x02\"-\n\nItemVector\x12\x0f\n\x07item_id\x18\x01 \x01(\t\x12\x0e\n\x06values\x18\x02 \x03(\x02\"\xde\x01\n\x0cRankResponse\x12\x0e\n\x06scores\x18\x01 \x03(\x02\x12\x18\n\x10unknown_item_ids\x18\x02 \x03(\t\x12\x15\n\rmodel_version\x18\x03 \x01(\t\x12\x1a\n\x12text_only_item_ids\x18\x04 \x03(\t\x12+\n\x0c\x61ttributions\x18\x05 \x03(\x0b\x32\x15.lmrec.v1.Attribution\x12)\n\x0btop_vectors\x18\x06 \x03(\x0b\x32\x14.lmrec.v1.ItemVector\x12\x19\n\x11predicted_ratings\x18\x07 \x03(\x02\"&\n\x12\x46orgetItemsRequest\x12\x10\n\x08item_ids\x18\x01 \x03(\t\".\n\x13\x46orgetItemsResponse\x12\x17\n\x0f\x66orgotten_count\x18\x01 \x01(\x05\"\x15\n\x13GetModelInfoRequest\"\xe1\x01\n\x14GetModelInfoResponse\x12\x15\n\rmodel_version\x18\x01 \x01(\t\x12\x14\n\x0c\x65ncoder_name\x18\x02 \x01(\t\x12\x13\n\x0branker_kind\x18\x03 \x01(\t\x12\x11\n\tdimension\x18\x04 \x01(\x05\x12\x11\n\tprecision\x18\x05 \x01(\t\x12\x1a\n\x12\x65xecution_provider\x18\x06 \x01(\t\x12\x18\n\x10known_item_count\x18\x07 \x01(\x03\x12\x16\n\x0eitem_precision\x18\x08 \x01(\t\x12\x13\n\x0brating_head\x18\t \x01(\x08\x32\xf1\x02\n\x0eRankingService\x12;\n\x06\x45ncode\x12\x17.lmrec.v1.EncodeRequest\x1a\x18.lmrec.v1.EncodeResponse\x12P\n\rEncodeContext\x12\x1e.lmrec.v1.EncodeContextRequest\x1a\x1f.lmrec.v1.EncodeContextResponse\x12\x35\n\x04Rank\x12\x15.lmrec.v1.RankRequest\x1a\x16.lmrec.v1.RankResponse\x12J\n\x0b\x46orgetItems\x12\x1c.lmrec.v1.ForgetItemsRequest\x1a\x1d.lmrec.v1.ForgetItemsResponse\x12M\n\x0cGetModelInfo\x12\x1d.lmrec.v1.GetModelInfoRequest\x1a\x1e.lmrec.v1.GetModelInfoResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -43,23 +43,23 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_ENCODECONTEXTREQUEST']._serialized_start=271
   _globals['_ENCODECONTEXTREQUEST']._serialized_end=333
   _globals['_ENCODECONTEXTRESPONSE']._serialized_start=335
-  _globals['_ENCODECONTEXTRESPONSE']._serialized_end=397
-  _globals['_RANKREQUEST']._serialized_start=399
-  _globals['_RANKREQUEST']._serialized_end=522
-  _globals['_ATTRIBUTION']._serialized_start=524
-  _globals['_ATTRIBUTION']._serialized_end=608
-  _globals['_ITEMVECTOR']._serialized_start=610
-  _globals['_ITEMVECTOR']._serialized_end=655
-  _globals['_RANKRESPONSE']._serialized_start=658
-  _globals['_RANKRESPONSE']._serialized_end=880
-  _globals['_FORGETITEMSREQUEST']._serialized_start=882
-  _globals['_FORGETITEMSREQUEST']._serialized_end=920
-  _globals['_FORGETITEMSRESPONSE']._serialized_start=922
-  _globals['_FORGETITEMSRESPONSE']._serialized_end=968
-  _globals['_GETMODELINFOREQUEST']._serialized_start=970
-  _globals['_GETMODELINFOREQUEST']._serialized_end=991
-  _globals['_GETMODELINFORESPONSE']._serialized_start=994
-  _globals['_GETMODELINFORESPONSE']._serialized_end=1219
-  _globals['_RANKINGSERVICE']._serialized_start=1222
-  _globals['_RANKINGSERVICE']._serialized_end=1591
+  _globals['_ENCODECONTEXTRESPONSE']._serialized_end=431
+  _globals['_RANKREQUEST']._serialized_start=433
+  _globals['_RANKREQUEST']._serialized_end=556
+  _globals['_ATTRIBUTION']._serialized_start=558
+  _globals['_ATTRIBUTION']._serialized_end=642
+  _globals['_ITEMVECTOR']._serialized_start=644
+  _globals['_ITEMVECTOR']._serialized_end=689
+  _globals['_RANKRESPONSE']._serialized_start=692
+  _globals['_RANKRESPONSE']._serialized_end=914
+  _globals['_FORGETITEMSREQUEST']._serialized_start=916
+  _globals['_FORGETITEMSREQUEST']._serialized_end=954
+  _globals['_FORGETITEMSRESPONSE']._serialized_start=956
+  _globals['_FORGETITEMSRESPONSE']._serialized_end=1002
+  _globals['_GETMODELINFOREQUEST']._serialized_start=1004
+  _globals['_GETMODELINFOREQUEST']._serialized_end=1025
+  _globals['_GETMODELINFORESPONSE']._serialized_start=1028
+  _globals['_GETMODELINFORESPONSE']._serialized_end=1253
+  _globals['_RANKINGSERVICE']._serialized_start=1256
+  _globals['_RANKINGSERVICE']._serialized_end=1625
 # @@protoc_insertion_point(module_scope)

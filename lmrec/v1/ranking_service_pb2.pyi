@@ -42,12 +42,14 @@ class EncodeContextRequest(_message.Message):
     def __init__(self, context: _Optional[_Union[_common_pb2.UserContext, _Mapping]] = ...) -> None: ...
 
 class EncodeContextResponse(_message.Message):
-    __slots__ = ("vector", "model_version")
+    __slots__ = ("vector", "model_version", "unknown_history_item_ids")
     VECTOR_FIELD_NUMBER: _ClassVar[int]
     MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
+    UNKNOWN_HISTORY_ITEM_IDS_FIELD_NUMBER: _ClassVar[int]
     vector: _containers.RepeatedScalarFieldContainer[float]
     model_version: str
-    def __init__(self, vector: _Optional[_Iterable[float]] = ..., model_version: _Optional[str] = ...) -> None: ...
+    unknown_history_item_ids: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, vector: _Optional[_Iterable[float]] = ..., model_version: _Optional[str] = ..., unknown_history_item_ids: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class RankRequest(_message.Message):
     __slots__ = ("context", "candidate_item_ids", "explain", "vectors_for_top")

@@ -10,7 +10,7 @@ import typing
 from pathlib import Path
 
 import pytest
-from pydantic import TypeAdapter, ValidationError
+from pydantic import SecretStr, TypeAdapter, ValidationError
 
 from gateway.settings import GatewaySettings
 from lmrec import cli
@@ -47,6 +47,8 @@ def flag_and_value(name: str, info, tmp_path: Path) -> tuple[list[str], object]:
         return [flag, "a:1,b:2"], ["a:1", "b:2"]
     if base is str:
         return [flag, f"{name}-value"], f"{name}-value"
+    if base is SecretStr:  # compared by value: SecretStr's equality is its secret's
+        return [flag, "postgresql://u:p@127.0.0.1:1/db"], SecretStr("postgresql://u:p@127.0.0.1:1/db")
     if base in (int, float):
         start = default if default is not None else 1
         for value in (start + 1, start + 3, start * 2, start / 2, 1, 0):
