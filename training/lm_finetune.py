@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import time
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -23,6 +24,7 @@ import torch
 from torch.nn import functional as F
 from tqdm.auto import tqdm
 
+from training.replica import current
 from training.sequences import torch_threads
 
 log = logging.getLogger(__name__)
@@ -90,6 +92,7 @@ class _TopLayers:
         model = pooled.encoder
         self.config = model.config
         self.layers = model.encoder.layer[len(model.encoder.layer) - train_layers:]
+        self.module = self.layers  # what a data-parallel replica synchronises (training/replica.py)
         split = len(model.encoder.layer) - train_layers
         self.states: list[torch.Tensor] = []
         self.reference: list[torch.Tensor] = []
@@ -122,11 +125,14 @@ class _TopLayers:
             n = len(self.states[i])
             h[row, :n] = self.states[i]
             mask[row, :n] = 1
+        # The cache stays in host memory; the trained layers may sit on a GPU (a Ray Train worker's).
+        device = next(self.layers.parameters()).device
+        h, mask = h.to(device), mask.to(device)
         attention = self._mask_fn(config=self.config, inputs_embeds=h, attention_mask=mask)
         for layer in self.layers:
             h = layer(h, attention_mask=attention)
             h = h[0] if isinstance(h, tuple) else h
-        return _mean_pool(h, mask), torch.stack([self.reference[i] for i in items])
+        return _mean_pool(h, mask), torch.stack([self.reference[i] for i in items]).to(device)
 
 
 class _WholeModel:
@@ -134,6 +140,7 @@ class _WholeModel:
 
     def __init__(self, pooled: torch.nn.Module, tokens: _Tokens) -> None:
         self.pooled, self.tokens = pooled, tokens
+        self.module = pooled
         self.frozen = copy.deepcopy(pooled).eval()
         for p in self.frozen.parameters():
             p.requires_grad_(False)
@@ -145,7 +152,8 @@ class _WholeModel:
         ids, mask = self.tokens.batch(items)
         with torch.no_grad():
             reference = self.frozen(ids, mask)
-        return self.pooled(ids, mask), reference
+        device = next(self.pooled.parameters()).device
+        return self.pooled(ids.to(device), mask.to(device)), reference.to(device)
 
 
 def _mean_pool(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -155,11 +163,19 @@ def _mean_pool(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 
 def finetune_encoder(pooled: torch.nn.Module, tokenizer, texts: list[str], sequences: list[np.ndarray],
                      config: FinetuneConfig) -> dict:
-    """Fine-tunes `pooled` (a PooledEncoder) in place; returns training statistics for the manifest."""
+    """Fine-tunes `pooled` (a PooledEncoder) in place; returns training statistics for the manifest.
+
+    As one of N data-parallel replicas (training/replica.py), each samples batch_pairs / N pairs a step
+    from its own shard of the pairs, and every replica's pairs are in-batch negatives of every other's
+    (the embeddings are all-gathered), so the N replicas compute the loss of one batch of batch_pairs.
+    """
     pairs = co_occurrence_pairs(sequences, config.window)
     if config.steps == 0 or len(pairs) == 0:
         return {"steps": 0, "pairs": int(len(pairs))}
-    rng = np.random.default_rng(config.seed)
+    replica = current()
+    shard = replica.shard(pairs)
+    batch_pairs = replica.local_batch(config.batch_pairs)
+    rng = np.random.default_rng(replica.seed(config.seed))
     torch.manual_seed(config.seed)
     tokens = _Tokens(tokenizer, texts, config.max_length)
     with torch_threads(config.threads):
@@ -168,6 +184,8 @@ def finetune_encoder(pooled: torch.nn.Module, tokenizer, texts: list[str], seque
             embed = _TopLayers(pooled, tokens, config.train_layers)
         else:
             embed = _WholeModel(pooled, tokens)
+        step = replica.wrap(embed, embed.module)
+        device = replica.device
         trainable = [p for p in embed.parameters() if p.requires_grad]
         optimizer = torch.optim.AdamW(trainable, lr=config.lr, weight_decay=0.01)
         warmup = max(1, config.steps // 10)
@@ -175,18 +193,21 @@ def finetune_encoder(pooled: torch.nn.Module, tokenizer, texts: list[str], seque
             optimizer, lambda s: min(1.0, (s + 1) / warmup) * max(0.0, (config.steps - s) / max(1, config.steps - warmup)))
         losses = []
         pooled.train()
-        bar = tqdm(range(config.steps), desc="fine-tune LM", leave=False)
+        bar = tqdm(range(config.steps), desc="fine-tune LM", leave=False, disable=replica.rank > 0)
+        loop_started = time.perf_counter()
         for _ in bar:
-            batch = pairs[rng.integers(0, len(pairs), size=config.batch_pairs)]
+            batch = shard[rng.integers(0, len(shard), size=batch_pairs)]
             unique, inverse = np.unique(batch, return_inverse=True)
-            inverse = torch.from_numpy(inverse.reshape(batch.shape))
-            emb, reference = embed(unique)
-            left, right = emb[inverse[:, 0]], emb[inverse[:, 1]]
+            inverse = torch.from_numpy(inverse.reshape(batch.shape)).to(device)
+            emb, reference = step(unique)
+            left, right = replica.gather(emb[inverse[:, 0]]), replica.gather(emb[inverse[:, 1]])
+            positives = replica.gather(torch.from_numpy(batch[:, 1]).to(device))
             logits = left @ right.T / config.temperature
             # The same item on the other side of another pair is not a negative.
-            same = torch.from_numpy(batch[:, 1][None, :] == batch[:, 1][:, None]) & ~torch.eye(len(batch), dtype=torch.bool)
+            same = (positives[None, :] == positives[:, None]) & ~torch.eye(len(positives), dtype=torch.bool,
+                                                                            device=device)
             logits = logits.masked_fill(same, -1e4)
-            labels = torch.arange(len(batch))
+            labels = torch.arange(len(positives), device=device)
             contrastive = (F.cross_entropy(logits, labels) + F.cross_entropy(logits.T, labels)) / 2
             anchor = (1 - (emb * reference).sum(-1)).mean()
             loss = contrastive + config.anchor_weight * anchor
@@ -197,6 +218,8 @@ def finetune_encoder(pooled: torch.nn.Module, tokenizer, texts: list[str], seque
             schedule.step()
             losses.append((contrastive.item(), anchor.item()))
             bar.set_postfix(nce=f"{losses[-1][0]:.3f}", anchor=f"{losses[-1][1]:.4f}")
+        loop_seconds = time.perf_counter() - loop_started
+    pooled.cpu()  # embedding the catalogue and the export run on the host, wherever the layers trained
     pooled.eval()
     for p in pooled.parameters():
         p.requires_grad_(True)
@@ -206,6 +229,7 @@ def finetune_encoder(pooled: torch.nn.Module, tokenizer, texts: list[str], seque
              "mode": type(embed).__name__.strip("_"), "contrastive_first": float(head[0]),
              "contrastive_last": float(tail[0]), "anchor_last": float(tail[1])}
     log.info("LM fine-tune: %s", stats)
+    replica.report("lm_finetune", {**stats, "seconds": round(loop_seconds, 3)})
     return stats
 
 

@@ -190,11 +190,12 @@ class LMSeqNet(nn.Module):
         `scenarios`: per history, the scenario index (0 = none) a scenario-aware net reads."""
         out = []
         for start in range(0, len(histories), batch):
-            seq = torch.from_numpy(left_pad(histories[start:start + batch], self.tower.max_len))
+            seq = torch.from_numpy(left_pad(histories[start:start + batch], self.tower.max_len)).to(items.device)
             last = self.hidden(seq, items)[:, -1]
             if self.gate is not None and scenarios is not None:
-                last = self.gate(last, torch.from_numpy(np.asarray(scenarios[start:start + batch], dtype=np.int64)))
-            out.append((F.normalize(last, dim=-1) @ items.T).numpy())
+                last = self.gate(last, torch.from_numpy(np.asarray(scenarios[start:start + batch], dtype=np.int64))
+                                 .to(items.device))
+            out.append((F.normalize(last, dim=-1) @ items.T).cpu().numpy())
         return np.concatenate(out) if out else np.zeros((0, len(items)), dtype=np.float32)
 
     def hidden(self, seq: torch.Tensor, items: torch.Tensor) -> torch.Tensor:

@@ -32,6 +32,7 @@ from training.lm_finetune import FinetuneConfig, embed_texts, finetune_encoder
 from training.lm_model import LMSeqNet
 from training.metrics import phase_ndcg10
 from training.protocols import Recommender
+from training.replica import current
 from training.sequences import PAD, fit_next_item, torch_threads, training_windows
 from training.split import Phase, SplitData
 
@@ -198,13 +199,12 @@ def train(data: SplitData, phase: Phase, config: LMRecConfig, fixed_epochs: int 
 def _fit_sequence_model(data: SplitData, phase: Phase, config: LMRecConfig, lm: FineTunedLM,
                         fixed_epochs: int | None) -> TrainedLM:
     torch.manual_seed(config.seed)
-    rng = np.random.default_rng(config.seed)
+    device = current().device
+    rng = np.random.default_rng(current().seed(config.seed))
     history = data.history_sequences(phase)
     known = data.item_popularity(phase) > 0
-    scenario_of = torch.from_numpy(data.item_scenario_ids()) if uses_scenarios(data, config) else None
-    net = LMSeqNet(torch.from_numpy(lm.text), torch.from_numpy(known), config.dim, config.layers, config.heads,
-                   config.dropout, config.max_len, config.unit,
-                   n_scenarios=len(data.scenario_names) if scenario_of is not None else 0)
+    scenario_of = torch.from_numpy(data.item_scenario_ids()).to(device) if uses_scenarios(data, config) else None
+    net = _sequence_net(data, config, lm.text, known)
     windows = training_windows(history, config.max_len + 1, True)
     early_stop = phase == "validation" and fixed_epochs is None
     epochs = fixed_epochs or config.max_epochs
@@ -212,7 +212,7 @@ def _fit_sequence_model(data: SplitData, phase: Phase, config: LMRecConfig, lm: 
     trained = TrainedLM(config, lm, net, phase, known, epochs, [], {})
 
     def loss_fn(inputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        keep_ids = (torch.rand(data.n_items) >= config.id_dropout).to(torch.float32)
+        keep_ids = (torch.rand(data.n_items, device=device) >= config.id_dropout).to(torch.float32)
         items = net.item_vectors(keep_ids)
         hidden = net.hidden(inputs, items)
         real = targets != PAD
@@ -220,7 +220,7 @@ def _fit_sequence_model(data: SplitData, phase: Phase, config: LMRecConfig, lm: 
         if scenario_of is None:
             return F.cross_entropy(net.logits(hidden[real], items), target)
         scenario = scenario_of[target]
-        scenario = torch.where(torch.rand(len(scenario)) < config.scenario_dropout, 0, scenario)
+        scenario = torch.where(torch.rand(len(scenario), device=device) < config.scenario_dropout, 0, scenario)
         logits = net.logits(net.gate(hidden[real], scenario), items)
         elsewhere = (scenario_of[None, :] != scenario[:, None]) & (scenario[:, None] > 0)
         return F.cross_entropy(logits.masked_fill(elsewhere, -1e9), target)
@@ -236,6 +236,37 @@ def _fit_sequence_model(data: SplitData, phase: Phase, config: LMRecConfig, lm: 
 
 def uses_scenarios(data: SplitData, config: LMRecConfig) -> bool:
     return config.scenarios and bool(data.scenario_names)
+
+
+def _sequence_net(data: SplitData, config: LMRecConfig, text: np.ndarray, known: np.ndarray) -> LMSeqNet:
+    return LMSeqNet(torch.from_numpy(text), torch.from_numpy(known), config.dim, config.layers, config.heads,
+                    config.dropout, config.max_len, config.unit,
+                    n_scenarios=len(data.scenario_names) if uses_scenarios(data, config) else 0)
+
+
+def trained_state(trained: TrainedLM) -> dict:
+    """A fitted model as plain tensors, arrays and values (what a checkpoint holds; modules carry hooks
+    that do not pickle): the fine-tuned LM's weights, the sequence net's, and what the export reads.
+    The fitted split is left out; trained_from_state takes it back as an argument."""
+    lm = trained.lm
+    return {"lm": {"weights": lm.pooled.state_dict(), "source": lm.source, "text": lm.text, "stats": lm.stats},
+            "net": trained.net.state_dict(), "phase": trained.phase, "known": trained.known,
+            "epochs": trained.epochs, "curve": trained.curve, "seconds": trained.seconds,
+            "cold_bias": trained.cold_bias, "cold_calibration": trained.cold_calibration}
+
+
+def trained_from_state(state: dict, data: SplitData, config: LMRecConfig) -> TrainedLM:
+    """The TrainedLM that trained_state saved, fitted on `data` with `config` (the pre-trained LM is
+    loaded again and given the fine-tuned weights)."""
+    from training.export_encoder import load_pooled_encoder
+
+    pooled, tokenizer, _ = load_pooled_encoder(config.model)
+    pooled.load_state_dict(state["lm"]["weights"])
+    lm = FineTunedLM(pooled.eval(), tokenizer, state["lm"]["source"], state["lm"]["text"], state["lm"]["stats"])
+    net = _sequence_net(data, config, lm.text, state["known"])
+    net.load_state_dict(state["net"])
+    return TrainedLM(config, lm, net.eval(), state["phase"], state["known"], state["epochs"], state["curve"],
+                     state["seconds"], state["cold_bias"], state["cold_calibration"])
 
 
 @torch.no_grad()

@@ -13,9 +13,9 @@ from __future__ import annotations
 import argparse
 from concurrent.futures import ThreadPoolExecutor
 
-import grpc
 import numpy as np
 
+from lmrec.client import gateway_channel
 from training.protocols import Recommender
 from training.split import Phase, SplitData
 
@@ -41,7 +41,7 @@ class ServedRecommender(Recommender):
 
         data = self._data
         out = np.full((len(user_idx), data.n_items), -np.inf, dtype=np.float32)
-        with grpc.insecure_channel(self.target) as channel:
+        with gateway_channel(self.target) as channel:
             stub = gw_grpc.GatewayServiceStub(channel)
 
             def ask(u: int) -> gw.RecommendResponse:

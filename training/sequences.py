@@ -5,12 +5,15 @@ Histories are left-padded item index + 1 (0 = pad), so the newest item always si
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from contextlib import contextmanager, nullcontext
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
+
+from training.replica import current
 
 PAD = 0
 
@@ -141,21 +144,34 @@ def fit_next_item(net: torch.nn.Module, windows: list[np.ndarray], *, lr: float,
     the returned network use the moving average of the weights (WeightAverage).
 
     Returns the validation curve [(epoch, score)] and the best epoch (None without validation).
+
+    As one of N data-parallel replicas (training/replica.py), each trains on its shard of the windows
+    with batch_size / N of them per step (the optimiser steps of one process), and rank 0's validation
+    score decides for all.
     """
+    replica = current()
+    windows = replica.shard(windows)
+    batch_size = replica.local_batch(batch_size)
+    step = replica.wrap(loss_fn, net)
+    validate = replica.agreed(validate) if validate is not None else None
     optimizer = torch.optim.Adam(net.parameters(), lr=lr)
     stopper, curve = EarlyStopping(patience, smooth), []
     average = WeightAverage(net, weight_average) if weight_average else None
-    bar = tqdm(range(1, epochs + 1), desc=desc, leave=False)
+    bar = tqdm(range(1, epochs + 1), desc=desc, leave=False, disable=replica.rank > 0)
+    epoch, steps, seconds = 0, 0, 0.0
     for epoch in bar:
         net.train()
+        started = time.perf_counter()
         for batch in length_bucketed_batches(windows, batch_size, rng):
-            batch = torch.from_numpy(batch)
-            loss = loss_fn(batch[:, :-1], batch[:, 1:])
+            batch = torch.from_numpy(batch).to(replica.device)
+            loss = step(batch[:, :-1], batch[:, 1:])
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
             if average is not None:
                 average.update()
+            steps += 1
+        seconds += time.perf_counter() - started
         if validate is not None and epoch % eval_every == 0:
             with average.swapped_in() if average is not None else nullcontext():
                 net.eval()
@@ -165,6 +181,9 @@ def fit_next_item(net: torch.nn.Module, windows: list[np.ndarray], *, lr: float,
             bar.set_postfix(ndcg10=f"{score:.4f}")
             if stop:
                 break
+    replica.report(desc, {"epochs": epoch, "steps": steps, "seconds": round(seconds, 3),
+                          "best_epoch": stopper.best_epoch,
+                          "best_ndcg@10": stopper.best if stopper.best_epoch is not None else None})
     if average is not None and stopper.best_epoch is None:
         net.load_state_dict(average.state, strict=False)
     stopper.restore(net)

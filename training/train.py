@@ -9,6 +9,10 @@ Two kinds of bundle (the manifest's `training_data` says which):
     `--model-option bundle=`) can score it honestly on that split's test items.
 Both are exported with their parity checks, and, when the data has ratings, with a rating head fitted on
 the bundle's own trunk over the ratings of the history it was trained on (training/rating_export.py).
+`--exclude-users` drops every interaction of the users a gateway erased (lmrec/erasure.py) before any of
+this; the manifest's `hyperparameters.exclusion` says how many.
+`--ray` runs the fits data-parallel on Ray Train workers (training/distributed.py); the driver exports
+the bundle as above, and the manifest's `hyperparameters.distributed` records the workers.
 """
 
 from __future__ import annotations
@@ -21,11 +25,13 @@ import time
 from pathlib import Path
 
 from lmrec.datasets import load_dataset, resolve_data_path
-from lmrec.manifest import load_manifest
+from lmrec.erasure import Exclusion, exclude_users, load_erased
+from lmrec.manifest import Manifest, load_manifest
+from training.distributed import RayTrainOptions, add_ray_train_arguments
 from training.lm_bundle import export_bundle
-from training.lm_recommender import LMRecConfig, LMRecommender, fine_tuned_lm, train
+from training.lm_recommender import LMRecConfig, LMRecommender, TrainedLM, fine_tuned_lm, train
 from training.rating_export import add_rating_head, export_config
-from training.split import SplitConfig, all_interactions, build_split
+from training.split import SplitConfig, SplitData, all_interactions, build_split
 
 log = logging.getLogger(__name__)
 DEFAULT_OUT = Path("artifacts/lmrec-ml100k")
@@ -49,24 +55,68 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
     parser.add_argument("--finetune-steps", type=int, help="LM fine-tuning steps (0 = keep the pre-trained LM)")
     parser.add_argument("--epochs", type=int, help="skip the validation fit and train this many epochs")
     parser.add_argument("--dim", type=int, help="collaborative vector size")
+    parser.add_argument("--exclude-users", metavar="FILE_OR_URL",
+                        help="drop every interaction of the users erased through the gateway: its "
+                             "<state_dir>/erased-users.txt, or the postgresql:// URL of its database")
+    add_ray_train_arguments(parser)
     return parser
 
 
 def run_train(args: argparse.Namespace) -> int:
     started = time.perf_counter()
+    ray_options = RayTrainOptions.from_args(args)
     config = LMRecConfig.from_options(args.config == "tiny", args.seed, args.lm, args.finetune_steps, args.dim)
     dataset = load_dataset(resolve_data_path(args.data))
+    exclusion = None
+    if args.exclude_users:
+        dataset, exclusion = exclude_users(dataset, load_erased(args.exclude_users))
+        print(f"--exclude-users: {exclusion.users} of {exclusion.listed} listed users found, "
+              f"{exclusion.interactions} interactions dropped", file=sys.stderr)
     data = build_split(dataset, SplitConfig(cold_fraction=args.cold_fraction, seed=args.seed,
                                             tie_break=args.tie_break))
     print(f"{data.dataset_name}: {data.n_users} users, {data.n_items} items; "
           f"{'evaluation (held-out) bundle' if args.holdout else 'production bundle on every interaction'}",
           file=sys.stderr)
     final = data if args.holdout else all_interactions(dataset, args.tie_break)
+    if ray_options is None:
+        trained, epochs, validation = fit_bundle_model(data, final, config, args.epochs, args.holdout)
+    else:
+        from training.distributed import fit_on_ray
+
+        trained, epochs, validation = fit_on_ray(ray_options, data, final, config, args.epochs, args.holdout)
+    if validation:
+        print(f"validation: best epoch {epochs}, curve {validation['curve']}; cold bias {validation['cold_bias']} "
+              f"({validation['cold_calibration'].get('chosen')})", file=sys.stderr)
+    # The rating head is fitted on the staged bundle's own graphs, over the ratings of the history it was
+    # trained on, so it is in the bundle when a watching ranking worker swaps it in.
+    head_config = export_config(args.config == "tiny")
+    bundle = export_bundle(trained, final, args.out,
+                           training_data="holdout" if args.holdout else "all", validation_split=data.config,
+                           extend=lambda staged, manifest: with_distributed(with_exclusion(
+                               add_rating_head(staged, manifest, dataset, final, head_config), exclusion),
+                               ray_options.record(config) if ray_options else None))
+    manifest = load_manifest(bundle)
+    summary = {"bundle": str(bundle), "model_version": manifest.model_version,
+               "training_data": manifest.hyperparameters["training_data"], "epochs": epochs,
+               "seconds": round(time.perf_counter() - started, 1), "parity": manifest.parity,
+               "index_params": manifest.index_params,
+               "rating_head": manifest.hyperparameters["rating_head"] or manifest.hyperparameters["rating_head_absent"],
+               "exclusion": manifest.hyperparameters["exclusion"]}
+    if "distributed" in manifest.hyperparameters:
+        summary["distributed"] = manifest.hyperparameters["distributed"]
+    print(json.dumps(summary, indent=2))
+    return 0
+
+
+def fit_bundle_model(data: SplitData, final: SplitData, config: LMRecConfig, epochs: int | None,
+                     holdout: bool) -> tuple[TrainedLM, int, dict]:
+    """The fits behind a bundle (the module docstring's procedure), in this process or in each Ray Train
+    worker (training/distributed.py). Returns the model fitted on `final`, its epoch count, and what the
+    validation fit chose ({} when `epochs` was given)."""
     # A production run fine-tunes the LM once, on every interaction, and fits both phases over it: the
     # validation fit's LM then knows its targets' co-occurrences, as an evaluation run's LM always has
     # (training/lm_recommender.py:fine_tuned_lm), which can flatter the epoch choice, not the served model.
-    lm = None if args.holdout else fine_tuned_lm(final, config)
-    epochs = args.epochs
+    lm = None if holdout else fine_tuned_lm(final, config)
     validation = {}
     if epochs is None:
         probe = LMRecommender(config, lm=lm)
@@ -74,27 +124,25 @@ def run_train(args: argparse.Namespace) -> int:
         epochs = probe.trained.epochs
         validation = {"curve": probe.trained.curve, "best_epoch": epochs,
                       "cold_bias": probe.trained.cold_bias, "cold_calibration": probe.trained.cold_calibration}
-        print(f"validation: best epoch {epochs}, curve {probe.trained.curve}; cold bias {probe.trained.cold_bias} "
-              f"({probe.trained.cold_calibration.get('chosen')})", file=sys.stderr)
     trained = train(final, "test", config, epochs, lm)
     trained.curve = validation.get("curve", [])
     trained.cold_bias = validation.get("cold_bias", 0.0)
     trained.cold_calibration = validation.get("cold_calibration", {"rule": "not calibrated (--epochs given)"})
-    # The rating head is fitted on the staged bundle's own graphs, over the ratings of the history it was
-    # trained on, so it is in the bundle when a watching ranking worker swaps it in.
-    head_config = export_config(args.config == "tiny")
-    bundle = export_bundle(trained, final, args.out,
-                           training_data="holdout" if args.holdout else "all", validation_split=data.config,
-                           extend=lambda staged, manifest: add_rating_head(staged, manifest, dataset, final,
-                                                                           head_config))
-    manifest = load_manifest(bundle)
-    summary = {"bundle": str(bundle), "model_version": manifest.model_version,
-               "training_data": manifest.hyperparameters["training_data"], "epochs": epochs,
-               "seconds": round(time.perf_counter() - started, 1), "parity": manifest.parity,
-               "index_params": manifest.index_params,
-               "rating_head": manifest.hyperparameters["rating_head"] or manifest.hyperparameters["rating_head_absent"]}
-    print(json.dumps(summary, indent=2))
-    return 0
+    return trained, epochs, validation
+
+
+def with_distributed(manifest: Manifest, record: dict | None) -> Manifest:
+    """The manifest recording the Ray Train run that fitted it (RayTrainOptions.record); a single-process
+    run's (None) is left as it was."""
+    if record is None:
+        return manifest
+    return manifest.model_copy(update={"hyperparameters": {**manifest.hyperparameters, "distributed": record}})
+
+
+def with_exclusion(manifest: Manifest, exclusion: Exclusion | None) -> Manifest:
+    """The manifest recording what `--exclude-users` dropped (None: no list was given)."""
+    record = exclusion.as_dict() if exclusion else None
+    return manifest.model_copy(update={"hyperparameters": {**manifest.hyperparameters, "exclusion": record}})
 
 
 def main(argv: list[str] | None = None) -> int:
