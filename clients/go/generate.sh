@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Generates the Go stubs of protos/lmrec/v1/*.proto into lmrecv1/ (git-ignored), so the client always
-# speaks the contract checked into this repository. The .proto files carry no go_package: the import
-# path is given here with M options.
+# speaks the contract checked into this repository. The M options repeat the protos' go_package, so
+# the stubs land in this module's lmrecv1 package whatever the protos say.
 #
 # protoc: $PROTOC if set, else `protoc` on PATH, else grpcio-tools' bundled protoc from the repository's
 # .venv. Plugins from PATH: protoc-gen-go and protoc-gen-go-grpc (Debian: protoc-gen-go, protoc-gen-go-grpc).
