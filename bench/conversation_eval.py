@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import statistics
 import tempfile
@@ -44,12 +45,13 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import grpc
 import numpy as np
 
 from gateway.conversation.periods import decade_text
 from gateway.conversation.vocabulary import AttributeVocabulary, as_year
+from lmrec.auth import local_token_env
 from lmrec.catalog_loader import load_catalog
+from lmrec.client import gateway_channel
 from lmrec.datasets import Dataset, load_dataset, resolve_data_path
 from lmrec.loadtest_report import describe_machine
 from lmrec.manifest import load_manifest
@@ -363,8 +365,9 @@ def running_system(bundle: Path, dataset: Dataset) -> Iterator[str]:
                               dimension=load_manifest(bundle, verify_checksums=False).served_dimension)
         group = ProcessGroup(state / "run")
         try:
+            os.environ.update(local_token_env("conversation-eval"))
             gateway = start_system(group, layout)
-            with grpc.insecure_channel(gateway.address) as channel:
+            with gateway_channel(gateway.address) as channel:
                 load_catalog(gw_grpc.GatewayServiceStub(channel), dataset, progress=lambda m: None)
             yield gateway.address
         finally:
@@ -378,7 +381,7 @@ def evaluate(address: str, dataset: Dataset, n_dialogues: int, n_users: int, see
     dialogues = generate_dialogues(catalogue, n_dialogues, rng)
     targets = draw_targets(dataset, n_users, rng)
     uniform_targets = draw_targets(dataset, n_users, rng, uniform=True)
-    with grpc.insecure_channel(address) as channel:
+    with gateway_channel(address) as channel:
         stub = gw_grpc.GatewayServiceStub(channel)
         model_version = stub.Recommend(gw.RecommendRequest(user_id="bench-probe", k=1, query="a movie"),
                                        timeout=30).model_version

@@ -8,6 +8,7 @@ Exits 0 when the answer passes every check, 1 when the call fails or the answer 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 import grpc
@@ -56,13 +57,19 @@ def main(argv=None) -> int:
     request = pb.RecommendRequest(user_id=args.user_id, k=args.k, query=args.query)
     if args.genre:
         request.filters.append(common_pb2.AttributeFilter(key="genre", values=args.genre))
-    with grpc.insecure_channel(args.target) as channel:
+    # Every call carries the bearer token (a `read` token is enough here): LMREC_TOKEN, as all our clients.
+    token = os.environ.get("LMREC_TOKEN", "")
+    metadata = [("authorization", f"Bearer {token}")] if token else []
+    ca = os.environ.get("LMREC_TLS_CA")  # the CA of a TLS gateway; unset: plaintext
+    channel = (grpc.secure_channel(args.target, grpc.ssl_channel_credentials(open(ca, "rb").read())) if ca
+               else grpc.insecure_channel(args.target))
+    with channel:
         stub = pb_grpc.GatewayServiceStub(channel)
         try:
-            response = stub.Recommend(request, timeout=args.timeout)
+            response = stub.Recommend(request, timeout=args.timeout, metadata=metadata)
             # Cross-check against the catalogue: every recommended item exists under the same title.
             items = stub.GetItems(pb.GetItemsRequest(item_ids=[i.item_id for i in response.items]),
-                                  timeout=args.timeout) if response.items else pb.GetItemsResponse()
+                                  timeout=args.timeout, metadata=metadata) if response.items else pb.GetItemsResponse()
         except grpc.RpcError as exc:
             print(f"call failed: {exc.code().name}: {exc.details()}", file=sys.stderr)
             return 1

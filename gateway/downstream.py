@@ -1,7 +1,8 @@
 """Clients of the ranking tier and the retrieval shards, over long-lived channels.
 
 Every call takes an explicit timeout: Python gRPC does not propagate the caller's deadline, so the
-gateway hands each stage the time left in the request's one budget.
+gateway hands each stage the time left in the request's one budget. With tracing on, every call carries the
+current span's trace context (lmrec/tracing.py).
 """
 
 from __future__ import annotations
@@ -15,8 +16,10 @@ from pathlib import Path
 
 import grpc
 
+from lmrec import tracing
 from lmrec.errors import DependencyUnavailable, InvalidArgument, LmrecError
 from lmrec.sharding import ShardMap, merge_shard_results
+from lmrec.tls import ClientTls, channel as tls_channel
 from lmrec.v1 import common_pb2, ranking_service_pb2 as rk, ranking_service_pb2_grpc as rk_grpc
 from lmrec.v1 import retrieval_service_pb2 as rt, retrieval_service_pb2_grpc as rt_grpc
 
@@ -48,9 +51,9 @@ class EncodedItems:
 
 
 class RankingClient:
-    def __init__(self, address: str) -> None:
+    def __init__(self, address: str, tls: ClientTls | None = None) -> None:
         self.address = address
-        self._channel = grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS)
+        self._channel = tls_channel(address, tls, CHANNEL_OPTIONS, tracing.client_interceptors())
         self._stub = rk_grpc.RankingServiceStub(self._channel)
 
     async def encode_items(self, items: Sequence[tuple[str, str]], timeout: float) -> EncodedItems:
@@ -91,8 +94,8 @@ class _Shards:
     stubs: list[rt_grpc.RetrievalServiceStub]
 
     @classmethod
-    def connect(cls, shard_map: ShardMap) -> _Shards:
-        channels = [grpc.aio.insecure_channel(a, options=CHANNEL_OPTIONS) for a in shard_map.addresses]
+    def connect(cls, shard_map: ShardMap, tls: ClientTls | None = None) -> _Shards:
+        channels = [tls_channel(a, tls, CHANNEL_OPTIONS, tracing.client_interceptors()) for a in shard_map.addresses]
         return cls(shard_map, channels, [rt_grpc.RetrievalServiceStub(c) for c in channels])
 
 
@@ -105,9 +108,10 @@ class ShardedRetrievalClient:
 
     CLOSE_AFTER_S = 30.0
 
-    def __init__(self, addresses: Sequence[str] | ShardMap) -> None:
+    def __init__(self, addresses: Sequence[str] | ShardMap, tls: ClientTls | None = None) -> None:
         shard_map = addresses if isinstance(addresses, ShardMap) else ShardMap(tuple(addresses))
-        self._shards = _Shards.connect(shard_map)
+        self._tls = tls
+        self._shards = _Shards.connect(shard_map, tls)
         self._retired: set[asyncio.Task] = set()
 
     @property
@@ -119,7 +123,7 @@ class ShardedRetrievalClient:
         return len(self._shards.stubs)
 
     def switch(self, shard_map: ShardMap) -> None:
-        old, self._shards = self._shards, _Shards.connect(shard_map)
+        old, self._shards = self._shards, _Shards.connect(shard_map, self._tls)
         log.info("retrieval shard map epoch %d: %s", shard_map.epoch, ", ".join(shard_map.addresses))
         task = asyncio.get_running_loop().create_task(self._close_later(old.channels))
         self._retired.add(task)

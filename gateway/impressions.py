@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import json
 import logging
-import queue
+import sqlite3
 import threading
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from gateway.store.db import SqliteDb
+from lmrec.errors import LmrecError
 
 log = logging.getLogger(__name__)
 
@@ -60,10 +61,17 @@ class Impression:
 
 class ImpressionLog:
     def __init__(self, db: Path | SqliteDb, flush_interval_s: float = 0.05, max_pending: int = 100_000) -> None:
-        """`db`: a SQLite file's path, or an open database (gateway/store/db.py) with the schema in place."""
+        """`db`: a SQLite file's path, or an open database (gateway/store/db.py) with the schema in place.
+        `max_pending`: answers queued at most; more are dropped (and counted)."""
         self._db = SqliteDb(db, _SCHEMA) if isinstance(db, (str, Path)) else db
-        self._pending: queue.Queue[list[Impression] | None] = queue.Queue(max_pending)
+        # Answers recorded and not yet taken; `_in_hand`: batches taken and not yet written. A flush waits
+        # for those, so an erasure never misses an impression the writer holds (it would land after).
+        self._cond = threading.Condition()
+        self._pending: list[list[Impression]] = []
+        self._in_hand = 0
+        self._closed = False
         self._interval = flush_interval_s
+        self._max_pending = max_pending
         self.dropped = 0
         self._writer = threading.Thread(target=self._run, name="impression-log", daemon=True)
         self._writer.start()
@@ -72,34 +80,43 @@ class ImpressionLog:
         """Queues one answer's impressions; never blocks the request (a full queue drops and counts)."""
         if not impressions:
             return
-        try:
-            self._pending.put_nowait(list(impressions))
-        except queue.Full:
+        with self._cond:
+            if len(self._pending) < self._max_pending:
+                self._pending.append(list(impressions))
+                self._cond.notify_all()
+                return
             self.dropped += len(impressions)
-            log.warning("impression log queue full: %d impressions dropped so far", self.dropped)
+        log.warning("impression log queue full: %d impressions dropped so far", self.dropped)
 
-    def _run(self) -> None:
-        done = False
-        while not done:
-            try:
-                first = self._pending.get(timeout=self._interval)
-            except queue.Empty:
-                continue
-            batch, done = self._drain(first)
+    def _take(self) -> list[Impression]:
+        """Under the lock: everything queued, now in hand."""
+        batch = [i for answer in self._pending for i in answer]
+        self._pending = []
+        self._in_hand += 1
+        return batch
+
+    def _write_taken(self, batch: list[Impression]) -> None:
+        try:
             if batch:
                 self._write(batch)
+        finally:
+            with self._cond:
+                self._in_hand -= 1
+                self._cond.notify_all()
 
-    def _drain(self, first: list[Impression] | None) -> tuple[list[Impression], bool]:
-        """`first` and every answer queued behind it, up to the close sentinel; and whether it was met."""
-        batch: list[Impression] = []
-        item = first
-        while item is not None:
-            batch.extend(item)
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not self._pending and not self._closed:
+                    self._cond.wait(self._interval)
+                if not self._pending:
+                    return
+                batch = self._take()
             try:
-                item = self._pending.get_nowait()
-            except queue.Empty:
-                return batch, False
-        return batch, True
+                self._write_taken(batch)
+            except (LmrecError, sqlite3.Error) as exc:  # e.g. the database is away: keep the writer alive
+                self.dropped += len(batch)
+                log.warning("%d impressions not written (%s); %d dropped so far", len(batch), exc, self.dropped)
 
     def _write(self, batch: list[Impression]) -> None:
         rows = [tuple(getattr(i, f) for f in _FIELDS) for i in batch]
@@ -108,16 +125,11 @@ class ImpressionLog:
                                  f"VALUES ({', '.join('?' * len(_FIELDS))})", rows)
 
     def flush(self) -> None:
-        """Writes everything queued so far (tests, shutdown, export)."""
-        try:
-            first = self._pending.get_nowait()
-        except queue.Empty:
-            return
-        batch, closed = self._drain(first)
-        if closed:
-            self._pending.put(None)  # the writer thread must still see it
-        if batch:
-            self._write(batch)
+        """Writes everything recorded so far, and waits for what the writer holds (tests, erasure, export)."""
+        with self._cond:
+            self._cond.wait_for(lambda: self._in_hand == 0)
+            batch = self._take()
+        self._write_taken(batch)
 
     def for_user(self, user_id: str) -> list[Impression]:
         self.flush()
@@ -138,11 +150,16 @@ class ImpressionLog:
             yield [Impression(*row[1:]) for row in rows]
 
     def delete_user(self, user_id: str) -> int:
+        """Erases the user's impressions, those still queued included, leaving no copy in the files."""
         self.flush()
-        return self._db.execute("DELETE FROM impressions WHERE user_id = ?", (user_id,)).rowcount
+        deleted = self._db.execute("DELETE FROM impressions WHERE user_id = ?", (user_id,)).rowcount
+        self._db.scrub(["impressions"])
+        return deleted
 
     def close(self) -> None:
-        self._pending.put(None)
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
         self._writer.join(timeout=10)
         self.flush()
         self._db.close()

@@ -1,4 +1,5 @@
-"""Prometheus metrics of the gateway: per-stage latency of Recommend and degraded answers by reason."""
+"""Prometheus metrics of the gateway: per-stage latency of Recommend, degraded answers by reason, the policy
+stage's exploration and new-item slots, and every RPC's count and latency (lmrec/rpc_metrics.py)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from collections.abc import Iterable
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
 from lmrec.metrics_http import LATENCY_BUCKETS_S
+from lmrec.rpc_metrics import RpcMetrics
 
 # Bounded label values for `degraded`: the free-text reason goes to the client, the kind to Prometheus.
 DEGRADED_KINDS = ("ranking_unavailable", "ranking_failed", "ranking_deadline", "retrieval_partial", "ranking_unknown",
@@ -15,6 +17,7 @@ DEGRADED_KINDS = ("ranking_unavailable", "ranking_failed", "ranking_deadline", "
 
 class GatewayMetrics:
     def __init__(self, registry: CollectorRegistry) -> None:
+        self.rpc = RpcMetrics(registry)
         self.stage = Histogram("lmrec_gateway_stage_seconds", "Latency of one Recommend stage", ["stage"],
                                buckets=LATENCY_BUCKETS_S, registry=registry)
         self.recommend = Histogram("lmrec_gateway_recommend_seconds", "Recommend latency inside the gateway",

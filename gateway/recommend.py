@@ -38,6 +38,7 @@ from gateway.policy.reasons import ItemEvidence, matched_filters, reasons_for
 from gateway.policy.scenarios import ScenarioPolicy, Scenarios
 from gateway.settings import GatewaySettings
 from gateway.store import GatewayStore, now_ms
+from lmrec import tracing
 from lmrec.errors import DeadlineExceeded, DependencyUnavailable, FailedPrecondition
 from lmrec.slots import with_reserved_slots
 from lmrec.v1 import common_pb2, gateway_service_pb2 as gw, retrieval_service_pb2 as rt
@@ -93,8 +94,9 @@ class RecommendPipeline:
         request_id = request.request_id or uuid.uuid4().hex
         reasons: list[tuple[str, str]] = []  # (kind for metrics, text for the client)
         catalog = self.store.catalog  # one snapshot for the whole request (the store swaps in new ones)
-        with budget.stage("history"):
+        with budget.stage("history") as stage:
             events = await self._feedback(request.user_id, budget, reasons)
+            stage.annotate(events=len(events))
             feedback = read_feedback(events, request.recent_item_ids, policy.event_weights,
                                      self.settings.negative_rating_below)
             excluded = feedback.seen | set(request.exclude_item_ids)
@@ -119,7 +121,8 @@ class RecommendPipeline:
         # The model that served this request; mid-swap, concurrent requests may see different ones.
         version = ""
         ranking_ok = True
-        with budget.stage("encode_context"):
+        with budget.stage("encode_context") as stage:
+            stage.annotate(history_items=len(history), negative_items=len(negatives), query=bool(context.query))
             try:
                 encoded = await self.ranking.encode_context(context, budget.timeout("encode_context"))
                 if encoded.unknown_history_item_ids and await self._teach(catalog, encoded.unknown_history_item_ids,
@@ -142,8 +145,10 @@ class RecommendPipeline:
                 query_vector=query_vector,
                 query_item_ids=[] if query_vector else history[-FALLBACK_HISTORY:],
                 k=want, exclude_item_ids=sorted(excluded), filters=filters)
-            with budget.stage("retrieval"):
+            with budget.stage("retrieval") as stage:
                 found = await self.retrieval.search(search, budget.timeout("retrieval"))
+                stage.annotate(k=want, filters=len(filters), candidates=len(found.results),
+                               failed_shards=len(found.failed_shards))
             if found.failed_shards:
                 reasons.append(("retrieval_partial", f"retrieval partial: {', '.join(found.failed_shards)} missing"))
             found_ids = [i for i, _ in found.results if i in catalog
@@ -164,7 +169,8 @@ class RecommendPipeline:
             # Only Rank reads these (EncodeContext has already run without them).
             context.item_ratings.update(user_ratings(events, RATING_HISTORY))
             context.rating_weight = rating_weight
-            with budget.stage("rank"):
+            with budget.stage("rank") as stage:
+                stage.annotate(candidates=len(candidates.ids))
                 try:
                     def rank():
                         return self.ranking.rank(context, candidates.ids, budget.timeout("rank"), explain=True,
@@ -175,6 +181,7 @@ class RecommendPipeline:
                     if ranked.unknown_item_ids and await self._teach(catalog, ranked.unknown_item_ids, budget):
                         ranked = await rank()
                     unknown = set(ranked.unknown_item_ids)
+                    stage.annotate(unknown=len(unknown))
                     if unknown:
                         reasons.append(("ranking_unknown", f"{len(unknown)} candidates unknown to the ranking tier, "
                                                            "placed last"))
@@ -194,7 +201,7 @@ class RecommendPipeline:
         # Answers the ranking tier had no part in report the last model it was seen serving.
         self.model_version = version or self.model_version
         version = version or self.model_version or "none"
-        with budget.stage("policy"):
+        with budget.stage("policy") as stage:
             if diversity and vectors:
                 candidates = _diversified(candidates, vectors, diversity)
             slots = request.new_item_slots or policy.new_item_slots
@@ -229,6 +236,8 @@ class RecommendPipeline:
                 shown.append(Impression(request_id, request.user_id, item_id, position, propensity, exploration,
                                         parameter, g, request.k, placed.pool_size, version, scenario.name, now_ms()))
             refinements = self._refinements(catalog, candidates.ids, asked, plan)
+            stage.annotate(k=request.k, diversity=diversity, new_item_slots=slots, exploration=exploration,
+                           explored=sum(placed.explored))
         if plan is not None:
             with budget.stage("session"):
                 await asyncio.to_thread(self._conversation().end, request.user_id, request.session_id, plan,
@@ -240,6 +249,12 @@ class RecommendPipeline:
             self.metrics.observe_recommend(time.perf_counter() - started, budget.timings, candidates.source,
                                            [kind for kind, _ in reasons], slots, filled, scenario.label,
                                            exploration, sum(placed.explored))
+        log.debug("Recommend %s: %d items from %s (%s)", request_id, len(items), candidates.source,
+                  ", ".join(kind for kind, _ in reasons) or "not degraded")
+        tracing.annotate({"lmrec.request_id": request_id, "lmrec.k": request.k, "lmrec.scenario": scenario.name,
+                          "lmrec.source": candidates.source, "lmrec.candidates": len(candidates.ids),
+                          "lmrec.items": len(items), "lmrec.model_version": version, "lmrec.degraded": bool(reasons),
+                          "lmrec.degraded_reasons": [kind for kind, _ in reasons]})
         return gw.RecommendResponse(
             items=items, model_version=version, degraded=bool(reasons),
             degraded_reason="; ".join(text for _, text in reasons), source=candidates.source,

@@ -7,6 +7,7 @@ import math
 
 import grpc
 
+from gateway.audit import AuditLog
 from gateway.budget import Budget
 from gateway.conversation.turns import Conversation
 from gateway.downstream import RankingClient, ShardedRetrievalClient, as_lmrec_error
@@ -19,16 +20,19 @@ from gateway.store import Event, GatewayStore, now_ms
 from lmrec import validation as v
 from lmrec.catalog_loader import item_message
 from lmrec.datasets import CatalogItem
+from lmrec.erasure import user_hash
 from lmrec.errors import FailedPrecondition, InvalidArgument
 from lmrec.v1 import gateway_service_pb2 as gw, gateway_service_pb2_grpc as gw_grpc
 from lmrec.v1 import retrieval_service_pb2 as rt
 
 MAX_K = 1000
-MAX_ITEM_BATCH = 1000
+MAX_ITEM_BATCH = 256  # items per UpsertItems: each may carry 40 KB of text
+MAX_ID_BATCH = 1000  # ids per GetItems / DeleteItems
 MAX_EVENT_BATCH = 10_000
 MAX_FILTERS = 16
 MAX_TITLE_CHARS = 1000
 MAX_ATTRIBUTES = 64
+MAX_ATTRIBUTE_VALUES = 64  # per item, over all its attributes
 MAX_SESSION_ID_BYTES = 128
 WRITE_TIMEOUT_S = 60.0
 
@@ -84,6 +88,8 @@ def catalog_item(item, field: str) -> CatalogItem:
         raise InvalidArgument(f"{field}.text", "an item needs a title or a text for the language model")
     if len(item.attributes) > MAX_ATTRIBUTES:
         raise InvalidArgument(f"{field}.attributes", f"at most {MAX_ATTRIBUTES} attributes allowed")
+    if sum(len(values.values) for values in item.attributes.values()) > MAX_ATTRIBUTE_VALUES:
+        raise InvalidArgument(f"{field}.attributes", f"at most {MAX_ATTRIBUTE_VALUES} values over all attributes")
     attributes = {}
     for key, values in item.attributes.items():
         v.require_id(key, f"{field}.attributes key")
@@ -113,7 +119,8 @@ def feedback_event(event: gw.FeedbackEvent, field: str) -> Event:
 class GatewayServicer(gw_grpc.GatewayServiceServicer):
     def __init__(self, settings: GatewaySettings, store: GatewayStore, ranking: RankingClient,
                  retrieval: ShardedRetrievalClient, pipeline: RecommendPipeline,
-                 impressions: ImpressionLog | None = None, conversation: Conversation | None = None) -> None:
+                 impressions: ImpressionLog | None = None, conversation: Conversation | None = None,
+                 audit: AuditLog | None = None) -> None:
         self.settings = settings
         self.store = store
         self.ranking = ranking
@@ -121,6 +128,7 @@ class GatewayServicer(gw_grpc.GatewayServiceServicer):
         self.pipeline = pipeline
         self.impressions = impressions
         self.conversation = conversation
+        self.audit = audit
 
     def _budget(self, context, default_s: float) -> Budget:
         return Budget.from_context(context.time_remaining(), default_s, self.settings.reserve_ms / 1000)
@@ -145,11 +153,12 @@ class GatewayServicer(gw_grpc.GatewayServiceServicer):
              for n, (i, vec) in enumerate(zip(items, encoded.vectors))], budget.timeout("retrieval upsert"))
         await asyncio.to_thread(note_upsert_version, self.store, encoded.model_version)
         await asyncio.to_thread(self.store.upsert_items, items)
+        await self._audit("UpsertItems", len(items))
         return gw.UpsertItemsResponse(upserted_count=len(items))
 
     async def DeleteItems(self, request: gw.DeleteItemsRequest, context) -> gw.DeleteItemsResponse:
-        ids = v.check_ids(request.item_ids, "item_ids", MAX_ITEM_BATCH)
-        v.check_batch(len(ids), "item_ids", MAX_ITEM_BATCH)
+        ids = v.check_ids(request.item_ids, "item_ids", MAX_ID_BATCH)
+        v.check_batch(len(ids), "item_ids", MAX_ID_BATCH)
         budget = self._budget(context, WRITE_TIMEOUT_S)
         # Retrieval first: once it returns, the items can no longer be recommended.
         await self.retrieval.delete(ids, budget.timeout("retrieval delete"))
@@ -158,10 +167,15 @@ class GatewayServicer(gw_grpc.GatewayServiceServicer):
             await self.ranking.forget(ids, budget.timeout("ranking forget"))
         except grpc.aio.AioRpcError:
             pass  # stale ranker vectors are harmless: retrieval never returns these ids again
+        await self._audit("DeleteItems", deleted)
         return gw.DeleteItemsResponse(deleted_count=deleted)
 
+    async def _audit(self, action: str, count: int) -> None:
+        if self.audit is not None:
+            await asyncio.to_thread(self.audit.record, action, count)
+
     async def GetItems(self, request: gw.GetItemsRequest, context) -> gw.GetItemsResponse:
-        ids = v.check_ids(request.item_ids, "item_ids", MAX_ITEM_BATCH)
+        ids = v.check_ids(request.item_ids, "item_ids", MAX_ID_BATCH)
         found, missing = [], []
         for item_id in ids:
             item = self.store.catalog.get(item_id)
@@ -209,7 +223,13 @@ class GatewayServicer(gw_grpc.GatewayServiceServicer):
         return await asyncio.to_thread(self._delete_user_data, request.user_id)
 
     def _delete_user_data(self, user_id: str) -> gw.DeleteUserDataResponse:
+        # The event store last: it lists the user as erased, and on PostgreSQL that has every user table
+        # rewritten (gateway/store/compaction.py), so it must follow the other deletions.
         impressions = self.impressions.delete_user(user_id) if self.impressions is not None else 0
         sessions = self.conversation.delete_user(user_id) if self.conversation is not None else 0
-        return gw.DeleteUserDataResponse(deleted_event_count=self.store.delete_user(user_id),
-                                         deleted_impression_count=impressions, deleted_session_count=sessions)
+        events = self.store.delete_user(user_id)
+        if self.audit is not None:
+            self.audit.record("DeleteUserData", events + impressions + sessions, user_hash(user_id),
+                              events=events, impressions=impressions, sessions=sessions)
+        return gw.DeleteUserDataResponse(deleted_event_count=events, deleted_impression_count=impressions,
+                                         deleted_session_count=sessions)

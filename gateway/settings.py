@@ -8,15 +8,18 @@ from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from typing_extensions import Annotated
 
+from lmrec.service_settings import GATEWAY_PORT, RANKING_PORT, RETRIEVAL_PORT, ServingSettings, metrics_port_field
+from lmrec.tls import ClientTls
 
-class GatewaySettings(BaseSettings):
+
+class GatewaySettings(ServingSettings, BaseSettings):
     model_config = SettingsConfigDict(env_prefix="LMREC_GATEWAY_", extra="forbid")
 
     host: str = "127.0.0.1"
-    port: int = Field(50051, ge=0, le=65535)
-    ranking_address: str = "127.0.0.1:50052"
+    port: int = Field(GATEWAY_PORT, ge=0, le=65535)
+    ranking_address: str = f"127.0.0.1:{RANKING_PORT}"
     # One address per retrieval shard, in shard order (comma-separated in the environment).
-    retrieval_addresses: Annotated[list[str], NoDecode] = ["127.0.0.1:50053"]
+    retrieval_addresses: Annotated[list[str], NoDecode] = [f"127.0.0.1:{RETRIEVAL_PORT}"]
     # A shard map file (`lmrec reshard --shard-map`): when set, the retrieval shards are its addresses
     # (retrieval_addresses is ignored), and a map with a higher epoch is switched to within
     # shard_map_poll_s, while serving.
@@ -30,6 +33,11 @@ class GatewaySettings(BaseSettings):
     # How long a database call waits for a connection before it fails: a write with UNAVAILABLE (nothing
     # acknowledged), Recommend by answering without the stored feedback (degraded).
     database_timeout_s: float = Field(2.0, gt=0, le=60)
+    # With PostgreSQL, after an erasure: the user tables are rewritten (VACUUM FULL, gateway/store/
+    # compaction.py) so no deleted tuple keeps the user's data; erasures within this delay share one rewrite,
+    # and each table lock is waited for at most erasure_lock_timeout_s before a retry (requests wait meanwhile).
+    erasure_compaction_delay_s: float = Field(2.0, ge=0, le=3600)
+    erasure_lock_timeout_s: float = Field(1.0, gt=0, le=60)
     # With PostgreSQL: how often a replica reads catalogue and popularity changes made through the
     # others; a change reaches every replica within this plus one query.
     state_sync_s: float = Field(0.2, gt=0, le=60)
@@ -40,7 +48,6 @@ class GatewaySettings(BaseSettings):
     history_window: int = Field(200, ge=1, le=5000)
     # Time kept back from downstream calls for assembling the answer.
     reserve_ms: float = Field(5.0, ge=0)
-    grace_seconds: float = Field(5.0, ge=0)
     # How often to check that the retrieval index holds the served model's vectors (re-index on a
     # model change, see gateway/reindex.py); 0 = never.
     reindex_interval_s: float = Field(5.0, ge=0)
@@ -58,10 +65,33 @@ class GatewaySettings(BaseSettings):
     # Recommend calls this process works on at once; more are refused at once with RESOURCE_EXHAUSTED
     # (lmrec/grpc_server.AdmissionInterceptor) rather than queued into their deadlines. 0 = no limit.
     max_in_flight_recommends: int = Field(64, ge=0, le=100_000)
-    # Prometheus exposition at http://host:metrics_port/metrics; 0 = off.
-    metrics_port: int = Field(0, ge=0, le=65535)
+    # Under that ceiling the limit adapts (lmrec/admission.py): it shrinks (never below 8) while the median
+    # Recommend latency exceeds this many times the no-load latency, and grows back when it does not.
+    # 0 = the fixed ceiling.
+    admission_latency_tolerance: float = Field(3.0, ge=0, le=100)
+    # Bearer tokens with roles (lmrec/auth.py): a token file (re-read on change) and/or inline lines
+    # ("name role sha256:<hex>", ';'-separated, e.g. from a secret). With neither, the gateway makes an admin
+    # token in <state_dir>/tokens/admin.token (0600) and says where at start. auth_disabled turns checks
+    # off (logged as a warning at start): every caller may then do everything.
+    auth_tokens_file: Path | None = None
+    auth_tokens: SecretStr | None = None
+    auth_disabled: bool = False
+    # Calls per second each token may make (token bucket with this burst); beyond it RESOURCE_EXHAUSTED
+    # with the time to wait (google.rpc.RetryInfo). 0 = no limit.
+    rate_limit_per_s: float = Field(0.0, ge=0)
+    rate_limit_burst: float = Field(50.0, ge=1)
+    # TLS to the ranking and retrieval workers: the CA that signed their certificates, and for mTLS this
+    # gateway's client certificate and key. Unset: plaintext.
+    worker_tls_ca_file: Path | None = None
+    worker_tls_cert_file: Path | None = None
+    worker_tls_key_file: Path | None = None
+    # Prometheus exposition at http://host:metrics_port/metrics (README "Observability").
+    metrics_port: int = metrics_port_field(9091)
     # Written (atomically) with the bound port once serving; lets a supervisor use port 0.
     port_file: Path | None = None
+
+    def worker_tls(self) -> ClientTls:
+        return ClientTls(self.worker_tls_ca_file, self.worker_tls_cert_file, self.worker_tls_key_file)
 
     @field_validator("retrieval_addresses", mode="before")
     @classmethod

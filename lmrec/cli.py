@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import os
 import signal
 import sys
 import time
@@ -12,13 +13,17 @@ from pathlib import Path
 
 import grpc
 
+from lmrec.service_settings import GATEWAY_PORT, GATEWAY_TARGET, RANKING_PORT, RETRIEVAL_PORT
+
 SAMPLE_QUERY = "a funny animated movie for young children"
 
 
-def _gateway_stub(target: str):
+def _gateway_stub(target: str, token: str | None = None):
+    """A stub whose calls carry `token`, else our clients' token (lmrec/client.py)."""
+    from lmrec.client import gateway_channel
     from lmrec.v1 import gateway_service_pb2_grpc as gw_grpc
 
-    return gw_grpc.GatewayServiceStub(grpc.insecure_channel(target))
+    return gw_grpc.GatewayServiceStub(gateway_channel(target, token))
 
 
 def print_recommendations(response, header: str) -> None:
@@ -65,6 +70,7 @@ def run_only(service: str, service_argv: list[str]) -> int:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     from lmrec.datasets import DatasetError, load_dataset
+    from lmrec.grpc_server import PARENT_PID_ENV
     from lmrec.supervisor import ProcessGroup, StartupError, SystemLayout, start_system
 
     from lmrec.errors import ArtifactMismatch
@@ -78,10 +84,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
               "or run `make run`", file=sys.stderr)
         return 2
     print(f"model bundle {args.bundle}: {manifest.model_version} ({manifest.ranker_kind})", flush=True)
-    group = ProcessGroup(args.state_dir / "run")
+    # The services die with this command, however it dies (lmrec/grpc_server.die_with_parent).
+    group = ProcessGroup(args.state_dir / "run", env={PARENT_PID_ENV: str(os.getpid())})
     layout = SystemLayout(state_dir=args.state_dir, bundle_dir=args.bundle, shards=args.shards,
                           dimension=manifest.served_dimension,
                           gateway_port=args.port, ranking_port=args.ranking_port, retrieval_port=args.retrieval_port,
+                          gateway_metrics_port=args.metrics_port, ranking_metrics_port=args.ranking_metrics_port,
+                          retrieval_metrics_port=args.retrieval_metrics_port, otlp_endpoint=args.otlp_endpoint,
                           ranking_on_ray=args.ray, extra_args={"ranking": _ray_flags(args) if args.ray else []})
     stopping = False
 
@@ -95,11 +104,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
         ranking = "the ranking tier on Ray Serve" if args.ray else "the ranking worker"
         print(f"starting {args.shards} retrieval shard(s), {ranking} and the gateway ...", flush=True)
         gateway = start_system(group, layout)
-        stub = _gateway_stub(gateway.address)
+        token = _announce_token(args.state_dir / "gateway" / "tokens" / "admin.token")
+        stub = _gateway_stub(gateway.address, token)
         if args.load != "never":
             _load_if_needed(stub, args, load_dataset, DatasetError)
         for name, svc in group.services.items():
-            print(f"  {name:<12s} {svc.address}  (pid {svc.process.pid}, log {svc.log_path})")
+            metrics = f"metrics :{svc.metrics_port}" if svc.metrics_port is not None else "metrics off"
+            print(f"  {name:<12s} {svc.address}  {metrics}  (pid {svc.process.pid}, log {svc.log_path})")
         if not args.no_sample:
             _print_samples(stub, args.sample_user)
         print(f"\nlmrec is serving on {gateway.address}. Ctrl-C stops it.", flush=True)
@@ -116,6 +127,20 @@ def cmd_serve(args: argparse.Namespace) -> int:
     finally:
         print("stopping ...", flush=True)
         group.stop_all()
+
+
+def _announce_token(generated: Path) -> str | None:
+    """The token this command calls the gateway with: LMREC_TOKEN's, else the admin token the gateway
+    generated (no tokens configured), which is also said, so that other clients can use it."""
+    from lmrec.client import token_from_env
+
+    if (token := token_from_env(local_fallback=False)) is not None:
+        return token
+    if generated.is_file():
+        print(f"admin token (generated; no tokens configured): {generated}\n"
+              f"  clients: export LMREC_TOKEN=$(cat {generated})", flush=True)
+        return generated.read_text().strip()
+    return None
 
 
 # Flags of `python -m ranking_service.ray_serve` that `lmrec serve --ray` passes on when given.
@@ -234,7 +259,7 @@ def cmd_reshard(args: argparse.Namespace) -> int:
 
     count = max(args.from_count, args.to_count)
     addresses = ([a.strip() for a in args.shards.split(",") if a.strip()] if args.shards
-                 else [f"127.0.0.1:{50053 + 10 * i}" for i in range(count)])
+                 else [f"127.0.0.1:{RETRIEVAL_PORT + 10 * i}" for i in range(count)])
     steps = RESHARD_STEPS[args.step]
     if "switch" in steps and args.shard_map is None:
         print("nothing would tell readers about the new shards: give --shard-map FILE (readers that watch it "
@@ -267,6 +292,28 @@ def cmd_reshard(args: argparse.Namespace) -> int:
         if args.step == "copy":
             print(f"now give readers the {args.to_count} shards {','.join(addresses[:args.to_count])}, "
                   f"then run with --step drop")
+    return 0
+
+
+def cmd_token_new(args: argparse.Namespace) -> int:
+    """A fresh token for the public API: its hashed line goes into the token file (the gateway re-reads
+    it), the token itself is printed once and kept nowhere."""
+    import secrets
+
+    from lmrec.auth import parse_tokens, token_hash
+
+    token = secrets.token_urlsafe(32)
+    line = f"{args.name} {args.role} {token_hash(token)}\n"
+    existing = args.file.read_text(encoding="utf-8") if args.file.exists() else ""
+    if any(p.name == args.name for p in parse_tokens(existing, str(args.file)).values()):
+        print(f"{args.file} already has a token named {args.name}; remove its line first", file=sys.stderr)
+        return 2
+    args.file.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(args.file, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    with os.fdopen(fd, "a", encoding="utf-8") as f:
+        f.write(line)
+    print(f"added '{args.name}' ({args.role}) to {args.file}; the token (shown once):", file=sys.stderr)
+    print(token)
     return 0
 
 
@@ -310,6 +357,8 @@ OPTIONAL = {
                        _delegate("training.export_encoder", "add_export_arguments", "run_export", "training")),
     "train": ("fine-tune the LM recommender and export a bundle",
               _delegate("training.train", "add_train_arguments", "run_train", "training")),
+    "encode-catalog": ("encode every catalogue item's served vector with a bundle, in bulk (--ray: Ray Data)",
+                       _delegate("training.encode_catalog", "add_encode_arguments", "run_encode", "ranking")),
     "evaluate": ("evaluate lmrec against classical recommenders",
                  _delegate("training.evaluate", "add_evaluate_arguments", "run_evaluate", "training")),
     "loadtest": ("drive load at a gateway and report latency honestly",
@@ -331,9 +380,15 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
                             "zero-shot artifacts/minilm-zeroshot); watched for hot swap")
     serve.add_argument("--state-dir", type=Path, default=Path("var"))
     serve.add_argument("--shards", type=int, default=1)
-    serve.add_argument("--port", type=int, default=50051)
-    serve.add_argument("--ranking-port", type=int, default=50052)
-    serve.add_argument("--retrieval-port", type=int, default=50053, help="first shard; shard i adds 10*i")
+    serve.add_argument("--port", type=int, default=GATEWAY_PORT)
+    serve.add_argument("--ranking-port", type=int, default=RANKING_PORT)
+    serve.add_argument("--retrieval-port", type=int, default=RETRIEVAL_PORT, help="first shard; shard i adds 10*i")
+    serve.add_argument("--metrics-port", type=int, help="the gateway's Prometheus /metrics port (default 9091, any "
+                                                          "free one with --port 0; -1 = off)")
+    serve.add_argument("--ranking-metrics-port", type=int, help="default 9092")
+    serve.add_argument("--retrieval-metrics-port", type=int, help="first shard's; shard i adds 10*i (default 9093)")
+    serve.add_argument("--otlp-endpoint", help="every service sends traces to this OTLP/gRPC collector, e.g. "
+                                               "http://127.0.0.1:4317 (default: no tracing)")
     serve.add_argument("--load", choices=["if-empty", "always", "never"], default="if-empty",
                        help="load the dataset's catalogue and histories")
     serve.add_argument("--data", help="dataset directory (default $LMREC_DATA or ../shared/data/ml-100k)")
@@ -361,7 +416,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     rs.add_argument("--json", action="store_true")
 
     rec = subs.add_parser("recommend", help="ask a running gateway for recommendations")
-    rec.add_argument("--target", default="127.0.0.1:50051")
+    rec.add_argument("--target", default=GATEWAY_TARGET)
     rec.add_argument("--user-id", required=True)
     rec.add_argument("-k", type=int, default=10)
     rec.add_argument("--query")
@@ -377,9 +432,16 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     catalog = subs.add_parser("catalog", help="catalogue operations")
     catalog_subs = catalog.add_subparsers(dest="catalog_command", required=True)
     load = catalog_subs.add_parser("load", help="upsert a dataset's items (and histories) through the gateway")
-    load.add_argument("--target", default="127.0.0.1:50051")
+    load.add_argument("--target", default=GATEWAY_TARGET)
     load.add_argument("--data")
     load.add_argument("--items-only", action="store_true")
+
+    token = subs.add_parser("token", help="tokens of the public API (bearer tokens with roles)")
+    token_subs = token.add_subparsers(dest="token_command", required=True)
+    new_token = token_subs.add_parser("new", help="make a token, append its hash to the token file, print it once")
+    new_token.add_argument("--name", required=True)
+    new_token.add_argument("--role", choices=["read", "write", "admin"], required=True)
+    new_token.add_argument("--file", type=Path, required=True, help="the gateway's --auth-tokens-file")
 
     shown = subs.add_parser("impressions", help="the gateway's impression log (exploration, off-policy evaluation)")
     shown_subs = shown.add_subparsers(dest="impressions_command", required=True)
@@ -419,7 +481,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.command == "serve":
         sys.exit(cmd_serve(args))
     handlers = {"recommend": cmd_recommend, "data": cmd_data_download, "impressions": cmd_impressions_export,
-                "reshard": cmd_reshard}
+                "reshard": cmd_reshard, "token": cmd_token_new}
     if args.command == "catalog":
         sys.exit(cmd_catalog_load(args))
     if args.command in handlers:

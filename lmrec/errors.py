@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import grpc
 
 
@@ -43,3 +45,17 @@ class ArtifactMismatch(LmrecError):
     """An artifact bundle does not match what the loading service expects."""
 
     grpc_code = grpc.StatusCode.FAILED_PRECONDITION
+
+
+def final_code(context: grpc.aio.ServicerContext, error: BaseException | None = None) -> grpc.StatusCode:
+    """The status a served call ended with, for interceptors outside the error mapping (metrics, tracing):
+    the code set or aborted with, OK when none was set, CANCELLED when the call was cancelled (the client
+    went away or its deadline passed), UNKNOWN for an error nothing mapped."""
+    if isinstance(error, asyncio.CancelledError):
+        return grpc.StatusCode.CANCELLED
+    code = context.code()
+    if code is not None:
+        return code
+    if error is not None and not isinstance(error, grpc.aio.AbortError):
+        return grpc.StatusCode.UNKNOWN
+    return grpc.StatusCode.OK

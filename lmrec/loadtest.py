@@ -37,13 +37,15 @@ from pathlib import Path
 
 import grpc
 
+from lmrec.client import gateway_aio_channel
 from lmrec.datasets import ML100K_GENRES, DatasetError, load_dataset, resolve_data_path
 from lmrec.loadtest_report import CLIENT_INFLIGHT_CAP, OK, LatencyRecorder, LoadReport
 from lmrec.v1 import common_pb2
 from lmrec.v1 import gateway_service_pb2 as pb
 from lmrec.v1 import gateway_service_pb2_grpc as pb_grpc
+from lmrec.service_settings import GATEWAY_TARGET
 
-DEFAULT_TARGET = "127.0.0.1:50051"
+DEFAULT_TARGET = GATEWAY_TARGET
 DEFAULT_RATE = 10.0
 DEFAULT_DURATION_S = 10.0
 DEFAULT_TIMEOUT_S = 5.0
@@ -371,7 +373,8 @@ async def run_load(
         raise ValueError(f"connections must be at least 1, got {connections}")
     if mix is None:
         mix = default_mix()
-    channels = [grpc.aio.insecure_channel(target) for _ in range(connections)]
+    # Each call carries LMREC_TOKEN; LMREC_TLS_CA makes the channels TLS (lmrec/client.py).
+    channels = [gateway_aio_channel(target) for _ in range(connections)]
     try:
         await _wait_ready(channels, connect_timeout_s if connect_timeout_s is not None else timeout_s)
         call = grpc_call_fn([pb_grpc.GatewayServiceStub(c) for c in channels], timeout_s)
@@ -456,7 +459,7 @@ def rates_arg(text: str) -> list[float]:
 
 def add_rate_sweep_arguments(parser: argparse.ArgumentParser, rates: str, duration: float) -> None:
     """Flags the rate-sweep benchmarks (bench/recommend_latency.py, bench/e2e_load_curve.py) share."""
-    parser.add_argument("--target", default="127.0.0.1:50051")
+    parser.add_argument("--target", default=GATEWAY_TARGET)
     parser.add_argument("--allow-remote", action="store_true")
     parser.add_argument("--rates", type=rates_arg, default=rates_arg(rates), help="offered req/s, comma-separated")
     parser.add_argument("--duration", type=float, default=duration, help="seconds per rate")

@@ -8,9 +8,11 @@ import logging
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from lmrec.grpc_server import add_health_and_reflection, bind, new_server, serve_until_signalled, set_health
+from lmrec.grpc_server import (add_health_and_reflection, bind, die_with_parent, new_server, serve_until_signalled,
+                               set_health)
 from lmrec.logging_setup import configure_logging
-from lmrec.metrics_http import MetricsServer, start_metrics
+from lmrec.metrics_http import MetricsServer, metrics_off, start_metrics
+from lmrec.tracing import start_tracing
 from lmrec.service_flags import settings_from_flags, write_port_file
 from lmrec.v1 import ranking_service_pb2, ranking_service_pb2_grpc
 from ranking_service.batcher import MicroBatcher
@@ -26,12 +28,12 @@ log = logging.getLogger(__name__)
 SERVICE_NAME = ranking_service_pb2.DESCRIPTOR.services_by_name["RankingService"].full_name
 
 
-def create_server(settings: RankingSettings, holder: ServingHolder):
+def create_server(settings: RankingSettings, holder: ServingHolder, metrics: RankingMetrics | None = None):
     """Builds the ranking server, not yet started; returns it, the bound port and the health servicer."""
-    server = new_server()
+    server = new_server(rpc_metrics=metrics.rpc if metrics is not None else None)
     ranking_service_pb2_grpc.add_RankingServiceServicer_to_server(RankingServicer(holder), server)
     health = add_health_and_reflection(server, [SERVICE_NAME])
-    port = bind(server, settings.host, settings.port)
+    port = bind(server, settings.host, settings.port, settings.server_tls().credentials("ranking"))
     return server, port, health
 
 
@@ -42,21 +44,33 @@ def new_batcher(settings: RankingSettings, model: LoadedModel, metrics: RankingM
 
 
 def metrics_for(settings: RankingSettings) -> tuple[RankingMetrics | None, MetricsServer | None]:
-    """The batcher's Prometheus metrics and their HTTP endpoint, or (None, None) when metrics_port is 0."""
-    if not settings.metrics_port:
+    """The worker's Prometheus metrics and their HTTP endpoint, or (None, None) when metrics are off."""
+    if metrics_off(settings):
         return None, None
-    from ranking_service.metrics import RankingMetrics  # prometheus_client is needed only when metrics are on
+    from ranking_service.metrics import RankingMetrics
 
-    return start_metrics(RankingMetrics, settings.host, settings.metrics_port, "ranking")
+    return start_metrics(RankingMetrics, settings, "ranking")
+
+
+def describe_model(holder: ServingHolder) -> dict[str, str]:
+    """The labels of `lmrec_model_info`: which model serves, and how."""
+    model = holder.current.model
+    return {"model_version": model.manifest.model_version, "ranker_kind": model.manifest.ranker_kind,
+            "encoder": model.manifest.encoder.base_model, "precision": model.runtime.precision,
+            "execution_provider": model.runtime.providers[0]}
 
 
 async def serve(settings: RankingSettings) -> None:
+    tracer_provider = start_tracing("ranking", settings)
     model = await asyncio.to_thread(load_model, settings)
     metrics, metrics_server = metrics_for(settings)
     batcher = new_batcher(settings, model, metrics)
     batcher.start()
     holder = ServingHolder(Serving(model, batcher))
-    server, port, health = create_server(settings, holder)
+    if metrics is not None:
+        metrics.watch_model(lambda: describe_model(holder), lambda: len(holder.current.model.store),
+                            lambda: holder.swaps)
+    server, port, health = create_server(settings, holder, metrics)
     await server.start()
     await set_health(health, [SERVICE_NAME], serving=True)
     log.info("ranking worker serving on %s:%d", settings.host, port)
@@ -67,7 +81,7 @@ async def serve(settings: RankingSettings) -> None:
         swapper = BundleSwapper(settings, holder, lambda m: new_batcher(settings, m, metrics))
         watcher = asyncio.create_task(run_periodically(swapper.swap_if_new, settings.reload_interval_s))
     try:
-        await serve_until_signalled(server, health, [SERVICE_NAME], settings.grace_seconds)
+        await serve_until_signalled(server, health, [SERVICE_NAME], settings.grace_seconds, settings.drain_s)
     finally:
         if watcher is not None:
             watcher.cancel()
@@ -76,6 +90,8 @@ async def serve(settings: RankingSettings) -> None:
         holder.current.model.store.close()
         if metrics_server is not None:
             metrics_server.close()
+        if tracer_provider is not None:
+            tracer_provider.shutdown()
 
 
 def worker_parser(prog: str, description: str) -> argparse.ArgumentParser:
@@ -89,7 +105,6 @@ def worker_parser(prog: str, description: str) -> argparse.ArgumentParser:
     parser.add_argument("--device")
     parser.add_argument("--item-precision", help="fp32 (default) or serving: the encoder precision for item texts")
     parser.add_argument("--reload-interval-s", type=float, help="seconds between checks for a new bundle (0 = off)")
-    parser.add_argument("--metrics-port", type=int, help="Prometheus /metrics port (0 = off)")
     parser.add_argument("--port-file", type=Path, help="write the bound port here once serving")
     return parser
 
@@ -100,6 +115,7 @@ def parse_settings(argv: list[str] | None) -> RankingSettings:
 
 def main(argv: list[str] | None = None) -> None:
     configure_logging("ranking")
+    die_with_parent()
     asyncio.run(serve(parse_settings(argv)))
 
 

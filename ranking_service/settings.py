@@ -8,12 +8,14 @@ from typing import Literal
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from lmrec.service_settings import RANKING_PORT, ServingSettings, metrics_port_field
 
-class RankingSettings(BaseSettings):
+
+class RankingSettings(ServingSettings, BaseSettings):
     model_config = SettingsConfigDict(env_prefix="LMREC_RANKING_", extra="forbid")
 
     host: str = "127.0.0.1"
-    port: int = Field(50052, ge=0, le=65535)
+    port: int = Field(RANKING_PORT, ge=0, le=65535)
     bundle_dir: Path = Path("artifacts/minilm-zeroshot")
     state_dir: Path = Path("var/ranking")
     # auto: fp16 on CUDA, int8 on CPU.
@@ -41,10 +43,9 @@ class RankingSettings(BaseSettings):
     # Reasons: the most recent history items the leave-one-out attribution tries (each costs one more
     # history through the context graph per Rank call; docs/evaluation.md measures what it misses).
     explain_window: int = Field(20, ge=1, le=5000)
-    grace_seconds: float = Field(5.0, ge=0)
     # How often to look for a new bundle in bundle_dir (hot swap; SIGHUP checks at once); 0 = never.
     reload_interval_s: float = Field(5.0, ge=0)
-    # Prometheus exposition at http://host:metrics_port/metrics; 0 = off.
-    metrics_port: int = Field(0, ge=0, le=65535)
+    # Prometheus exposition at http://host:metrics_port/metrics (README "Observability").
+    metrics_port: int = metrics_port_field(9092)
     # Written (atomically) with the bound port once serving; lets a supervisor use port 0.
     port_file: Path | None = None

@@ -4,14 +4,20 @@ from __future__ import annotations
 
 import asyncio
 import math
+import time
 from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING
 
 import numpy as np
 
+from lmrec import tracing
 from lmrec.errors import InvalidArgument
 from lmrec.v1 import common_pb2, retrieval_service_pb2, retrieval_service_pb2_grpc
 from lmrec.validation import MAX_BATCH, MAX_ID_LIST, check_batch, check_ids, check_range, require_id
 from retrieval_service.store import IndexStore
+
+if TYPE_CHECKING:
+    from retrieval_service.metrics import RetrievalMetrics
 
 MAX_K = 10_000
 MAX_FILTERS = 32
@@ -29,10 +35,12 @@ class RetrievalServicer(retrieval_service_pb2_grpc.RetrievalServiceServicer):
         writes of other shards' items, FAILED_PRECONDITION naming them).
     search_threads: threads running searches. Writes run on `WRITE_THREADS` threads of their own: the
         store applies them one at a time, and writers waiting for their fsync share one (group commit).
+    metrics: Prometheus metrics of searches and writes (None: none kept).
     """
 
-    def __init__(self, store: IndexStore, search_threads: int = 4) -> None:
+    def __init__(self, store: IndexStore, search_threads: int = 4, metrics: RetrievalMetrics | None = None) -> None:
         self._store = store
+        self._metrics = metrics
         self._dimension = store.index.dimension
         self._readers = ThreadPoolExecutor(search_threads, thread_name_prefix="retrieval-search")
         self._writer = ThreadPoolExecutor(WRITE_THREADS, thread_name_prefix="retrieval-write")
@@ -64,7 +72,12 @@ class RetrievalServicer(retrieval_service_pb2_grpc.RetrievalServiceServicer):
             if query is None or not np.linalg.norm(query) > 1e-6:
                 # No known item (or items that cancel out): nothing to be similar to.
                 return retrieval_service_pb2.SearchResponse(plan="none")
+        started = time.perf_counter()
         result = await self._read(self._store.search, query, request.k, exclude, filters, request.ef)
+        if self._metrics is not None:
+            self._metrics.observe_search(result.plan, time.perf_counter() - started, len(result.ids))
+        tracing.annotate({"lmrec.k": request.k, "lmrec.filters": len(filters), "lmrec.plan": result.plan,
+                          "lmrec.results": len(result.ids)})
         return retrieval_service_pb2.SearchResponse(
             results=[common_pb2.ScoredItem(item_id=i, score=s) for i, s in zip(result.ids, result.scores)],
             plan=result.plan,
@@ -81,12 +94,16 @@ class RetrievalServicer(retrieval_service_pb2_grpc.RetrievalServiceServicer):
             vectors[i] = _vector(item.vector, f"{field}.vector", self._dimension)
             attributes.append(_attributes(item.attributes, f"{field}.attributes"))
         count = await self._write(self._store.upsert, ids, vectors, attributes)
+        if self._metrics is not None:
+            self._metrics.upserted.inc(count)
         return retrieval_service_pb2.UpsertResponse(upserted_count=count)
 
     async def Delete(self, request, context):
         check_batch(len(request.item_ids), "item_ids", MAX_ID_LIST)
         ids = check_ids(request.item_ids, "item_ids")
         count = await self._write(self._store.delete, ids)
+        if self._metrics is not None:
+            self._metrics.deleted.inc(count)
         return retrieval_service_pb2.DeleteResponse(deleted_count=count)
 
     async def GetStats(self, request, context):

@@ -8,14 +8,19 @@ from typing import Literal
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from lmrec.service_settings import RETRIEVAL_PORT, ServingSettings, metrics_port_field
 
-class RetrievalSettings(BaseSettings):
+
+class RetrievalSettings(ServingSettings, BaseSettings):
     model_config = SettingsConfigDict(env_prefix="LMREC_RETRIEVAL_", extra="forbid")
 
     host: str = "127.0.0.1"
-    port: int = Field(50053, ge=0, le=65535)
+    port: int = Field(RETRIEVAL_PORT, ge=0, le=65535)
     # Written once the port is bound, so a supervisor (or a test) can find a port-0 server.
     port_file: Path | None = None
+    # Prometheus exposition at http://host:metrics_port/metrics (README "Observability"). `lmrec serve` puts
+    # shard i on 9093 + 10 i, like its gRPC port.
+    metrics_port: int = metrics_port_field(9093)
     dimension: int = Field(384, ge=1, le=16384)
     data_dir: Path = Path("var/retrieval")
     shard_index: int = Field(0, ge=0)
@@ -45,7 +50,6 @@ class RetrievalSettings(BaseSettings):
     filter_graph_m: int | None = Field(None, ge=2, le=128)
     tombstone_rebuild_ratio: float = Field(0.2, gt=0.0, le=1.0)
     snapshot_every: int = Field(10_000, ge=1)
-    grace_seconds: float = Field(5.0, ge=0.0)
 
     # Threads serving searches (hnswlib releases the GIL while walking the graph).
     search_threads: int = Field(4, ge=1, le=256)

@@ -77,3 +77,10 @@ def postgres():
     yield server
     server.stop("immediate")
     shutil.rmtree(root, ignore_errors=True)
+
+
+# Every gateway the tests start accepts this session's admin token, and every client of ours
+# (lmrec/client.py, the Node and Go clients) sends it: the suite runs with authentication on.
+from lmrec.auth import local_token_env  # noqa: E402
+
+os.environ.update(local_token_env("tests"))

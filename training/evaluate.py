@@ -5,14 +5,8 @@
 the baselines are registered here, and the LM model registers itself as "lmrec" when
 `training.lm_recommender` is imported (see `register_model` and `PLUGIN_MODULES`).
 
-Extension points for evaluations that need more than a fitted model (serve-vs-offline agreement,
-`--target host:port` through gRPC):
-  * `EXTRA_ARGUMENT_HOOKS`: callables adding flags to the parser; they must be registered before
-    `add_evaluate_arguments` runs (from a module the CLI imports), unlike model plug-ins, which load
-    lazily. Plug-in factories can also read `--model-option KEY=VALUE` pairs from `args.model_options`.
-  * `EXTRA_EVALUATIONS`: callables `(args, split data, test-phase models) -> JSON-able dict`, stored
-    under results[dataset]["extra"][callable name] and printed in the report.
-A remote model (scores fetched over gRPC) is just another `Recommender` and needs no harness change.
+Plug-in factories can read `--model-option KEY=VALUE` pairs from `args.model_options`. A remote model
+(scores fetched over gRPC, `--target host:port`) is just another `Recommender`.
 """
 
 from __future__ import annotations
@@ -71,8 +65,6 @@ MODEL_FACTORIES: dict[str, ModelEntry] = {}
 # Imported on demand when a requested model is not registered yet; the module must call register_model.
 PLUGIN_MODULES: dict[str, str] = {"lmrec": "training.lm_recommender", "lmrec-fp32": "training.lm_recommender",
                                   "served": "training.remote_eval"}
-EXTRA_EVALUATIONS: list[Callable[[argparse.Namespace, SplitData, dict[str, Recommender]], dict]] = []
-EXTRA_ARGUMENT_HOOKS: list[Callable[[argparse.ArgumentParser], None]] = []
 # Pre-trained LM item vectors per data fingerprint: a multi-model run (one process) encodes the texts once.
 _ITEM_VECTORS: dict[str, np.ndarray] = {}
 
@@ -84,7 +76,7 @@ def register_model(name: str, factory: ModelFactory, grid: GridFn | None = None,
     Args:
         name: the `--models` name and the key in results.json.
         factory: `factory(args: argparse.Namespace, **params) -> Recommender`; `args` carries the CLI
-            options (seed, quick, and anything an EXTRA_ARGUMENT_HOOKS hook added).
+            options (seed, quick, model options).
         grid: `grid(quick) -> list[params]` tuned on validation NDCG@10; default `[{}]` (one validation
             fit, reported but nothing to choose); `[]` skips the validation phase altogether.
         baseline: whether the model competes for "best baseline" in the significance tests.
@@ -381,8 +373,6 @@ def add_evaluate_arguments(parser: argparse.ArgumentParser) -> argparse.Argument
     from training.ope import add_ope_arguments
 
     add_ope_arguments(parser.add_argument_group("off-policy evaluation (--ope LOG: no models are evaluated)"))
-    for hook in EXTRA_ARGUMENT_HOOKS:
-        hook(parser)
     return parser
 
 
@@ -515,7 +505,6 @@ def run_evaluate(args: argparse.Namespace) -> int:
                                           for k, v in metrics_.items()})
     result.pop("per_user")
     result["tuning"] = tuning
-    result["extra"] = {hook.__name__: hook(args, data, models) for hook in EXTRA_EVALUATIONS}
     result["skipped"] = skipped
     result["run"] = {
         "command": _command_line(args),

@@ -15,6 +15,7 @@
 // speaks the contract checked into the repository rather than a generated copy that can drift.
 'use strict';
 
+const fs = require('fs');
 const path = require('path');
 const readline = require('readline');
 const crypto = require('crypto');
@@ -142,12 +143,25 @@ function buildRequest(opts, query) {
   return request;
 }
 
+/** The bearer token every call carries: LMREC_TOKEN, as all lmrec clients read it. */
+function authMetadata() {
+  const metadata = new grpc.Metadata();
+  if (process.env.LMREC_TOKEN) metadata.set('authorization', `Bearer ${process.env.LMREC_TOKEN}`);
+  return metadata;
+}
+
+/** TLS when LMREC_TLS_CA names the CA of the gateway's certificate; plaintext otherwise. */
+function channelCredentials() {
+  const ca = process.env.LMREC_TLS_CA;
+  return ca ? grpc.credentials.createSsl(fs.readFileSync(ca)) : grpc.credentials.createInsecure();
+}
+
 /** One Recommend call; resolves to { response, elapsedMs } or rejects with the gRPC error. */
 function recommend(client, request, deadlineMs) {
   const deadline = new Date(Date.now() + deadlineMs);
   const started = process.hrtime.bigint();
   return new Promise((resolve, reject) => {
-    client.Recommend(request, { deadline }, (err, response) => {
+    client.Recommend(request, authMetadata(), { deadline }, (err, response) => {
       if (err) reject(err);
       else resolve({ response, elapsedMs: Number(process.hrtime.bigint() - started) / 1e6 });
     });
@@ -216,7 +230,7 @@ async function conversation(client, opts) {
 async function main() {
   const opts = parseCommandLine(process.argv.slice(2));
   const GatewayService = loadGatewayService();
-  const client = new GatewayService(opts.target, grpc.credentials.createInsecure());
+  const client = new GatewayService(opts.target, channelCredentials());
   try {
     const ok = opts.sessionId ? await conversation(client, opts) : await turn(client, opts, opts.query);
     if (!ok) process.exitCode = 1;

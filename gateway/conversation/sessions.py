@@ -149,11 +149,13 @@ class SessionStore:
         return len(expired)
 
     def delete_user(self, user_id: str) -> int:
-        """Erases every session of the user (DeleteUserData); returns how many there were."""
+        """Erases every session of the user (DeleteUserData), leaving no copy in the files; returns how
+        many there were."""
         with self._db.transaction():
             count = self._db.execute("DELETE FROM sessions WHERE user_id = ?", (user_id,)).rowcount
             self._db.execute("DELETE FROM turns WHERE user_id = ?", (user_id,))
             self._db.execute("DELETE FROM session_feedback WHERE user_id = ?", (user_id,))
+        self._db.scrub(["sessions", "turns", "session_feedback"])
         return count
 
     def session_count(self) -> int:

@@ -1,17 +1,19 @@
 """One small SQL interface over both engines, for the stores whose SQL is portable (impressions,
 conversation sessions): `?` placeholders, results fetched eagerly, `transaction()` for what must commit
-together. The event store has an implementation per engine (gateway/store/sqlite.py, postgres.py)."""
+together, `scrub()` after an erasure. The event store has an implementation per engine
+(gateway/store/sqlite.py, postgres.py)."""
 
 from __future__ import annotations
 
 import contextlib
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from gateway.store.postgres_db import database_call
-from lmrec.sqlite_db import open_wal
+from lmrec.errors import DependencyUnavailable
+from lmrec.sqlite_db import checkpoint_truncate, open_wal
 
 
 @dataclass(frozen=True)
@@ -56,9 +58,25 @@ class SqliteDb:
                 raise
             self._conn.execute("COMMIT")
 
+    def scrub(self, tables: Iterable[str]) -> None:
+        """After deletions: no copy of the deleted rows left in the file or its WAL (secure_delete zeroed
+        them in the pages; the WAL still holds the pages as they were until this checkpoint)."""
+        with self._lock:
+            scrubbed = checkpoint_truncate(self._conn)
+        if not scrubbed:
+            raise ErasureUnfinished(", ".join(tables))
+
     def close(self) -> None:
         with self._lock:
             self._conn.close()
+
+
+class ErasureUnfinished(DependencyUnavailable):
+    """A committed deletion whose old copy a reader kept in the WAL: retryable, and a retry finishes it."""
+
+    def __init__(self, what: str) -> None:
+        super().__init__(f"the deletion from {what} is committed, but a reader kept its old copy in the SQLite "
+                         "WAL from being truncated; call again to finish the erasure")
 
 
 class PostgresDb:
@@ -95,6 +113,10 @@ class PostgresDb:
                 return
             with self._pool.connection() as conn:
                 yield conn
+
+    def scrub(self, tables: Iterable[str]) -> None:
+        """Nothing here: the event store's erasure, which comes last, has every user table rewritten
+        (gateway/store/compaction.py), these included."""
 
     def close(self) -> None:
         pass  # the pool belongs to whoever opened it

@@ -50,4 +50,33 @@ MIGRATIONS: list[tuple[int, str, str]] = [
             item_id TEXT NOT NULL, positive INTEGER NOT NULL, time_ms BIGINT NOT NULL);
         CREATE INDEX session_feedback_by_session ON session_feedback (user_id, session_id, seq);
     """),
+    (4, "erasure list, audit log, no sampled user data in planner statistics", """
+        -- Erased users by hash (lmrec/erasure.py), for `lmrec train --exclude-users`; `compacted`: the user
+        -- tables were rewritten since, so no deleted tuple of theirs is left in a data file
+        -- (gateway/store/compaction.py).
+        CREATE TABLE erased_users (
+            user_hash TEXT PRIMARY KEY, erased_at TIMESTAMPTZ NOT NULL, compacted BOOLEAN NOT NULL DEFAULT FALSE);
+        CREATE INDEX erased_users_pending ON erased_users (erased_at) WHERE NOT compacted;
+        -- Catalogue writes and erasures (gateway/audit.py): who, when, how many; never the erased data.
+        CREATE TABLE audit (
+            seq BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY, time_ms BIGINT NOT NULL, principal TEXT NOT NULL,
+            action TEXT NOT NULL, count BIGINT NOT NULL, user_hash TEXT NOT NULL DEFAULT '',
+            detail TEXT NOT NULL DEFAULT '{}');
+        -- ANALYZE would copy sampled values (most common values, histogram bounds) of these columns into
+        -- pg_statistic, where an erasure never reaches them; lookups by these keys still use their indexes.
+        -- TYPE TEXT (the type they have) drops what an earlier ANALYZE sampled, rewriting nothing.
+        ALTER TABLE events ALTER COLUMN user_id TYPE TEXT, ALTER COLUMN user_id SET STATISTICS 0,
+            ALTER COLUMN request_id TYPE TEXT, ALTER COLUMN request_id SET STATISTICS 0;
+        ALTER TABLE positive_pairs ALTER COLUMN user_id TYPE TEXT, ALTER COLUMN user_id SET STATISTICS 0;
+        ALTER TABLE impressions ALTER COLUMN user_id TYPE TEXT, ALTER COLUMN user_id SET STATISTICS 0,
+            ALTER COLUMN request_id TYPE TEXT, ALTER COLUMN request_id SET STATISTICS 0;
+        ALTER TABLE sessions ALTER COLUMN user_id TYPE TEXT, ALTER COLUMN user_id SET STATISTICS 0,
+            ALTER COLUMN session_id TYPE TEXT, ALTER COLUMN session_id SET STATISTICS 0;
+        ALTER TABLE turns ALTER COLUMN user_id TYPE TEXT, ALTER COLUMN user_id SET STATISTICS 0,
+            ALTER COLUMN session_id TYPE TEXT, ALTER COLUMN session_id SET STATISTICS 0,
+            ALTER COLUMN request_id TYPE TEXT, ALTER COLUMN request_id SET STATISTICS 0,
+            ALTER COLUMN parsed TYPE TEXT, ALTER COLUMN parsed SET STATISTICS 0;
+        ALTER TABLE session_feedback ALTER COLUMN user_id TYPE TEXT, ALTER COLUMN user_id SET STATISTICS 0,
+            ALTER COLUMN session_id TYPE TEXT, ALTER COLUMN session_id SET STATISTICS 0;
+    """),
 ]

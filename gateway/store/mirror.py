@@ -72,3 +72,22 @@ class Mirror:
             return False
         versions[key] = version
         return True
+
+
+class Mirrored:
+    """What a store built on a Mirror (in `self._mirror`) shows every request."""
+
+    _mirror: Mirror
+
+    @property
+    def catalog(self) -> Mapping[str, CatalogItem]:
+        return self._mirror.catalog
+
+    @property
+    def catalog_version(self) -> int:
+        return self._mirror.catalog_version
+
+    @property
+    def popularity(self) -> Counter[str]:
+        """Users with a positive event, per item (read-only: the store swaps in a new counter)."""
+        return self._mirror.popularity

@@ -17,20 +17,29 @@ import json
 import logging
 import threading
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from gateway.policy.feedback import is_negative
-from gateway.store.mirror import Mirror
+from gateway.store.mirror import Mirror, Mirrored
 from gateway.store.model import Event
 from gateway.store.postgres_db import CHANGE_LOCK, database_call
 from lmrec.datasets import CatalogItem
+from lmrec.erasure import user_hash
+
+if TYPE_CHECKING:
+    from gateway.store.compaction import TableCompactor
 
 log = logging.getLogger(__name__)
 
 
-class PostgresStore:
-    def __init__(self, pool, negative_rating_below: float = 3.0, sync_interval_s: float = 0.2) -> None:
+class PostgresStore(Mirrored):
+    def __init__(self, pool, negative_rating_below: float = 3.0, sync_interval_s: float = 0.2,
+                 compactor: TableCompactor | None = None) -> None:
+        """`compactor`: rewrites the user tables after an erasure; without one, deleted tuples stay in the
+        data files until an operator's VACUUM FULL."""
         self._pool = pool
+        self._compactor = compactor
         self._negative_rating_below = negative_rating_below
         self._mirror = Mirror()
         self._seen_version = 0
@@ -40,18 +49,6 @@ class PostgresStore:
         self._interval = sync_interval_s
         self._syncer = threading.Thread(target=self._sync_forever, name="state-sync", daemon=True)
         self._syncer.start()
-
-    @property
-    def catalog(self) -> Mapping[str, CatalogItem]:
-        return self._mirror.catalog
-
-    @property
-    def catalog_version(self) -> int:
-        return self._mirror.catalog_version
-
-    @property
-    def popularity(self) -> Counter[str]:
-        return self._mirror.popularity
 
     # Replica sync ------------------------------------------------------------------------------
     def sync(self) -> int:
@@ -167,14 +164,21 @@ class PostgresStore:
         return {(r, i) for r, i, kind, value in rows if not is_negative(kind, value, self._negative_rating_below)}
 
     def delete_user(self, user_id: str) -> int:
+        """Erases the user's events and lists the user for exclusion from training, in one transaction;
+        then has the user tables rewritten (gateway/store/compaction.py), as the deleted tuples' bytes stay
+        in the data files until then."""
         counts = []
         with database_call("delete user"), self._pool.connection() as conn, conn.transaction():
+            conn.execute("INSERT INTO erased_users (user_hash, erased_at) VALUES (%s, now()) ON CONFLICT (user_hash) "
+                         "DO UPDATE SET erased_at = excluded.erased_at, compacted = FALSE", (user_hash(user_id),))
             deleted = conn.execute("DELETE FROM events WHERE user_id = %s", (user_id,)).rowcount
             items = [i for (i,) in conn.execute("DELETE FROM positive_pairs WHERE user_id = %s RETURNING item_id",
                                                 (user_id,))]
             if items:
                 counts = self._bump(conn, Counter({i: -1 for i in items}))
         self._mirror.set_counts(counts)
+        if self._compactor is not None:
+            self._compactor.request()
         return deleted
 
     def event_count(self) -> int:

@@ -14,6 +14,7 @@ log = logging.getLogger(__name__)
 # Advisory lock keys (any 64-bit numbers that no other tenant of the database uses).
 MIGRATION_LOCK = 0x6C6D7265_63000001
 CHANGE_LOCK = 0x6C6D7265_63000002
+COMPACTION_LOCK = 0x6C6D7265_63000003  # one replica at a time rewrites the user tables after erasures
 
 
 # After a database outage the pool retries with growing delays; giving up after this long lets the next

@@ -13,14 +13,16 @@ import itertools
 import json
 import threading
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from gateway.policy.feedback import negative_sql
-from lmrec.datasets import CatalogItem
-from gateway.store.mirror import Mirror
+from gateway.store.db import ErasureUnfinished
+from gateway.store.mirror import Mirror, Mirrored
 from gateway.store.model import Event
-from lmrec.sqlite_db import open_wal
+from lmrec.datasets import CatalogItem
+from lmrec.erasure import append_erased, user_hash
+from lmrec.sqlite_db import checkpoint_truncate, open_wal
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS items (
@@ -38,9 +40,12 @@ CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
 
 
-class GatewayStore:
-    def __init__(self, path: Path, negative_rating_below: float = 3.0) -> None:
+class GatewayStore(Mirrored):
+    def __init__(self, path: Path, negative_rating_below: float = 3.0, erased_list: Path | None = None) -> None:
+        """`erased_list`: where erasures list their users (lmrec/erasure.py); default erased-users.txt
+        beside `path`."""
         self._db = open_wal(path, _SCHEMA, "FULL")
+        self._erased_list = erased_list or Path(path).with_name("erased-users.txt")
         if "request_id" not in {row[1] for row in self._db.execute("PRAGMA table_info(events)")}:
             self._db.execute("ALTER TABLE events ADD COLUMN request_id TEXT NOT NULL DEFAULT ''")
         # Joins clicks to logged impressions (off-policy evaluation); only events that carry a request id.
@@ -55,19 +60,6 @@ class GatewayStore:
         self._mirror.set_counts((item_id, users, 0) for item_id, users in self._db.execute(
             f"SELECT item_id, COUNT(DISTINCT user_id) FROM events WHERE {self._positive} GROUP BY item_id",
             self._negative_args))
-
-    @property
-    def catalog(self) -> Mapping[str, CatalogItem]:
-        return self._mirror.catalog
-
-    @property
-    def catalog_version(self) -> int:
-        return self._mirror.catalog_version
-
-    @property
-    def popularity(self) -> Counter[str]:
-        """Users with a positive event, per item (read-only: the store swaps in a new counter)."""
-        return self._mirror.popularity
 
     # Catalogue ---------------------------------------------------------------------------------
     def upsert_items(self, items: Sequence[CatalogItem]) -> None:
@@ -144,6 +136,9 @@ class GatewayStore:
         return found
 
     def delete_user(self, user_id: str) -> int:
+        """Erases the user's events, leaving no copy in the file or its WAL, after listing the user for
+        exclusion from training (listed first: a crash in between leaves a listed user, not an unlisted one)."""
+        append_erased(self._erased_list, [user_hash(user_id)])
         with self._lock:
             items = [i for (i,) in self._db.execute(
                 f"SELECT DISTINCT item_id FROM events WHERE user_id = ? AND {self._positive}",
@@ -151,6 +146,8 @@ class GatewayStore:
             with self._db:
                 deleted = self._db.execute("DELETE FROM events WHERE user_id = ?", (user_id,)).rowcount
             self._mirror.add_counts({item_id: -1 for item_id in items})
+            if not checkpoint_truncate(self._db):
+                raise ErasureUnfinished("events")
             return deleted
 
     def event_count(self) -> int:

@@ -181,7 +181,8 @@ def deployment_options(settings: RayRankingSettings, num_gpus: float) -> dict[st
 
 def worker_settings(settings: RayRankingSettings, num_gpus: float) -> dict[str, Any]:
     """The plain worker's settings each replica loads its model with; paths absolute, threads per replica."""
-    worker = settings.model_dump(include=set(RankingSettings.model_fields), exclude={"port_file", "metrics_port"})
+    worker = settings.model_dump(include=set(RankingSettings.model_fields),
+                                 exclude={"port_file", "metrics_port", "metrics_port_file"})
     worker["bundle_dir"] = str(settings.bundle_dir.resolve())
     worker["state_dir"] = str(settings.state_dir.resolve())
     if num_gpus == 0:

@@ -21,10 +21,12 @@ from ray.exceptions import RayActorError, RayTaskError
 from ray.serve.exceptions import ReplicaUnavailableError
 
 from lmrec.errors import DeadlineExceeded, LmrecError
-from lmrec.grpc_server import add_health_and_reflection, bind, new_server, serve_until_signalled, set_health
+from lmrec.grpc_server import (add_health_and_reflection, bind, die_with_parent, new_server, serve_until_signalled,
+                               set_health)
 from lmrec.logging_setup import configure_logging
-from lmrec.metrics_http import MetricsServer, start_metrics
+from lmrec.metrics_http import MetricsServer, metrics_off, start_metrics
 from lmrec.service_flags import settings_from_flags, write_port_file
+from lmrec.tracing import start_tracing
 from lmrec.v1 import ranking_service_pb2 as pb
 from lmrec.v1 import ranking_service_pb2_grpc as pb_grpc
 from ranking_service.ray_serve.deployment import ReplicaReply
@@ -122,11 +124,11 @@ class RayRankingFrontend(pb_grpc.RankingServiceServicer):
 
 def create_server(settings: RayRankingSettings, handle: DeploymentHandle, metrics: FrontendMetrics | None = None):
     """Builds the front-end server, not yet started; returns it, the bound port and the health servicer."""
-    server = new_server()
+    server = new_server(rpc_metrics=metrics.rpc if metrics is not None else None)
     pb_grpc.add_RankingServiceServicer_to_server(
         RayRankingFrontend(handle, settings.default_timeout_s, settings.retry_backoff_ms / 1000, metrics), server)
     health = add_health_and_reflection(server, [SERVICE_NAME])
-    port = bind(server, settings.host, settings.port)
+    port = bind(server, settings.host, settings.port, settings.server_tls().credentials("ranking (Ray front-end)"))
     return server, port, health
 
 
@@ -185,17 +187,18 @@ def wait_running(app_name: str, timeout_s: float) -> None:
 
 
 def metrics_for(settings: RayRankingSettings) -> tuple[FrontendMetrics | None, MetricsServer | None]:
-    if not settings.metrics_port:
+    if metrics_off(settings):
         return None, None
-    from ranking_service.metrics import FrontendMetrics  # prometheus_client is needed only when metrics are on
+    from ranking_service.metrics import FrontendMetrics
 
-    return start_metrics(FrontendMetrics, settings.host, settings.metrics_port, "ranking front-end")
+    return start_metrics(FrontendMetrics, settings, "ranking front-end")
 
 
 async def serve_frontend(settings: RayRankingSettings) -> None:
     import ray
     from ray import serve
 
+    tracer_provider = start_tracing("ranking-ray", settings)
     started_ray = connect_ray(settings)
     try:
         handle = await asyncio.to_thread(deploy_or_attach, settings)
@@ -207,7 +210,7 @@ async def serve_frontend(settings: RayRankingSettings) -> None:
         if settings.port_file:
             write_port_file(settings.port_file, port)
         try:
-            await serve_until_signalled(server, health, [SERVICE_NAME], settings.grace_seconds)
+            await serve_until_signalled(server, health, [SERVICE_NAME], settings.grace_seconds, settings.drain_s)
         finally:
             if metrics_server is not None:
                 metrics_server.close()
@@ -217,6 +220,8 @@ async def serve_frontend(settings: RayRankingSettings) -> None:
         if started_ray:
             serve.shutdown()
             ray.shutdown()
+        if tracer_provider is not None:
+            tracer_provider.shutdown()
 
 
 def parse_settings(argv: list[str] | None) -> RayRankingSettings:
@@ -239,6 +244,7 @@ def parse_settings(argv: list[str] | None) -> RayRankingSettings:
 
 def main(argv: list[str] | None = None) -> None:
     configure_logging("ranking-ray")
+    die_with_parent()
     asyncio.run(serve_frontend(parse_settings(argv)))
 
 

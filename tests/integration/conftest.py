@@ -13,6 +13,7 @@ import grpc
 import pytest
 
 from lmrec.catalog_loader import load_catalog
+from lmrec.client import gateway_channel
 from lmrec.datasets import Dataset
 from lmrec.manifest import load_manifest, write_manifest
 from lmrec.supervisor import ProcessGroup, SystemLayout, start_system
@@ -34,7 +35,7 @@ class RunningSystem:
         self.group.stop_all()
         gateway = start_system(self.group, self.layout)
         self.gateway_address = gateway.address
-        self.channel = grpc.insecure_channel(gateway.address)
+        self.channel = gateway_channel(gateway.address)
         self.stub = gw_grpc.GatewayServiceStub(self.channel)
 
     def close(self) -> None:
@@ -51,7 +52,7 @@ def start(state_dir: Path, bundle_dir: Path, dataset: Dataset | None, shards: in
     group = ProcessGroup(state_dir / "run")
     try:
         gateway = start_system(group, layout)
-        channel = grpc.insecure_channel(gateway.address)
+        channel = gateway_channel(gateway.address)
         system = RunningSystem(group, layout, gateway.address, channel, gw_grpc.GatewayServiceStub(channel))
         if dataset is not None:
             load_catalog(system.stub, dataset)
@@ -129,5 +130,6 @@ def scrape(port: int) -> dict[tuple[str, frozenset], float]:
 
 @pytest.fixture
 def metrics_scraper():
-    """`free_port` and `scrape`, for tests that start services with --metrics-port."""
+    """`free_port` and `scrape`, for tests that start services with --metrics-port. A test system's services
+    serve metrics on free ports anyway: `system.group.services[name].metrics_port`."""
     return free_port, scrape

@@ -11,6 +11,7 @@ import grpc
 import numpy as np
 import pytest
 
+from lmrec.client import gateway_channel
 from lmrec.datasets import Dataset
 from lmrec.v1 import gateway_service_pb2 as gw, gateway_service_pb2_grpc as gw_grpc
 from tests.integration.conftest import start
@@ -53,7 +54,7 @@ def restart_gateway(system, *flags: str) -> None:
         "--retrieval-addresses", group.services["retrieval-0"].address,
         "--state-dir", str(system.layout.state_dir / "gateway"), *flags])
     system.gateway_address = gateway.address
-    system.channel = grpc.insecure_channel(gateway.address)
+    system.channel = gateway_channel(gateway.address)
     system.stub = gw_grpc.GatewayServiceStub(system.channel)
 
 

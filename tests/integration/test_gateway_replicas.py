@@ -12,6 +12,7 @@ import time
 import grpc
 import pytest
 
+from lmrec.client import gateway_channel
 from lmrec.v1 import gateway_service_pb2 as gw, gateway_service_pb2_grpc as gw_grpc
 from tests.integration.conftest import subset
 
@@ -33,7 +34,7 @@ def replicas(small_system_factory, postgres, ml100k):
         "--retrieval-addresses", system.group.services["retrieval-0"].address,
         "--state-dir", str(system.layout.state_dir / "gateway-b"), *options],
         env={"LMREC_GATEWAY_DATABASE_URL": url})
-    with grpc.insecure_channel(gateway_b.address) as channel:
+    with gateway_channel(gateway_b.address) as channel:
         yield system, system.stub, gw_grpc.GatewayServiceStub(channel)
 
 
@@ -133,7 +134,7 @@ def test_a_fresh_ranking_replica_is_taught_the_items_it_lacks_and_ranks_as_the_o
         "--state-dir", str(system.layout.state_dir / "gateway-c"), "--state-sync-s", str(SYNC_S)],
         env={"LMREC_GATEWAY_DATABASE_URL": system.layout.extra_args["gateway"][1]})
     ids = [i.item_id for i in subset(ml100k, 120).items]
-    with grpc.insecure_channel(gateway_c.address) as channel:
+    with gateway_channel(gateway_c.address) as channel:
         c = gw_grpc.GatewayServiceStub(channel)
         wait_for(lambda: not c.GetItems(gw.GetItemsRequest(item_ids=ids), timeout=10).missing_item_ids)
         for user, history in (("h1", ids[5:15]), ("h2", ids[40:43])):

@@ -16,6 +16,7 @@ import grpc
 import numpy as np
 import pytest
 
+from lmrec.client import gateway_channel
 from lmrec.manifest import load_manifest
 from lmrec.v1 import common_pb2, gateway_service_pb2 as gw
 from tests.conftest import link_bundle
@@ -301,7 +302,7 @@ def test_hot_swap_keeps_every_call_succeeding(trained_system, tiny_bundle, tmp_p
     errors, versions, stop = [], [], threading.Event()
 
     def hammer() -> None:
-        with grpc.insecure_channel(system.gateway_address) as channel:
+        with gateway_channel(system.gateway_address) as channel:
             from lmrec.v1 import gateway_service_pb2_grpc as gw_grpc
 
             stub = gw_grpc.GatewayServiceStub(channel)

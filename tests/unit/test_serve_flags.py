@@ -46,7 +46,8 @@ def flag_and_value(name: str, info, tmp_path: Path) -> tuple[list[str], object]:
     if typing.get_origin(base) is list:
         return [flag, "a:1,b:2"], ["a:1", "b:2"]
     if base is str:
-        return [flag, f"{name}-value"], f"{name}-value"
+        value = info.examples[0] if info.examples else f"{name}-value"  # a field with a format shows one
+        return [flag, value], value
     if base is SecretStr:  # compared by value: SecretStr's equality is its secret's
         return [flag, "postgresql://u:p@127.0.0.1:1/db"], SecretStr("postgresql://u:p@127.0.0.1:1/db")
     if base in (int, float):

@@ -26,6 +26,7 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/status"
 
 	"github.com/lmrec/lmrec/clients/go/lmrecv1"
@@ -121,8 +122,12 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		}
 	}
 
-	// grpc-go 1.33 (Debian bookworm) predates credentials/insecure; the gateway serves plaintext.
-	cc, err := grpc.Dial(conn.target, grpc.WithInsecure())
+	dialOptions, err := connectionOptions()
+	if err != nil {
+		fmt.Fprintf(stderr, "lmrec-go: %v\n", err)
+		return exitFailed
+	}
+	cc, err := grpc.Dial(conn.target, dialOptions...)
 	if err != nil {
 		fmt.Fprintf(stderr, "lmrec-go: cannot dial %s: %v\n", conn.target, err)
 		return exitFailed
@@ -136,6 +141,33 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		return exitFailed
 	}
 	return exitOK
+}
+
+// tokenAuth sends LMREC_TOKEN as a bearer token on every call. It does not require TLS: plaintext stays
+// possible on a trusted local network, as the gateway's own default.
+type tokenAuth string
+
+func (t tokenAuth) GetRequestMetadata(context.Context, ...string) (map[string]string, error) {
+	return map[string]string{"authorization": "Bearer " + string(t)}, nil
+}
+
+func (t tokenAuth) RequireTransportSecurity() bool { return false }
+
+// connectionOptions: TLS when LMREC_TLS_CA names the CA of the gateway's certificate, else plaintext
+// (grpc-go 1.33, Debian bookworm's, predates credentials/insecure); the token from LMREC_TOKEN.
+func connectionOptions() ([]grpc.DialOption, error) {
+	options := []grpc.DialOption{grpc.WithInsecure()}
+	if ca := os.Getenv("LMREC_TLS_CA"); ca != "" {
+		creds, err := credentials.NewClientTLSFromFile(ca, "")
+		if err != nil {
+			return nil, fmt.Errorf("LMREC_TLS_CA: %v", err)
+		}
+		options = []grpc.DialOption{grpc.WithTransportCredentials(creds)}
+	}
+	if token := os.Getenv("LMREC_TOKEN"); token != "" {
+		options = append(options, grpc.WithPerRPCCredentials(tokenAuth(token)))
+	}
+	return options, nil
 }
 
 func reportUsage(stderr io.Writer, fs *flag.FlagSet, err error) int {
