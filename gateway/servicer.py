@@ -29,7 +29,6 @@ MAX_K = 1000
 MAX_ITEM_BATCH = 256  # items per UpsertItems: each may carry 40 KB of text
 MAX_ID_BATCH = 1000  # ids per GetItems / DeleteItems
 MAX_EVENT_BATCH = 10_000
-MAX_FILTERS = 16
 MAX_TITLE_CHARS = 1000
 MAX_ATTRIBUTES = 64
 MAX_ATTRIBUTE_VALUES = 64  # per item, over all its attributes
@@ -38,8 +37,8 @@ WRITE_TIMEOUT_S = 60.0
 
 
 def check_filters(filters, field: str) -> None:
-    if len(filters) > MAX_FILTERS:
-        raise InvalidArgument(field, f"{len(filters)} filters, at most {MAX_FILTERS} allowed")
+    if len(filters) > v.MAX_FILTERS:
+        raise InvalidArgument(field, f"{len(filters)} filters, at most {v.MAX_FILTERS} allowed")
     for i, f in enumerate(filters):
         v.require_id(f.key, f"{field}[{i}].key")
         if not f.values:

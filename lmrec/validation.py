@@ -12,6 +12,10 @@ MAX_QUERY_CHARS = 2_000
 MAX_ITEM_TEXT_CHARS = 10_000
 MAX_BATCH = 10_000
 MAX_ID_LIST = 20_000
+# Attribute filters a Recommend may carry; what the gateway sends retrieval adds the scenario's and the
+# conversation's, so retrieval takes twice as many.
+MAX_FILTERS = 16
+MAX_SEARCH_FILTERS = 2 * MAX_FILTERS
 
 
 def require_id(value: str, field: str) -> str:

@@ -13,14 +13,14 @@ import numpy as np
 from lmrec import tracing
 from lmrec.errors import InvalidArgument
 from lmrec.v1 import common_pb2, retrieval_service_pb2, retrieval_service_pb2_grpc
-from lmrec.validation import MAX_BATCH, MAX_ID_LIST, check_batch, check_ids, check_range, require_id
+from lmrec.validation import (MAX_BATCH, MAX_ID_LIST, MAX_SEARCH_FILTERS, check_batch, check_ids, check_range,
+                              require_id)
 from retrieval_service.store import IndexStore
 
 if TYPE_CHECKING:
     from retrieval_service.metrics import RetrievalMetrics
 
 MAX_K = 10_000
-MAX_FILTERS = 32
 MAX_FILTER_VALUES = 1_000
 MAX_ATTRIBUTE_KEYS = 64
 MAX_ATTRIBUTE_VALUES = 256
@@ -134,8 +134,8 @@ def _vector(values, field: str, dimension: int) -> np.ndarray:
 
 
 def _filters(filters) -> list[tuple[str, list[str]]]:
-    if len(filters) > MAX_FILTERS:
-        raise InvalidArgument("filters", f"{len(filters)} filters, at most {MAX_FILTERS} allowed")
+    if len(filters) > MAX_SEARCH_FILTERS:
+        raise InvalidArgument("filters", f"{len(filters)} filters, at most {MAX_SEARCH_FILTERS} allowed")
     result = []
     for i, f in enumerate(filters):
         if not f.key:

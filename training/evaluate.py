@@ -40,7 +40,6 @@ TUNING_METRIC = "ndcg@10"
 SIGNIFICANCE_METRICS = ("ndcg@10", "hr@10")
 TOP_K = 10
 SCORE_BATCH = 512
-POPULARITY_BUCKETS = ("head", "torso", "tail")
 # Users by the length of their test-phase history: (upper bound, label), the last one open-ended.
 ACTIVITY_BUCKETS = ((50, "<=50"), (150, "51-150"), (None, ">150"))
 # User attributes the report slices by, when the dataset has them (ML-100K's u.user; a generic users table).
@@ -262,7 +261,8 @@ def popularity_buckets(data: SplitData) -> np.ndarray:
     warm_idx = np.flatnonzero(warm)[order]
     share = np.cumsum(pop[warm_idx]) / max(pop[warm_idx].sum(), 1.0)
     item_bucket = np.full(data.n_items, "cold", dtype=object)
-    item_bucket[warm_idx] = np.where(share <= 1 / 3, "head", np.where(share <= 2 / 3, "torso", "tail"))
+    head, torso, tail = metrics.POPULARITY_BUCKETS
+    item_bucket[warm_idx] = np.where(share <= 1 / 3, head, np.where(share <= 2 / 3, torso, tail))
     return item_bucket[data.test_items]
 
 
@@ -290,11 +290,11 @@ def _slice_value_order(value: str) -> tuple:
 def compute_slices(data: SplitData, per_user: dict[str, dict[str, np.ndarray]]) -> dict:
     buckets = popularity_buckets(data)
     cold_users = data.cold_items[data.test_items]
-    groups = {f"popularity:{b}": buckets == b for b in POPULARITY_BUCKETS}
+    groups = {f"popularity:{b}": buckets == b for b in metrics.POPULARITY_BUCKETS}
     groups["cold_start:cold"] = cold_users
     groups["cold_start:warm"] = ~cold_users
     groups.update(user_groups(data))
-    item_counts = {b: int(len(np.unique(data.test_items[buckets == b]))) for b in (*POPULARITY_BUCKETS, "cold")}
+    item_counts = {b: int(len(np.unique(data.test_items[buckets == b]))) for b in (*metrics.POPULARITY_BUCKETS, "cold")}
     slices = {}
     for group, mask in groups.items():
         entry = {"n_users": int(mask.sum()), "models": {}}

@@ -10,6 +10,9 @@ from __future__ import annotations
 import numpy as np
 import scipy.sparse as sp
 
+# Test items grouped by training popularity, most to least popular: the slices every report shows.
+POPULARITY_BUCKETS = ("head", "torso", "tail")
+
 CUTOFFS = (10, 20)
 METRICS = ("hr@10", "ndcg@10", "hr@20", "ndcg@20", "mrr@10")
 BOOTSTRAP_SAMPLES = 1000

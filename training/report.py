@@ -14,13 +14,13 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (the backend must be chosen before pyplot loads)
 
 from training.conversation_report import conversation_section  # noqa: E402
+from training.metrics import POPULARITY_BUCKETS  # noqa: E402
 from training.multitask_report import multitask_section  # noqa: E402
 from training.policy_report import policy_section  # noqa: E402
 from training.scenario_report import scenario_sections  # noqa: E402
 
 # The prose of the report (how the model works, the protocol, what was tried): edited there, not here.
 NARRATIVE = Path(__file__).resolve().parent.parent / "docs" / "evaluation" / "narrative.md"
-BUCKETS = ("head", "torso", "tail")
 MAIN_METRICS = ("hr@10", "ndcg@10", "hr@20", "ndcg@20", "mrr@10")
 
 _COLD_MISS = ("why, what a quota of slots costs, and what even a popularity oracle would reach: "
@@ -217,7 +217,7 @@ STANDARD_BASELINES = ("mostpop", "itemknn", "ease", "als", "bpr", "sasrec")
 
 def _dataset_section(dataset: str, result: dict, out_dir: Path, report_dir: Path) -> list[str]:
     out_dir.mkdir(parents=True, exist_ok=True)
-    pop_groups = [f"popularity:{b}" for b in BUCKETS]
+    pop_groups = [f"popularity:{b}" for b in POPULARITY_BUCKETS]
     cold_groups = ["cold_start:warm", "cold_start:cold"]
     plots = {
         "metrics": out_dir / f"{dataset}_metrics.png",
@@ -230,7 +230,7 @@ def _dataset_section(dataset: str, result: dict, out_dir: Path, report_dir: Path
         _grouped_bars(result, activity_groups, [g.split(":", 1)[1] + " items" for g in activity_groups],
                       "NDCG@10 by length of the user's history", plots["activity"])
     plot_metrics(result, plots["metrics"])
-    _grouped_bars(result, pop_groups, list(BUCKETS), "NDCG@10 by test-item popularity", plots["popularity"])
+    _grouped_bars(result, pop_groups, list(POPULARITY_BUCKETS), "NDCG@10 by test-item popularity", plots["popularity"])
     _grouped_bars(result, cold_groups, ["warm items", "cold items"], "NDCG@10: warm vs cold-start test items",
                   plots["cold"])
     rel = {k: Path(os.path.relpath(p, report_dir)).as_posix() for k, p in plots.items()}
@@ -282,7 +282,7 @@ def _dataset_section(dataset: str, result: dict, out_dir: Path, report_dir: Path
         lines += [f"Significance: {sig['test']}, {sig['samples']} resamples, each model vs the best baseline "
                   f"(**{sig['best_baseline']}**) on per-user NDCG@10; HR@10 p-values are in results.json.", ""]
     lines += ["### By test-item popularity (long tail)", "",
-              *_slice_table(result, pop_groups, list(BUCKETS)), "",
+              *_slice_table(result, pop_groups, list(POPULARITY_BUCKETS)), "",
               f"![NDCG@10 by popularity bucket]({rel['popularity']})", "",
               "### Cold-start items", "",
               *_slice_table(result, cold_groups, ["warm", "cold"]), "",
