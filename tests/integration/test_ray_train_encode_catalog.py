@@ -17,8 +17,7 @@ pytest.importorskip("torch", reason="training the bundle needs the training extr
 
 from ranking_service.batch_encode import ITEM_STORE_FILE, VectorsWriter, read_vectors  # noqa: E402
 from ranking_service.item_store import ItemStore  # noqa: E402
-from ranking_service.ray_serve.frontend import start_local_ray  # noqa: E402
-from tests.integration.test_ray_train import write_series_data  # noqa: E402
+from tests.integration.test_ray_train import ray_cluster, write_series_data  # noqa: E402,F401 (a fixture)
 from training.encode_catalog import (add_encode_arguments, catalogue, encode_in_process,  # noqa: E402
                                      encoder_settings, run_encode)
 
@@ -51,15 +50,6 @@ def catalogue_dir(trained_bundle, tmp_path_factory):
         csv.writer(f).writerows([f"new-{n}", f"new {n}", " ".join(rng.choice(words, size=int(rng.integers(3, 30))))]
                                 for n in range(NEW_ITEMS))
     return root
-
-
-@pytest.fixture(scope="module")
-def ray_cluster():
-    start_local_ray(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    try:
-        yield
-    finally:
-        ray.shutdown()
 
 
 def test_ray_data_actor_pool_encodes_as_the_in_process_encoder(ray_cluster, trained_bundle, catalogue_dir,
