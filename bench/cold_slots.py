@@ -32,7 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
-from lmrec.datasets import load_dataset, resolve_data_path
+from lmrec_data.datasets import load_dataset, resolve_data_path
 from lmrec.slots import with_reserved_slots
 from training import metrics
 from training.lm_recommender import TrainedBundleRecommender

@@ -50,12 +50,12 @@ import numpy as np
 from gateway.conversation.periods import decade_text
 from gateway.conversation.vocabulary import AttributeVocabulary, as_year
 from lmrec.auth import local_token_env
-from lmrec.catalog_loader import load_catalog
+from lmrec_tools.catalog_loader import load_catalog
 from lmrec.client import gateway_channel
-from lmrec.datasets import Dataset, load_dataset, resolve_data_path
-from lmrec.loadtest_report import describe_machine
+from lmrec_data.datasets import Dataset, load_dataset, resolve_data_path
+from lmrec_tools.loadtest_report import describe_machine
 from lmrec.manifest import load_manifest
-from lmrec.supervisor import ProcessGroup, SystemLayout, start_system
+from lmrec_tools.supervisor import ProcessGroup, SystemLayout, start_system
 from lmrec.v1 import gateway_service_pb2 as gw, gateway_service_pb2_grpc as gw_grpc
 
 DEFAULT_BUNDLE = Path("artifacts/lmrec-ml100k")

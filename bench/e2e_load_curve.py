@@ -5,7 +5,7 @@ Start the system first (`lmrec serve ...`), then:
     python bench/e2e_load_curve.py --target 127.0.0.1:50051 --rates 5,10,20,30,40,60 --duration 15
 
 writes docs/benchmarks/load_curve.png and docs/benchmarks/load_curve.json. Each point is an open-loop
-run (`lmrec.loadtest.run_load`), so past saturation the curve shows queueing delay rather than
+run (`lmrec_tools.loadtest.run_load`), so past saturation the curve shows queueing delay rather than
 flattening out the way a closed-loop tool's would. The issue's target (p99 within --target-p99-ms at
 --target-rate, no failed calls) is drawn on the plot and judged in the JSON (`target`).
 """
@@ -20,8 +20,9 @@ import os
 import sys
 from pathlib import Path
 
-from lmrec.loadtest import MixShares, add_rate_sweep_arguments, default_mix, is_loopback_target, run_load
-from lmrec.loadtest_report import LoadReport, describe_machine
+from lmrec_data.request_mix import MixShares, default_mix
+from lmrec_tools.loadtest import add_rate_sweep_arguments, is_loopback_target, run_load
+from lmrec_tools.loadtest_report import LoadReport, describe_machine
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_PNG = REPO_ROOT / "docs" / "benchmarks" / "load_curve.png"

@@ -10,7 +10,7 @@ then measures in one run:
 1. Recommend throughput at p99 <= --target-p99-ms for four configurations: 1 gateway on SQLite,
    2 gateways on SQLite (each its own state dir, loaded separately: they do NOT share state), 1 gateway
    on PostgreSQL, 2 gateways on PostgreSQL (one database). Each is an open-loop rate sweep
-   (`lmrec.loadtest.drive_open_loop`, latency from the scheduled send time) with calls round-robined over
+   (`lmrec_tools.loadtest.drive_open_loop`, latency from the scheduled send time) with calls round-robined over
    the configuration's gateways; the "knee" is the highest offered rate with p99 <= target and fewer
    than --max-error-share failed calls.
 2. Catalogue propagation between replicas (PostgreSQL, 2 gateways): UpsertItems of a new item through
@@ -55,13 +55,14 @@ sys.path.insert(0, str(REPO))  # `tests.postgres_server` lives in the repository
 
 from gateway.settings import GatewaySettings  # noqa: E402
 from lmrec.auth import local_token_env  # noqa: E402
-from lmrec.catalog_loader import load_catalog  # noqa: E402
+from lmrec_tools.catalog_loader import load_catalog  # noqa: E402
 from lmrec.client import gateway_aio_channel, gateway_channel  # noqa: E402
-from lmrec.datasets import Dataset, DatasetError, load_dataset, resolve_data_path  # noqa: E402
-from lmrec.loadtest import QUERIES, RequestMix, drive_open_loop, grpc_call_fn, rates_arg  # noqa: E402
-from lmrec.loadtest_report import OK, LatencyRecorder, LoadReport, describe_machine  # noqa: E402
+from lmrec_data.datasets import Dataset, DatasetError, load_dataset, resolve_data_path  # noqa: E402
+from lmrec_data.request_mix import QUERIES, RequestMix  # noqa: E402
+from lmrec_tools.loadtest import drive_open_loop, grpc_call_fn, rates_arg  # noqa: E402
+from lmrec_tools.loadtest_report import OK, LatencyRecorder, LoadReport, describe_machine  # noqa: E402
 from lmrec.manifest import load_manifest  # noqa: E402
-from lmrec.supervisor import ProcessGroup, StartupError, SystemLayout, start_retrieval_shard  # noqa: E402
+from lmrec_tools.supervisor import ProcessGroup, StartupError, SystemLayout, start_retrieval_shard  # noqa: E402
 from lmrec.v1 import common_pb2, gateway_service_pb2 as gw, gateway_service_pb2_grpc as gw_grpc  # noqa: E402
 
 OUT = REPO / "docs" / "benchmarks" / "gateway_scaleout.json"

@@ -34,7 +34,7 @@ mkdir -p "$STATE"
 SERVE_LOG="$STATE/serve.log"
 
 cd "$REPO"
-"$PY" -m lmrec.cli serve --state-dir "$STATE/var" --port "$GATEWAY_PORT" --ranking-port "$RANKING_PORT" \
+"$PY" -m lmrec_tools.cli serve --state-dir "$STATE/var" --port "$GATEWAY_PORT" --ranking-port "$RANKING_PORT" \
     --retrieval-port "$RETRIEVAL_PORT" --no-sample ${BUNDLE:+--bundle "$BUNDLE"} >"$SERVE_LOG" 2>&1 &
 SERVE_PID=$!
 stop() {
@@ -65,7 +65,7 @@ fi
 # py-spy attaches by PID (needs ptrace permission on the target). --nonblocking samples without
 # pausing the process, so the profile does not add to the latencies it explains.
 PROFILE_TOTAL_S=$((PROFILE_S + 4))
-"$PY" -m lmrec.cli loadtest --target "127.0.0.1:$GATEWAY_PORT" --rate "$PROFILE_RATE" --duration "$PROFILE_TOTAL_S" \
+"$PY" -m lmrec_tools.cli loadtest --target "127.0.0.1:$GATEWAY_PORT" --rate "$PROFILE_RATE" --duration "$PROFILE_TOTAL_S" \
     --json >"$OUT/profile_load.json" &
 LOAD_PID=$!
 sleep 2

@@ -11,7 +11,7 @@ pooling + L2 normalisation) as the stock HF model, and for BERT-family weights a
 the graph the ONNX files hold (padding skipped outside attention); all variants compute the same
 function, and the run fails unless each PyTorch variant and ONNX FP32 agree (cosine > 0.99 on every row).
 
-Inputs are ML-100K item texts (`lmrec.datasets`), tokenised and padded exactly as the ranking worker
+Inputs are ML-100K item texts (`lmrec_data.datasets`), tokenised and padded exactly as the ranking worker
 does (`TextEncoder.tokenize`); timing covers the model call, and the tokenisation that precedes it in the
 worker is timed on its own. Variants are interleaved call by call, in a rotating order, so that load
 from other processes on a shared machine falls on all of them alike. Every side gets the same intra-op
@@ -41,8 +41,8 @@ import numpy as np
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from lmrec.datasets import load_dataset  # noqa: E402
-from lmrec.loadtest_report import describe_machine  # noqa: E402
+from lmrec_data.datasets import load_dataset  # noqa: E402
+from lmrec_tools.loadtest_report import describe_machine  # noqa: E402
 from lmrec.manifest import Manifest, load_manifest  # noqa: E402
 from ranking_service.onnx_session import RuntimeChoice, model_path, run  # noqa: E402
 from ranking_service.text_encoder import TextEncoder  # noqa: E402
@@ -280,7 +280,7 @@ class _NoDeadline:
 def time_rank(bundle_dir: Path, manifest: Manifest, items: list, threads: int, args) -> dict:
     from lmrec.v1 import ranking_service_pb2 as rpb
     from lmrec.v1.common_pb2 import UserContext
-    from lmrec.loadtest import QUERIES
+    from lmrec_data.request_mix import QUERIES
     from ranking_service.model import load_model
     from ranking_service.hot_swap import Serving, ServingHolder
     from ranking_service.server import new_batcher

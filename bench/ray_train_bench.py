@@ -32,7 +32,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from lmrec.datasets import load_dataset, resolve_data_path  # noqa: E402
+from lmrec_data.datasets import load_dataset, resolve_data_path  # noqa: E402
 from training.distributed import RayTrainOptions, fit_on_ray  # noqa: E402
 from training.lm_recommender import LMRecConfig  # noqa: E402
 from training.replica import Replica, running_as  # noqa: E402

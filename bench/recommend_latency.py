@@ -5,7 +5,7 @@ Start the system first (`lmrec serve ...`), then:
     python bench/recommend_latency.py --target 127.0.0.1:50051 --rates 5,10,20 --duration 10 \
         --out docs/benchmarks/recommend_latency.md
 
-Each rate is an open-loop run (`lmrec.loadtest.run_load`): latency counts from each request's scheduled
+Each rate is an open-loop run (`lmrec_tools.loadtest.run_load`): latency counts from each request's scheduled
 send time, so queueing in an overloaded system shows up instead of being hidden. The request mix is
 the loadtest one (known and cold users, free-text queries, genre filters) with a fixed seed.
 """
@@ -19,8 +19,9 @@ import json
 import sys
 from pathlib import Path
 
-from lmrec.loadtest import MixShares, add_rate_sweep_arguments, default_mix, is_loopback_target, run_load
-from lmrec.loadtest_report import LoadReport, describe_machine
+from lmrec_data.request_mix import MixShares, default_mix
+from lmrec_tools.loadtest import add_rate_sweep_arguments, is_loopback_target, run_load
+from lmrec_tools.loadtest_report import LoadReport, describe_machine
 
 
 def parse_args(argv=None) -> argparse.Namespace:

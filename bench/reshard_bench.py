@@ -36,7 +36,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from lmrec.sharding import ShardMap, merge_shard_results, shard_for  # noqa: E402
-from lmrec.supervisor import ProcessGroup, SystemLayout, start_retrieval_shard  # noqa: E402
+from lmrec_tools.supervisor import ProcessGroup, SystemLayout, start_retrieval_shard  # noqa: E402
 from lmrec.v1 import retrieval_service_pb2 as rt, retrieval_service_pb2_grpc as rt_grpc  # noqa: E402
 
 OUT = REPO / "docs" / "benchmarks" / "reshard.json"
@@ -139,7 +139,7 @@ async def measure(args, addresses: list[str], map_file: Path, ids: list[str], ve
     before_start = time.monotonic()
     await asyncio.sleep(args.before_s)
     move_start = time.monotonic()
-    command = [sys.executable, "-m", "lmrec.cli", "reshard", "--from", "2", "--to", "3",
+    command = [sys.executable, "-m", "lmrec_tools.cli", "reshard", "--from", "2", "--to", "3",
                "--shards", ",".join(addresses), "--shard-map", str(map_file), "--drain-s", str(args.drain_s),
                "--batch", str(args.batch), "--json"]
     done = await asyncio.to_thread(subprocess.run, command, capture_output=True, text=True, cwd=REPO)

@@ -45,7 +45,7 @@ from lmrec.v1 import common_pb2, gateway_service_pb2 as gw, retrieval_service_pb
 
 if TYPE_CHECKING:
     from gateway.metrics import GatewayMetrics
-    from lmrec.datasets import CatalogItem
+    from lmrec.catalog import CatalogItem
 
 log = logging.getLogger(__name__)
 

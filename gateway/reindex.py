@@ -21,7 +21,7 @@ import grpc
 
 from gateway.downstream import RankingClient, ShardedRetrievalClient
 from gateway.store import GatewayStore
-from lmrec.catalog_loader import attribute_values
+from lmrec.catalog import attribute_values
 from lmrec.v1 import retrieval_service_pb2 as rt
 
 log = logging.getLogger(__name__)

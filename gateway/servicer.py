@@ -18,8 +18,8 @@ from gateway.reindex import note_upsert_version
 from gateway.settings import GatewaySettings
 from gateway.store import Event, GatewayStore, now_ms
 from lmrec import validation as v
-from lmrec.catalog_loader import item_message
-from lmrec.datasets import CatalogItem
+from lmrec.catalog import item_message
+from lmrec.catalog import CatalogItem
 from lmrec.erasure import user_hash
 from lmrec.errors import FailedPrecondition, InvalidArgument
 from lmrec.v1 import gateway_service_pb2 as gw, gateway_service_pb2_grpc as gw_grpc

@@ -13,10 +13,8 @@ import hashlib
 import os
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass
 from pathlib import Path
 
-from lmrec.datasets import Dataset
 
 # Fixed, so the gateway and training agree without sharing a secret; it keeps these hashes apart from
 # any other SHA-256 of the same ids.
@@ -65,22 +63,3 @@ def load_erased(source: str | os.PathLike) -> set[str]:
         with psycopg.connect(text) as conn:
             return {h for (h,) in conn.execute("SELECT user_hash FROM erased_users")}
     return parse_erased(Path(source).read_text(encoding="utf-8"), text)
-
-
-@dataclass(frozen=True)
-class Exclusion:
-    listed: int  # hashes in the list
-    users: int  # users of the dataset it matched
-    interactions: int  # their interactions, dropped
-
-    def as_dict(self) -> dict[str, int]:
-        return {"listed_users": self.listed, "excluded_users": self.users, "excluded_interactions": self.interactions}
-
-
-def exclude_users(dataset: Dataset, erased: set[str]) -> tuple[Dataset, Exclusion]:
-    """`dataset` without the interactions and attributes of users whose hash is in `erased`."""
-    users = {x.user_id for x in dataset.interactions} | set(dataset.users)
-    gone = {u for u in users if user_hash(u) in erased}
-    kept = [x for x in dataset.interactions if x.user_id not in gone]
-    out = Dataset(dataset.name, dataset.items, kept, {u: a for u, a in dataset.users.items() if u not in gone})
-    return out, Exclusion(len(erased), len(gone), len(dataset.interactions) - len(kept))

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from lmrec.datasets import Dataset, DatasetError, load_dataset, resolve_data_path
+from lmrec_data.datasets import Dataset, DatasetError, load_dataset, resolve_data_path
 
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_BUNDLE = REPO / "artifacts" / "minilm-zeroshot"

@@ -121,7 +121,7 @@ def encode_on_ray(settings: RankingSettings, item_ids: list[str], texts: list[st
 
 def catalogue(data: str | None) -> tuple[list[str], list[str]]:
     """(item ids, texts) of a dataset's catalogue, first text of a repeated id, in file order."""
-    from lmrec.datasets import load_dataset, resolve_data_path
+    from lmrec_data.datasets import load_dataset, resolve_data_path
 
     texts: dict[str, str] = {}
     for item in load_dataset(resolve_data_path(data)).items:

@@ -27,7 +27,7 @@ from typing import Any, Callable
 import numpy as np
 from tqdm.auto import tqdm
 
-from lmrec.datasets import AGE_GROUPS, OLDEST_AGE_GROUP, load_dataset, resolve_data_path
+from lmrec_data.datasets import AGE_GROUPS, OLDEST_AGE_GROUP, load_dataset, resolve_data_path
 from training import metrics
 from training.baselines import BASELINES
 from training.beyond_accuracy import beyond_accuracy_metrics

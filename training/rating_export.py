@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from lmrec.datasets import Dataset
+from lmrec_data.datasets import Dataset
 from lmrec.errors import ArtifactMismatch
 from lmrec.manifest import Manifest
 from ranking_service.onnx_session import RuntimeChoice, model_path, new_session

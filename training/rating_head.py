@@ -29,7 +29,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from lmrec.datasets import Dataset
+from lmrec_data.datasets import Dataset
 from lmrec.errors import FailedPrecondition
 from ranking_service.rating_head import RatingHead
 from training.split import Phase, SplitData

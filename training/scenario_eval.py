@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from lmrec.datasets import Dataset, load_dataset, resolve_data_path
+from lmrec_data.datasets import Dataset, load_dataset, resolve_data_path
 from training import metrics
 from training.split import MIN_INTERACTIONS, NO_ITEM, SplitConfig, SplitData, build_split
 

@@ -26,7 +26,7 @@ from typing import Literal
 import numpy as np
 import scipy.sparse as sp
 
-from lmrec.datasets import Dataset
+from lmrec_data.datasets import Dataset
 
 Phase = Literal["validation", "test"]
 PHASES: tuple[Phase, ...] = ("validation", "test")
@@ -332,7 +332,7 @@ def evaluation_split(bundle_dir, data_path=None) -> tuple[object, Dataset, Split
         ValueError: the bundle is a production bundle (trained on every interaction) or was trained on
             other data than `data_path`'s.
     """
-    from lmrec.datasets import load_dataset, resolve_data_path
+    from lmrec_data.datasets import load_dataset, resolve_data_path
     from lmrec.manifest import load_manifest
 
     manifest = load_manifest(bundle_dir)

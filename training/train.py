@@ -24,8 +24,9 @@ import sys
 import time
 from pathlib import Path
 
-from lmrec.datasets import load_dataset, resolve_data_path
-from lmrec.erasure import Exclusion, exclude_users, load_erased
+from lmrec_data.datasets import load_dataset, resolve_data_path
+from lmrec.erasure import load_erased
+from lmrec_data.exclusion import Exclusion, exclude_users
 from lmrec.manifest import Manifest, load_manifest
 from training.distributed import RayTrainOptions, add_ray_train_arguments
 from training.lm_bundle import export_bundle

@@ -21,7 +21,7 @@ from gateway.conversation.critique import ParsedTurn, ShownContext, parse_turn
 from gateway.conversation.periods import years_of
 from gateway.conversation.sessions import Session, SessionStore, StoredTurn
 from gateway.conversation.vocabulary import AttributeVocabulary, VocabularyCache
-from lmrec.datasets import CatalogItem
+from lmrec.catalog import CatalogItem
 from lmrec.validation import MAX_QUERY_CHARS
 
 # A pointed-at item weighs like a purchase in the context (gateway/policy/feedback.py EventWeights).

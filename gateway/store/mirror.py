@@ -12,7 +12,7 @@ import threading
 from collections import Counter
 from collections.abc import Iterable, Mapping
 
-from lmrec.datasets import CatalogItem
+from lmrec.catalog import CatalogItem
 
 
 class Mirror:

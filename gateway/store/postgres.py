@@ -24,7 +24,7 @@ from gateway.policy.feedback import is_negative
 from gateway.store.mirror import Mirror, Mirrored
 from gateway.store.model import Event
 from gateway.store.postgres_db import CHANGE_LOCK, database_call
-from lmrec.datasets import CatalogItem
+from lmrec.catalog import CatalogItem
 from lmrec.erasure import user_hash
 
 if TYPE_CHECKING:

@@ -20,7 +20,7 @@ from gateway.policy.feedback import negative_sql
 from gateway.store.db import ErasureUnfinished
 from gateway.store.mirror import Mirror, Mirrored
 from gateway.store.model import Event
-from lmrec.datasets import CatalogItem
+from lmrec.catalog import CatalogItem
 from lmrec.erasure import append_erased, user_hash
 from lmrec.sqlite_db import checkpoint_truncate, open_wal
 

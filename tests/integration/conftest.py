@@ -12,11 +12,11 @@ from pathlib import Path
 import grpc
 import pytest
 
-from lmrec.catalog_loader import load_catalog
+from lmrec_tools.catalog_loader import load_catalog
 from lmrec.client import gateway_channel
-from lmrec.datasets import Dataset
+from lmrec_data.datasets import Dataset
 from lmrec.manifest import load_manifest, write_manifest
-from lmrec.supervisor import ProcessGroup, SystemLayout, start_system
+from lmrec_tools.supervisor import ProcessGroup, SystemLayout, start_system
 from lmrec.v1 import gateway_service_pb2_grpc as gw_grpc
 from tests.conftest import link_bundle
 

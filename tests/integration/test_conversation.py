@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from lmrec.client import gateway_channel
-from lmrec.datasets import Dataset
+from lmrec_data.datasets import Dataset
 from lmrec.v1 import gateway_service_pb2 as gw, gateway_service_pb2_grpc as gw_grpc
 from tests.integration.conftest import start
 

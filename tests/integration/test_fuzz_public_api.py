@@ -84,7 +84,7 @@ def message(draw, descriptor: pb_descriptor.Descriptor, depth: int = 0):
 @pytest.fixture(scope="module")
 def fuzz_target(tmp_path_factory, bundle_dir, ml100k):
     """A throwaway system (the fuzzer upserts, deletes and erases) over 200 items with a few histories."""
-    from lmrec.datasets import Dataset
+    from lmrec_data.datasets import Dataset
     from tests.integration.conftest import start, subset
 
     small = subset(ml100k, 200)

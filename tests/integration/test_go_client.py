@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from lmrec.datasets import Dataset
+from lmrec_data.datasets import Dataset
 from lmrec.v1 import gateway_service_pb2 as gw
 from tests.integration.conftest import start, subset
 

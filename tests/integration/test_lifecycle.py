@@ -57,7 +57,7 @@ def _alive(pid: int) -> bool:
 
 def test_services_die_with_lmrec_serve_even_on_sigkill(tmp_path, bundle_dir):
     serve = subprocess.Popen(
-        [sys.executable, "-m", "lmrec.cli", "serve", "--bundle", str(bundle_dir), "--state-dir", str(tmp_path),
+        [sys.executable, "-m", "lmrec_tools.cli", "serve", "--bundle", str(bundle_dir), "--state-dir", str(tmp_path),
          "--port", "0", "--ranking-port", "0", "--retrieval-port", "0", "--load", "never", "--no-sample"],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
     pids, lines = [], []

@@ -9,7 +9,8 @@ import sys
 
 import pytest
 
-from lmrec.loadtest import RequestMix, run_load
+from lmrec_data.request_mix import RequestMix
+from lmrec_tools.loadtest import run_load
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]  # the session system (ML-100K loaded) may be built here
 
@@ -34,7 +35,7 @@ def test_open_loop_run_has_no_errors(lmrec_system):
 
 def test_loadtest_command_prints_a_json_report(lmrec_system):
     result = subprocess.run(
-        [sys.executable, "-m", "lmrec.loadtest", "--target", lmrec_system.gateway_address, "--rate", "10",
+        [sys.executable, "-m", "lmrec_tools.loadtest", "--target", lmrec_system.gateway_address, "--rate", "10",
          "--requests", "15", "--timeout", str(TIMEOUT_S), "--seed", "3", "--json"],
         capture_output=True, text=True, timeout=120,
     )

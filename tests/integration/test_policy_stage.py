@@ -203,7 +203,7 @@ def test_the_impression_log_exports_with_its_clicks_and_feeds_off_policy_evaluat
     import json
     import time
 
-    from lmrec.cli import main as cli
+    from lmrec_tools.cli import main as cli
     from training.ope import read_log, run_ope
 
     users = [fresh_user() for _ in range(6)]

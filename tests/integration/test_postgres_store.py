@@ -18,7 +18,7 @@ from gateway.store.db import PostgresDb
 from gateway.store.migrations import MIGRATIONS
 from gateway.store.postgres import PostgresStore
 from gateway.store.postgres_db import migrate, open_pool
-from lmrec.datasets import CatalogItem
+from lmrec.catalog import CatalogItem
 from lmrec.errors import DependencyUnavailable
 
 pytestmark = pytest.mark.integration

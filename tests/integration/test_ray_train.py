@@ -25,7 +25,7 @@ ray = pytest.importorskip("ray", reason="needs lmrec[ray] (ray[train])")
 pytest.importorskip("ray.train", reason="needs lmrec[ray] (ray[train])")
 torch = pytest.importorskip("torch", reason="needs the training extra")
 
-from lmrec.datasets import load_dataset  # noqa: E402
+from lmrec_data.datasets import load_dataset  # noqa: E402
 from ranking_service.ray_serve.frontend import start_local_ray  # noqa: E402
 from training.distributed import RayTrainOptions, fit_on_ray  # noqa: E402
 from training.lm_recommender import LMRecConfig  # noqa: E402

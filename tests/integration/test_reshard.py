@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from lmrec.sharding import Placement, ShardMap, merge_shard_results, shard_for
-from lmrec.supervisor import ProcessGroup, StartupError, SystemLayout, start_retrieval_shard
+from lmrec_tools.supervisor import ProcessGroup, StartupError, SystemLayout, start_retrieval_shard
 from lmrec.v1 import common_pb2, retrieval_service_pb2 as rt, retrieval_service_pb2_grpc as rt_grpc
 from retrieval_service.admin import PlacementAdminClient
 
@@ -91,7 +91,7 @@ def test_growing_from_two_to_three_shards_under_search_traffic(tmp_path):
 
 def lmrec(*args: str) -> dict:
     """`lmrec reshard ... --json` as a separate process, as an operator runs it."""
-    done = subprocess.run([sys.executable, "-m", "lmrec.cli", *args, "--json"], capture_output=True, text=True,
+    done = subprocess.run([sys.executable, "-m", "lmrec_tools.cli", *args, "--json"], capture_output=True, text=True,
                           timeout=120)
     assert done.returncode == 0, done.stderr
     return json.loads(done.stdout)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from lmrec.datasets import load_dataset
+from lmrec_data.datasets import load_dataset
 from lmrec.manifest import load_manifest
 from lmrec.v1 import gateway_service_pb2 as gw
 from tests.integration.conftest import start

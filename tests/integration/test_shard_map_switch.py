@@ -9,7 +9,7 @@ import pytest
 
 from gateway.downstream import ShardedRetrievalClient
 from lmrec.sharding import ShardMap
-from lmrec.supervisor import ProcessGroup, SystemLayout, start_retrieval_shard
+from lmrec_tools.supervisor import ProcessGroup, SystemLayout, start_retrieval_shard
 from lmrec.v1 import retrieval_service_pb2 as rt
 
 DIM = 8

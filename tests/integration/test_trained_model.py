@@ -34,7 +34,7 @@ pytestmark = pytest.mark.timeout(900)
 @pytest.fixture(scope="module")
 def tiny_bundle(tmp_path_factory, ml100k) -> Path:
     """An evaluation bundle made by the `lmrec train --holdout` entry point with the tiny CI configuration."""
-    from lmrec.datasets import resolve_data_path
+    from lmrec_data.datasets import resolve_data_path
     from training.train import main
 
     out = tmp_path_factory.mktemp("trained") / "lmrec-tiny"

@@ -8,7 +8,8 @@ import time
 
 import pytest
 
-from lmrec import auth, cli
+from lmrec import auth
+from lmrec_tools import cli
 from lmrec.auth import Principal, TokenBucket, TokenStore, parse_tokens, token_hash
 
 

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from lmrec.datasets import CatalogItem, Dataset, Interaction
+from lmrec_data.datasets import CatalogItem, Dataset, Interaction
 from training.baselines import BASELINES, EASE, ItemKNN, MostPop
 from training.metrics import mask_history, per_user_metrics, target_ranks
 from training.split import SplitConfig, build_split

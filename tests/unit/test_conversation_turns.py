@@ -8,7 +8,7 @@ from gateway.conversation.critique import ShownContext, parse_turn
 from gateway.conversation.sessions import Session, StoredTurn
 from gateway.conversation.turns import SESSION_ITEM_WEIGHT, TURN_DECAY, plan_turn, weighted_query
 from gateway.conversation.vocabulary import AttributeVocabulary
-from lmrec.datasets import CatalogItem
+from lmrec.catalog import CatalogItem
 
 ATTRS = {
     "1": {"genre": ["Action"], "year": ["1985"]},

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from lmrec.datasets import DatasetError, age_group, load_dataset
+from lmrec_data.datasets import DatasetError, age_group, load_dataset
 
 
 def _write(path, text: str) -> None:
@@ -200,7 +200,7 @@ def _archive(tmp_path, kind: str, files: dict[str, bytes]) -> Path:
 def test_download_checks_the_archive_and_every_file(tmp_path, monkeypatch, kind):
     import hashlib
 
-    from lmrec import datasets
+    from lmrec_data import datasets
 
     files = {"ratings.csv": b"userId,movieId,rating,timestamp\n1,1,4.0,1\n", "movies.csv": b"movieId,title,genres\n"}
     archive = _archive(tmp_path, kind, files)

@@ -88,7 +88,7 @@ def test_dockerignore_rules_as_docker_reads_them():
     assert checks.dockerignored("lmrec/__pycache__/x.pyc", patterns)
     assert checks.dockerignored("training/train.py", patterns)
     assert not checks.dockerignored("training/__init__.py", patterns)
-    assert not checks.dockerignored("lmrec/cli.py", patterns)
+    assert not checks.dockerignored("lmrec_tools/cli.py", patterns)
 
 
 @pytest.mark.parametrize("target", RUNTIME_TARGETS)

@@ -17,8 +17,9 @@ from gateway.impressions import Impression, ImpressionLog
 from gateway.policy.feedback import CLICK, RATING
 from gateway.store import Event, GatewayStore
 from gateway.store.db import SqliteDb
-from lmrec.datasets import CatalogItem, Dataset, Interaction
-from lmrec.erasure import HASH_PREFIX, append_erased, exclude_users, load_erased, parse_erased, user_hash
+from lmrec_data.datasets import CatalogItem, Dataset, Interaction
+from lmrec.erasure import HASH_PREFIX, append_erased, load_erased, parse_erased, user_hash
+from lmrec_data.exclusion import exclude_users
 
 MARKER = "erase-me-7f3a9c"
 

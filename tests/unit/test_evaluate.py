@@ -9,7 +9,7 @@ from training import evaluate
 from training.report import main as render_report
 from training.protocols import Recommender
 from training.split import build_split
-from lmrec.datasets import load_dataset
+from lmrec_data.datasets import load_dataset
 
 
 @pytest.fixture(scope="module")

@@ -12,10 +12,12 @@ import time
 import grpc
 import pytest
 
-from lmrec import loadtest
-from lmrec.datasets import resolve_data_path
-from lmrec.loadtest import MixShares, RequestMix, drive_closed_loop, drive_open_loop, planned_count
-from lmrec.loadtest_report import CLIENT_INFLIGHT_CAP, OK, LatencyRecorder, LoadReport
+from lmrec_data import request_mix
+from lmrec_tools import loadtest
+from lmrec_data.datasets import resolve_data_path
+from lmrec_data.request_mix import MixShares, RequestMix
+from lmrec_tools.loadtest import drive_closed_loop, drive_open_loop, planned_count
+from lmrec_tools.loadtest_report import CLIENT_INFLIGHT_CAP, OK, LatencyRecorder, LoadReport
 from lmrec.v1 import gateway_service_pb2 as pb
 from lmrec.v1 import gateway_service_pb2_grpc as pb_grpc
 
@@ -285,11 +287,11 @@ def test_mix_shares_are_respected():
     assert all(r.k == 5 for r in requests)
     known = [r.user_id for r in requests if r.user_id in {"u1", "u2", "u3"}]
     assert known.count("u3") / len(known) == pytest.approx(0.8, abs=0.04), "users are weighted by activity"
-    assert all(r.query in loadtest.QUERIES for r in requests if r.query)
+    assert all(r.query in request_mix.QUERIES for r in requests if r.query)
 
 
 def test_builtin_queries_are_plenty_and_distinct():
-    assert len(loadtest.QUERIES) >= 25 and len(set(loadtest.QUERIES)) == len(loadtest.QUERIES)
+    assert len(request_mix.QUERIES) >= 25 and len(set(request_mix.QUERIES)) == len(request_mix.QUERIES)
 
 
 def test_mix_from_ml100k_uses_its_users_and_genres(ml100k):
@@ -303,11 +305,11 @@ def test_mix_from_ml100k_uses_its_users_and_genres(ml100k):
 
 def test_default_mix_falls_back_to_synthetic_only_when_no_data_was_named(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("LMREC_DATA", str(tmp_path / "missing"))
-    mix = loadtest.default_mix()
+    mix = request_mix.default_mix()
     assert mix.source == "synthetic"
     assert "synthetic" in capsys.readouterr().err
-    with pytest.raises(loadtest.DatasetError):
-        loadtest.default_mix(str(tmp_path / "missing"))
+    with pytest.raises(request_mix.DatasetError):
+        request_mix.default_mix(str(tmp_path / "missing"))
 
 
 # --- a real gRPC round trip on 127.0.0.1:0 -------------------------------------------------------

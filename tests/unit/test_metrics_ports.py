@@ -11,7 +11,7 @@ from pydantic import ValidationError
 
 from gateway.settings import GatewaySettings
 from lmrec.metrics_http import metrics_off, start_metrics
-from lmrec.supervisor import SystemLayout
+from lmrec_tools.supervisor import SystemLayout
 from ranking_service.settings import RankingSettings
 from retrieval_service.settings import RetrievalSettings
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from lmrec.datasets import CatalogItem, Dataset, Interaction
+from lmrec_data.datasets import CatalogItem, Dataset, Interaction
 from lmrec.errors import FailedPrecondition
 from training.split import build_split
 

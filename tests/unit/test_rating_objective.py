@@ -10,7 +10,7 @@ import pytest
 from gateway.policy.scenarios import parse_scenarios
 from gateway.recommend import user_ratings
 from gateway.servicer import validate_recommend
-from lmrec.datasets import CatalogItem, Dataset, Interaction
+from lmrec_data.datasets import CatalogItem, Dataset, Interaction
 from lmrec.errors import ArtifactMismatch, InvalidArgument
 from lmrec.manifest import FORMAT_VERSION, EncoderSpec, Manifest
 from lmrec.v1 import common_pb2, gateway_service_pb2 as gw

@@ -75,7 +75,7 @@ def test_ray_flags_need_ray_and_are_checked_at_start():
 
 def test_a_fitted_model_survives_the_checkpoint_round_trip():
     """What a Ray Train worker checkpoints (plain tensors and values) rebuilds the model the driver exports."""
-    from lmrec.datasets import CatalogItem, Dataset, Interaction
+    from lmrec_data.datasets import CatalogItem, Dataset, Interaction
     from training.lm_recommender import LMRecConfig, torch_scores, train, trained_from_state, trained_state
     from training.split import SplitConfig, build_split
 

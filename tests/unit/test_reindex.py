@@ -14,7 +14,7 @@ from types import SimpleNamespace
 from gateway.downstream import EncodedItems
 from gateway.reindex import INDEX_VERSION_KEY, IndexReconciler, note_upsert_version
 from gateway.store import GatewayStore
-from lmrec.datasets import CatalogItem
+from lmrec.catalog import CatalogItem
 
 
 class Ranking:

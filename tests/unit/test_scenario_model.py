@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from lmrec.datasets import load_dataset
+from lmrec_data.datasets import load_dataset
 from tests.scenario_data import write_two_domain_data
 from training.split import NO_ITEM, SplitConfig, build_split
 

@@ -13,11 +13,12 @@ import pytest
 from pydantic import SecretStr, TypeAdapter, ValidationError
 
 from gateway.settings import GatewaySettings
-from lmrec import cli
+from lmrec_tools import cli
 from ranking_service.settings import RankingSettings
 from retrieval_service.settings import RetrievalSettings
 
 SERVICES = {"gateway": GatewaySettings, "ranking": RankingSettings, "retrieval": RetrievalSettings}
+SERVICE_PACKAGES = {"gateway": "gateway", "ranking": "ranking_service", "retrieval": "retrieval_service"}
 
 
 def _fits(info, value) -> bool:
@@ -64,7 +65,7 @@ def test_every_settings_field_given_to_serve_only_reaches_the_service(service, m
     for key in list(os.environ):
         if key.startswith("LMREC_"):
             monkeypatch.delenv(key)
-    module = importlib.import_module(cli.SERVICE_MODULES[service])
+    module = importlib.import_module(f"{SERVICE_PACKAGES[service]}.server")
     seen = []
 
     async def fake_serve(settings):

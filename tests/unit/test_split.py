@@ -3,7 +3,7 @@ import os
 import numpy as np
 import pytest
 
-from lmrec.datasets import CatalogItem, Dataset, Interaction, load_dataset, resolve_data_path
+from lmrec_data.datasets import CatalogItem, Dataset, Interaction, load_dataset, resolve_data_path
 from training.split import NO_ITEM, SplitConfig, build_split
 
 

@@ -8,8 +8,9 @@ import json
 
 import pytest
 
-from lmrec.datasets import load_dataset
-from lmrec.erasure import append_erased, exclude_users, user_hash
+from lmrec_data.datasets import load_dataset
+from lmrec.erasure import append_erased, user_hash
+from lmrec_data.exclusion import exclude_users
 
 
 def test_train_drops_the_interactions_of_erased_users_and_reports_it(tmp_path):

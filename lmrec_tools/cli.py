@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import os
 import signal
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import grpc
@@ -41,8 +41,28 @@ def print_recommendations(response, header: str) -> None:
 
 # serve ----------------------------------------------------------------------------------------
 DEFAULT_BUNDLES = (Path("artifacts/lmrec-ml100k"), Path("artifacts/minilm-zeroshot"))
-SERVICE_MODULES = {"gateway": "gateway.server", "ranking": "ranking_service.server",
-                   "retrieval": "retrieval_service.server"}
+
+
+def _gateway_main(argv: list[str]) -> None:
+    from gateway.server import main
+
+    main(argv)
+
+
+def _ranking_main(argv: list[str]) -> None:
+    from ranking_service.server import main
+
+    main(argv)
+
+
+def _retrieval_main(argv: list[str]) -> None:
+    from retrieval_service.server import main
+
+    main(argv)
+
+
+# Imported when chosen: a gateway-only install has neither onnxruntime nor hnswlib.
+SERVICE_MAINS = {"gateway": _gateway_main, "ranking": _ranking_main, "retrieval": _retrieval_main}
 
 
 def split_only(argv: list[str]) -> tuple[str, list[str]] | None:
@@ -64,14 +84,14 @@ def split_only(argv: list[str]) -> tuple[str, list[str]] | None:
 
 
 def run_only(service: str, service_argv: list[str]) -> int:
-    importlib.import_module(SERVICE_MODULES[service]).main(service_argv)
+    SERVICE_MAINS[service](service_argv)
     return 0
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from lmrec.datasets import DatasetError, load_dataset
+    from lmrec_data.datasets import DatasetError, load_dataset
     from lmrec.grpc_server import PARENT_PID_ENV
-    from lmrec.supervisor import ProcessGroup, StartupError, SystemLayout, start_system
+    from lmrec_tools.supervisor import ProcessGroup, StartupError, SystemLayout, start_system
 
     from lmrec.errors import ArtifactMismatch
     from lmrec.manifest import load_manifest
@@ -158,7 +178,7 @@ def _ray_flags(args: argparse.Namespace) -> list[str]:
 
 
 def _load_if_needed(stub, args, load_dataset, DatasetError) -> None:
-    from lmrec.catalog_loader import load_catalog
+    from lmrec_tools.catalog_loader import load_catalog
     from lmrec.v1 import gateway_service_pb2 as gw
 
     if args.load == "if-empty":
@@ -229,8 +249,8 @@ def cmd_recommend(args: argparse.Namespace) -> int:
 
 
 def cmd_catalog_load(args: argparse.Namespace) -> int:
-    from lmrec.catalog_loader import load_catalog
-    from lmrec.datasets import load_dataset
+    from lmrec_tools.catalog_loader import load_catalog
+    from lmrec_data.datasets import load_dataset
 
     dataset = load_dataset(args.data)
     items, events = load_catalog(_gateway_stub(args.target), dataset, with_histories=not args.items_only,
@@ -240,7 +260,7 @@ def cmd_catalog_load(args: argparse.Namespace) -> int:
 
 
 def cmd_data_download(args: argparse.Namespace) -> int:
-    from lmrec.datasets import DOWNLOADS, download_dataset
+    from lmrec_data.datasets import DOWNLOADS, download_dataset
 
     print(download_dataset(args.dataset, args.out or Path("data") / args.dataset))
     print(DOWNLOADS[args.dataset].terms)
@@ -338,31 +358,59 @@ def cmd_impressions_export(args: argparse.Namespace) -> int:
 
 
 # wiring ---------------------------------------------------------------------------------------
-def _delegate(module: str, add: str, run: str, extra: str):
-    """Subcommands whose code needs an optional extra are imported only when used."""
+def _delegate(load: Callable[[], tuple[Callable, Callable]], extra: str):
+    """Subcommands whose code needs an optional extra are imported only when used; `load` imports the
+    module and returns its (add arguments, run) pair."""
 
     def attach(sub: argparse.ArgumentParser) -> None:
         try:
-            getattr(importlib.import_module(module), add)(sub)
+            add, run = load()
         except ImportError as exc:
             sub.set_defaults(_missing=f"{exc}; install lmrec[{extra}]")
             return
-        sub.set_defaults(_run=lambda a: getattr(importlib.import_module(module), run)(a))
+        add(sub)
+        sub.set_defaults(_run=run)
 
     return attach
 
 
+def _export_encoder():
+    from training.export_encoder import add_export_arguments, run_export
+
+    return add_export_arguments, run_export
+
+
+def _train():
+    from training.train import add_train_arguments, run_train
+
+    return add_train_arguments, run_train
+
+
+def _encode_catalog():
+    from training.encode_catalog import add_encode_arguments, run_encode
+
+    return add_encode_arguments, run_encode
+
+
+def _evaluate():
+    from training.evaluate import add_evaluate_arguments, run_evaluate
+
+    return add_evaluate_arguments, run_evaluate
+
+
+def _loadtest():
+    from lmrec_tools.loadtest import add_loadtest_arguments, run_loadtest
+
+    return add_loadtest_arguments, run_loadtest
+
+
 OPTIONAL = {
-    "export-encoder": ("export a pretrained HF encoder as an ONNX bundle",
-                       _delegate("training.export_encoder", "add_export_arguments", "run_export", "training")),
-    "train": ("fine-tune the LM recommender and export a bundle",
-              _delegate("training.train", "add_train_arguments", "run_train", "training")),
+    "export-encoder": ("export a pretrained HF encoder as an ONNX bundle", _delegate(_export_encoder, "training")),
+    "train": ("fine-tune the LM recommender and export a bundle", _delegate(_train, "training")),
     "encode-catalog": ("encode every catalogue item's served vector with a bundle, in bulk (--ray: Ray Data)",
-                       _delegate("training.encode_catalog", "add_encode_arguments", "run_encode", "ranking")),
-    "evaluate": ("evaluate lmrec against classical recommenders",
-                 _delegate("training.evaluate", "add_evaluate_arguments", "run_evaluate", "training")),
-    "loadtest": ("drive load at a gateway and report latency honestly",
-                 _delegate("lmrec.loadtest", "add_loadtest_arguments", "run_loadtest", "loadtest")),
+                       _delegate(_encode_catalog, "ranking")),
+    "evaluate": ("evaluate lmrec against classical recommenders", _delegate(_evaluate, "training")),
+    "loadtest": ("drive load at a gateway and report latency honestly", _delegate(_loadtest, "loadtest")),
 }
 
 
@@ -372,7 +420,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     subs = parser.add_subparsers(dest="command", required=True)
 
     serve = subs.add_parser("serve", help="run the whole system (or one service with --only)")
-    serve.add_argument("--only", choices=list(SERVICE_MODULES),
+    serve.add_argument("--only", choices=list(SERVICE_MAINS),
                        help="run one service in this process; every other flag goes to it (--only X --help "
                             "lists them)")
     serve.add_argument("--bundle", type=Path, default=None,
@@ -471,7 +519,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = build_parser(next((a for a in argv if not a.startswith("-")), None))
     only = split_only(argv)
     if only is not None:
-        if only[0] not in SERVICE_MODULES:
+        if only[0] not in SERVICE_MAINS:
             parser.parse_args(["serve", "--only", only[0]])  # exits with argparse's message
         sys.exit(run_only(*only))
     args = parser.parse_args(argv)

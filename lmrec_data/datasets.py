@@ -21,6 +21,8 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from lmrec.catalog import CatalogItem
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DATA_ENV = "LMREC_DATA"
 DEFAULT_ML100K = REPO_ROOT.parent / "shared" / "data" / "ml-100k"
@@ -72,14 +74,6 @@ ML100K_GENRES = [
     "unknown", "Action", "Adventure", "Animation", "Children's", "Comedy", "Crime", "Documentary", "Drama",
     "Fantasy", "Film-Noir", "Horror", "Musical", "Mystery", "Romance", "Sci-Fi", "Thriller", "War", "Western",
 ]
-
-
-@dataclass(frozen=True)
-class CatalogItem:
-    item_id: str
-    title: str
-    text: str
-    attributes: dict[str, list[str]] = field(default_factory=dict)
 
 
 TIE_BREAKS = ("file", "item_id")

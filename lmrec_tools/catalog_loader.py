@@ -6,21 +6,12 @@ from collections.abc import Callable
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from lmrec.datasets import Dataset
-from lmrec.v1 import common_pb2, gateway_service_pb2 as gw, gateway_service_pb2_grpc as gw_grpc
+from lmrec.catalog import item_message
+from lmrec_data.datasets import Dataset
+from lmrec.v1 import gateway_service_pb2 as gw, gateway_service_pb2_grpc as gw_grpc
 
 ITEM_BATCH = 256
 EVENT_BATCH = 5000
-
-
-def attribute_values(attributes: dict[str, list[str]]) -> dict[str, common_pb2.AttributeValues]:
-    return {k: common_pb2.AttributeValues(values=v) for k, v in attributes.items()}
-
-
-def item_message(item) -> common_pb2.Item:
-    """The contract's Item for a CatalogItem."""
-    return common_pb2.Item(item_id=item.item_id, title=item.title, text=item.text,
-                           attributes=attribute_values(item.attributes))
 
 
 def event_message(x) -> gw.FeedbackEvent:
