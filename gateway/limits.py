@@ -33,8 +33,8 @@ def record_feedback_bytes() -> int:
 
 
 def recommend_bytes() -> int:
-    filters = v.MAX_FILTERS * (2 * FIELD + v.MAX_ID_BYTES + _ids(1000))
-    return (_string(v.MAX_ID_BYTES) + _string(v.MAX_QUERY_CHARS * UTF8) + _ids(1000) + _ids(v.MAX_BATCH)
+    filters = v.MAX_FILTERS * (2 * FIELD + v.MAX_ID_BYTES + _ids(v.MAX_FILTER_VALUES))
+    return (_string(v.MAX_ID_BYTES) + _string(v.MAX_QUERY_CHARS * UTF8) + _ids(s.MAX_RECENT_ITEMS) + _ids(v.MAX_BATCH)
             + filters + 2 * _string(s.MAX_SESSION_ID_BYTES) + 256)
 
 

@@ -17,7 +17,7 @@ import asyncio
 import logging
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -39,7 +39,9 @@ from gateway.policy.scenarios import ScenarioPolicy, Scenarios
 from gateway.settings import GatewaySettings
 from gateway.store import GatewayStore, now_ms
 from lmrec import tracing
+from lmrec import validation as v
 from lmrec.errors import DeadlineExceeded, DependencyUnavailable, FailedPrecondition
+from lmrec.filters import AttributeFilter, as_filters, filter_messages, matches
 from lmrec.slots import with_reserved_slots
 from lmrec.v1 import common_pb2, gateway_service_pb2 as gw, retrieval_service_pb2 as rt
 
@@ -110,8 +112,8 @@ class RecommendPipeline:
         history, weights = _with_items(feedback.positive, feedback.weights, plan.context_items if plan else [], window)
         negatives, negative_weights = _with_items(feedback.negative, feedback.negative_weights,
                                                   plan.negative_items if plan else [], NEGATIVE_HISTORY)
-        asked = [*request.filters, *(common_pb2.AttributeFilter(key=k, values=v) for k, v in policy.filters.items())]
-        filters = [*asked, *(common_pb2.AttributeFilter(key=k, values=v) for k, v in (plan.filters() if plan else []))]
+        asked = as_filters([*((f.key, f.values) for f in request.filters), *policy.filters.items()])
+        filters = [*asked, *as_filters(_session_filters(plan, len(asked)))]
         context = common_pb2.UserContext(
             user_id=request.user_id, history_item_ids=history, history_weights=weights,
             query=plan.query if plan else request.query, scenario=request.scenario, negative_item_ids=negatives,
@@ -144,7 +146,7 @@ class RecommendPipeline:
             search = rt.SearchRequest(
                 query_vector=query_vector,
                 query_item_ids=[] if query_vector else history[-FALLBACK_HISTORY:],
-                k=want, exclude_item_ids=sorted(excluded), filters=filters)
+                k=want, exclude_item_ids=sorted(excluded), filters=filter_messages(filters))
             with budget.stage("retrieval") as stage:
                 found = await self.retrieval.search(search, budget.timeout("retrieval"))
                 stage.annotate(k=want, filters=len(filters), candidates=len(found.results),
@@ -213,7 +215,6 @@ class RecommendPipeline:
             exploration, parameter = _exploration(request, policy)
             placed = place([candidates.scores[p] for p in greedy], request.k, exploration, parameter,
                            policy.exploration_pool, rng_for(request_id))
-            filter_pairs = [(f.key, tuple(f.values)) for f in asked]
             titles = {i: catalog[i].title for i in
                       {a.history_item_id for a in attributions.values() if a.history_item_id} if i in catalog}
             items, shown = [], []
@@ -224,7 +225,7 @@ class RecommendPipeline:
                     history_item_id=attribution.history_item_id if attribution else "",
                     history_weight=attribution.history_weight if attribution else 0.0,
                     query_weight=attribution.query_weight if attribution else 0.0,
-                    matched_filters=matched_filters(catalog[item_id].attributes, filter_pairs),
+                    matched_filters=matched_filters(catalog[item_id].attributes, asked),
                     new_item_slot=item_id in slotted, explored=explored, propensity=propensity,
                     **(_turn_evidence(plan, catalog[item_id].attributes,
                                       attribution.history_item_id if attribution else "") if plan else {}))
@@ -287,16 +288,17 @@ class RecommendPipeline:
             raise FailedPrecondition("session_id: this gateway keeps no sessions")
         return self.conversation
 
-    def _refinements(self, catalog: Mapping[str, CatalogItem], ranked: list[str], asked,
+    def _refinements(self, catalog: Mapping[str, CatalogItem], ranked: list[str], asked: Sequence[AttributeFilter],
                      plan: TurnPlan | None) -> list[gw.Refinement]:
         """Chips when the best candidates are spread over an attribute's values (gateway/conversation/
         refinements.py); the request's filters and the session's constraints are never suggested."""
-        said = [Constraint(f.key, tuple(f.values)) for f in asked] + (plan.active if plan else [])
+        said = [Constraint(f.key, f.values) for f in asked] + (plan.active if plan else [])
         chips = suggest_refinements([catalog[i].attributes for i in ranked[:TOP_FOR_REFINEMENTS] if i in catalog],
                                     self.vocabulary.get(), said)
         return [gw.Refinement(text=c.text, key=c.key, value=c.value) for c in chips]
 
-    def _popularity(self, catalog: Mapping[str, CatalogItem], excluded: set[str], filters, want: int) -> Candidates:
+    def _popularity(self, catalog: Mapping[str, CatalogItem], excluded: set[str], filters: Sequence[AttributeFilter],
+                    want: int) -> Candidates:
         """Most-interacted catalogue items, honouring exclusions and filters: the cold-start answer."""
         now = time.monotonic()
         if now - self._popular_at > POPULARITY_CACHE_S:
@@ -309,7 +311,7 @@ class RecommendPipeline:
         for item_id in self._popular:
             if item_id in excluded or item_id not in catalog:
                 continue
-            if filters and not _matches(catalog[item_id].attributes, filters):
+            if not matches(catalog[item_id].attributes, filters):
                 continue
             ids.append(item_id)
             if len(ids) == want:
@@ -339,6 +341,15 @@ def _with_items(ids: list[str], weights: list[float], added: list[tuple[str, flo
     kept = [(i, w) for i, w in zip(ids, weights) if i not in moved] + list(added)
     kept = kept[-window:]
     return [i for i, _ in kept], [w for _, w in kept]
+
+
+def _session_filters(plan: TurnPlan | None, taken: int) -> list[tuple[str, list[str]]]:
+    """The session's newest filters that fit beside the `taken` request's and scenario's in what retrieval
+    accepts (MAX_SEARCH_FILTERS); any left out are still checked on the answer (`TurnPlan.meets`)."""
+    room = v.MAX_SEARCH_FILTERS - taken
+    if plan is None or room <= 0:
+        return []
+    return plan.filters()[-room:]
 
 
 def _turn_evidence(plan: TurnPlan, attributes: dict[str, list[str]], history_item_id: str) -> dict:
@@ -384,7 +395,3 @@ def _order_by(candidates: Candidates, scores: list[float]) -> Candidates:
     floor = float(values[known].min()) if len(known) else 0.0
     return Candidates([candidates.ids[i] for i in (*known, *unknown)],
                       [float(values[i]) for i in known] + [floor - 1.0] * len(unknown), "ranked")
-
-
-def _matches(attributes: dict[str, list[str]], filters) -> bool:
-    return all(set(attributes.get(f.key, ())) & set(f.values) for f in filters)

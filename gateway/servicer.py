@@ -21,6 +21,7 @@ from lmrec import validation as v
 from lmrec.catalog import item_message
 from lmrec.catalog import CatalogItem
 from lmrec.erasure import user_hash
+from lmrec.filters import parse_filters
 from lmrec.errors import FailedPrecondition, InvalidArgument
 from lmrec.v1 import gateway_service_pb2 as gw, gateway_service_pb2_grpc as gw_grpc
 from lmrec.v1 import retrieval_service_pb2 as rt
@@ -28,6 +29,7 @@ from lmrec.v1 import retrieval_service_pb2 as rt
 MAX_K = 1000
 MAX_ITEM_BATCH = 256  # items per UpsertItems: each may carry 40 KB of text
 MAX_ID_BATCH = 1000  # ids per GetItems / DeleteItems
+MAX_RECENT_ITEMS = 1000  # a request's own recent_item_ids
 MAX_EVENT_BATCH = 10_000
 MAX_TITLE_CHARS = 1000
 MAX_ATTRIBUTES = 64
@@ -36,25 +38,15 @@ MAX_SESSION_ID_BYTES = 128
 WRITE_TIMEOUT_S = 60.0
 
 
-def check_filters(filters, field: str) -> None:
-    if len(filters) > v.MAX_FILTERS:
-        raise InvalidArgument(field, f"{len(filters)} filters, at most {v.MAX_FILTERS} allowed")
-    for i, f in enumerate(filters):
-        v.require_id(f.key, f"{field}[{i}].key")
-        if not f.values:
-            raise InvalidArgument(f"{field}[{i}].values", "must not be empty")
-        v.check_ids(f.values, f"{field}[{i}].values", 1000)
-
-
 def validate_recommend(request: gw.RecommendRequest) -> None:
     v.require_id(request.user_id, "user_id")
     v.check_range(request.k, "k", 1, MAX_K)
     v.check_range(request.new_item_slots, "new_item_slots", 0, request.k)
-    v.check_ids(request.recent_item_ids, "recent_item_ids", 1000)
+    v.check_ids(request.recent_item_ids, "recent_item_ids", MAX_RECENT_ITEMS)
     v.check_ids(request.exclude_item_ids, "exclude_item_ids", v.MAX_BATCH)
     v.check_text(request.query, "query", v.MAX_QUERY_CHARS)
     v.check_text(request.scenario, "scenario", 64)
-    check_filters(request.filters, "filters")
+    parse_filters(request.filters, "filters")
     if request.HasField("diversity") and not 0.0 <= request.diversity <= 1.0:  # also refuses NaN
         raise InvalidArgument("diversity", f"must be in 0..1, got {request.diversity}")
     if request.HasField("rating_weight") and not (math.isfinite(request.rating_weight) and request.rating_weight >= 0):
@@ -92,7 +84,7 @@ def catalog_item(item, field: str) -> CatalogItem:
     attributes = {}
     for key, values in item.attributes.items():
         v.require_id(key, f"{field}.attributes key")
-        attributes[key] = v.check_ids(values.values, f"{field}.attributes[{key}]", 1000)
+        attributes[key] = v.check_ids(values.values, f"{field}.attributes[{key}]", MAX_ATTRIBUTE_VALUES)
     return CatalogItem(item.item_id, item.title, item.text.strip() or item.title, attributes)
 
 

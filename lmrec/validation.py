@@ -16,6 +16,7 @@ MAX_ID_LIST = 20_000
 # conversation's, so retrieval takes twice as many.
 MAX_FILTERS = 16
 MAX_SEARCH_FILTERS = 2 * MAX_FILTERS
+MAX_FILTER_VALUES = 1_000  # values one filter may list (lmrec/filters.py)
 
 
 def require_id(value: str, field: str) -> str:

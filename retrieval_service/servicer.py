@@ -12,6 +12,7 @@ import numpy as np
 
 from lmrec import tracing
 from lmrec.errors import InvalidArgument
+from lmrec.filters import parse_filters
 from lmrec.v1 import common_pb2, retrieval_service_pb2, retrieval_service_pb2_grpc
 from lmrec.validation import (MAX_BATCH, MAX_ID_LIST, MAX_SEARCH_FILTERS, check_batch, check_ids, check_range,
                               require_id)
@@ -21,7 +22,6 @@ if TYPE_CHECKING:
     from retrieval_service.metrics import RetrievalMetrics
 
 MAX_K = 10_000
-MAX_FILTER_VALUES = 1_000
 MAX_ATTRIBUTE_KEYS = 64
 MAX_ATTRIBUTE_VALUES = 256
 MAX_QUERY_ITEMS = 1_000
@@ -60,7 +60,7 @@ class RetrievalServicer(retrieval_service_pb2_grpc.RetrievalServiceServicer):
         if request.ef < 0:
             raise InvalidArgument("ef", f"must be 0 (server default) or positive, got {request.ef}")
         exclude = check_ids(request.exclude_item_ids, "exclude_item_ids")
-        filters = _filters(request.filters)
+        filters = parse_filters(request.filters, "filters", MAX_SEARCH_FILTERS)
         if request.query_vector:
             query = _vector(request.query_vector, "query_vector", self._dimension)
         else:
@@ -131,21 +131,6 @@ def _vector(values, field: str, dimension: int) -> np.ndarray:
     if not norm > 0 or not math.isfinite(norm):
         raise InvalidArgument(field, "has zero length; cosine similarity needs a direction")
     return vector
-
-
-def _filters(filters) -> list[tuple[str, list[str]]]:
-    if len(filters) > MAX_SEARCH_FILTERS:
-        raise InvalidArgument("filters", f"{len(filters)} filters, at most {MAX_SEARCH_FILTERS} allowed")
-    result = []
-    for i, f in enumerate(filters):
-        if not f.key:
-            raise InvalidArgument(f"filters[{i}].key", "must not be empty")
-        if not f.values:
-            raise InvalidArgument(f"filters[{i}].values", "must not be empty")
-        if len(f.values) > MAX_FILTER_VALUES:
-            raise InvalidArgument(f"filters[{i}].values", f"{len(f.values)} values, at most {MAX_FILTER_VALUES}")
-        result.append((f.key, list(f.values)))
-    return result
 
 
 def _attributes(attributes, field: str) -> dict[str, list[str]] | None:

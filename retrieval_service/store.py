@@ -24,7 +24,8 @@ import numpy as np
 
 from lmrec.sharding import MODULO, Placement
 from retrieval_service import placement as shard_placement
-from retrieval_service.index import Attributes, Filter, IndexStats, SearchResult, VectorIndex
+from lmrec.filters import AttributeFilter
+from retrieval_service.index import Attributes, IndexStats, SearchResult, VectorIndex
 from retrieval_service.placement import ShardPlacement
 from retrieval_service.wal import UPSERT, WriteAheadLog, delete_record, read_records, upsert_record
 
@@ -302,7 +303,7 @@ class IndexStore:
     # ------------------------------------------------------------------ reads
 
     def search(
-        self, query: np.ndarray, k: int, exclude: Iterable[str] = (), filters: Sequence[Filter] = (), ef: int | None = None
+        self, query: np.ndarray, k: int, exclude: Iterable[str] = (), filters: Sequence[AttributeFilter] = (), ef: int | None = None
     ) -> SearchResult:
         return self.index.search(query, k, exclude, filters, ef)
 

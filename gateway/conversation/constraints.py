@@ -14,6 +14,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 
 from gateway.conversation.vocabulary import AttributeVocabulary, as_year
+from lmrec.filters import AttributeFilter
 
 
 @dataclass(frozen=True)
@@ -35,10 +36,9 @@ class Constraint:
 
     def holds(self, attributes: Mapping[str, Sequence[str]]) -> bool:
         """Whether the item holds the value (or a year in the range), before negation."""
-        held = attributes.get(self.key, ())
         if self.is_range:
-            return any(_within(as_year(v), self.low, self.high) for v in held)
-        return bool(set(held) & set(self.values))
+            return any(_within(as_year(v), self.low, self.high) for v in attributes.get(self.key, ()))
+        return AttributeFilter(self.key, self.values).holds(attributes)
 
     def met_by(self, attributes: Mapping[str, Sequence[str]]) -> bool:
         return self.holds(attributes) != self.negated

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from lmrec.filters import AttributeFilter
 from lmrec.v1 import gateway_service_pb2 as gw
 
 QUERY_TEXT_CHARS = 60
@@ -80,12 +81,7 @@ def reasons_for(evidence: ItemEvidence, source: str, query: str, titles: dict[st
     return out
 
 
-def matched_filters(attributes: dict[str, list[str]], filters: Sequence[tuple[str, Sequence[str]]]
+def matched_filters(attributes: dict[str, list[str]], filters: Sequence[AttributeFilter]
                     ) -> tuple[tuple[str, tuple[str, ...]], ...]:
     """The values of each filter the item holds (filters are AND-ed, so a served item matches them all)."""
-    out = []
-    for key, values in filters:
-        hit = tuple(v for v in values if v in set(attributes.get(key, ())))
-        if hit:
-            out.append((key, hit))
-    return tuple(out)
+    return tuple((f.key, hit) for f in filters if (hit := f.held(attributes)))

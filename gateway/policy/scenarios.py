@@ -27,9 +27,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from gateway.policy.feedback import EventWeights
+from lmrec.errors import InvalidArgument
+from lmrec.filters import as_filters, filter_messages, parse_filters
 
 log = logging.getLogger(__name__)
 DEFAULT = "default"
@@ -56,6 +58,16 @@ class ScenarioPolicy(BaseModel):
     # Weight of the predicted rating against the next-item score (RecommendRequest.rating_weight), for
     # requests that do not set one; 0: next-item only.
     rating_weight: float = Field(0.0, ge=0, allow_inf_nan=False)
+
+    @field_validator("filters")
+    @classmethod
+    def _filters_retrieval_accepts(cls, filters: dict[str, list[str]]) -> dict[str, list[str]]:
+        # Checked as a request's are: a filter retrieval refuses would fail every request of the scenario.
+        try:
+            parse_filters(filter_messages(as_filters(filters.items())), "filters")
+        except InvalidArgument as exc:
+            raise ValueError(str(exc)) from None
+        return filters
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,7 @@ pure) and `search` (running it), `snapshot` (save and load); `vector_index` is t
 
 from retrieval_service.index.config import IndexConfig
 from retrieval_service.index.graph import COPY_CHUNK as _COPY_CHUNK  # bench/reshard_bench.py reports it
-from retrieval_service.index.graph import METRIC, Attributes, Filter, normalize
+from retrieval_service.index.graph import METRIC, Attributes, normalize
 from retrieval_service.index.search import SearchResult
 from retrieval_service.index.snapshot import SnapshotMismatch
 from retrieval_service.index.vector_index import IndexStats, VectorIndex
@@ -15,7 +15,6 @@ from retrieval_service.index.vector_index import IndexStats, VectorIndex
 __all__ = [
     "METRIC",
     "Attributes",
-    "Filter",
     "IndexConfig",
     "IndexStats",
     "SearchResult",

@@ -9,7 +9,8 @@ from collections.abc import Sequence
 import hnswlib
 import numpy as np
 
-from retrieval_service.index.graph import COPY_CHUNK, Filter, FilterGraph, Graph
+from lmrec.filters import AttributeFilter
+from retrieval_service.index.graph import COPY_CHUNK, FilterGraph, Graph
 from retrieval_service.index.planner import worth_a_graph
 from retrieval_service.index.shared import SharedIndex
 
@@ -30,11 +31,11 @@ class FilterGraphBuilder:
         self._mutex = threading.Lock()
         self.thread: threading.Thread | None = None
 
-    def request_missing(self, g: Graph, filters: Sequence[Filter], which: Sequence[int]) -> None:
+    def request_missing(self, g: Graph, filters: Sequence[AttributeFilter], which: Sequence[int]) -> None:
         """Asks for the graphs that the known values of `filters[i]`, for each i in `which`, lack."""
         for i in which:
-            key, values = filters[i]
-            for value in values:
+            key = filters[i].key
+            for value in filters[i].values:
                 if g.attributes.known(key, value) and (key, value) not in g.filter_graphs:
                     self.request(g, key, value, int(np.count_nonzero(g.attributes.bitmap(key, value, g.next_label))))
 

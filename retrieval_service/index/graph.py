@@ -19,7 +19,6 @@ METRIC = "cosine"
 COPY_CHUNK = 1_024
 
 Attributes = Mapping[str, Sequence[str]]
-Filter = tuple[str, Sequence[str]]
 
 
 def normalize(vectors: np.ndarray) -> np.ndarray:

@@ -8,8 +8,9 @@ from dataclasses import dataclass
 import hnswlib
 import numpy as np
 
+from lmrec.filters import AttributeFilter, as_filters
 from retrieval_service.index.filter_graphs import FilterGraphBuilder
-from retrieval_service.index.graph import Filter, FilterGraph, Graph, normalize
+from retrieval_service.index.graph import FilterGraph, Graph, normalize
 from retrieval_service.index.planner import Eligible, IndexCounts, Kind, Plan, Query, clamp_ef, plan, shortcut
 from retrieval_service.index.shared import SharedIndex
 from retrieval_service.locks import SharedSetting
@@ -65,8 +66,8 @@ class Searcher:
         self._filter_graphs = filter_graphs
         self._ef = SharedSetting()
 
-    def search(self, query: np.ndarray, k: int, exclude: Iterable[str], filters: Sequence[Filter],
-               ef: int | None) -> SearchResult:
+    def search(self, query: np.ndarray, k: int, exclude: Iterable[str],
+               filters: Sequence[AttributeFilter | tuple[str, Sequence[str]]], ef: int | None) -> SearchResult:
         """See `VectorIndex.search`."""
         if k < 1:
             raise ValueError("k must be at least 1")
@@ -77,10 +78,11 @@ class Searcher:
         q = normalize(query)[0]
         config = shared.config
         exclude = set(exclude)
+        filters = as_filters(filters)
         asked = Query(k, clamp_ef(ef, config), len(filters), len(exclude))
         with shared.lock.read():
             g = shared.graph
-            t = _Target(g, q, exclude, [g.value_graphs(key, values) for key, values in filters])
+            t = _Target(g, q, exclude, [g.value_graphs(f.key, f.values) for f in filters])
             sizes = tuple(tuple([None if fg is None else fg.size for fg in graphs]) for graphs in t.graphs)
             counts = IndexCounts(g.live_count, g.shadow is not None, sizes)
             tried = shortcut(asked, counts, config)
@@ -185,18 +187,19 @@ def _drop_excluded(g: Graph, labels: np.ndarray, distances: np.ndarray, excluded
     return SearchResult([ids[i] for i in keep], (1.0 - distances[keep]).tolist(), plan_name)
 
 
-def _filter_mask(g: Graph, filters: Sequence[Filter]) -> np.ndarray:
-    """Labels holding, for every filter, at least one of its values (bitmaps hold live labels only)."""
+def _filter_mask(g: Graph, filters: Sequence[AttributeFilter]) -> np.ndarray:
+    """`lmrec.filters.matches` over every slot at once: AND over the filters of OR over each one's value
+    bitmaps (which hold live labels only; a value no item holds has none). `filters` must not be empty."""
     mask: np.ndarray | None = None
-    for key, values in filters:
-        matches = np.zeros(g.capacity, dtype=bool)
-        for value in values:
-            if g.attributes.known(key, value):
-                matches |= g.attributes.bitmap(key, value, g.next_label)
+    for f in filters:
+        holders = np.zeros(g.capacity, dtype=bool)
+        for value in f.values:
+            if g.attributes.known(f.key, value):
+                holders |= g.attributes.bitmap(f.key, value, g.next_label)
         if mask is None:
-            mask = matches
+            mask = holders
         else:
-            mask &= matches
+            mask &= holders
     assert mask is not None
     return mask
 

@@ -9,10 +9,11 @@ from pathlib import Path
 
 import numpy as np
 
+from lmrec.filters import AttributeFilter
 from retrieval_service.index import snapshot
 from retrieval_service.index.config import IndexConfig
 from retrieval_service.index.filter_graphs import FilterGraphBuilder
-from retrieval_service.index.graph import METRIC, Attributes, Filter, Graph
+from retrieval_service.index.graph import METRIC, Attributes, Graph
 from retrieval_service.index.planner import clamp_ef
 from retrieval_service.index.rebuild import Rebuilder
 from retrieval_service.index.search import SearchResult, Searcher
@@ -162,10 +163,13 @@ class VectorIndex:
         query: np.ndarray,
         k: int,
         exclude: Iterable[str] = (),
-        filters: Sequence[Filter] = (),
+        filters: Sequence[AttributeFilter | tuple[str, Sequence[str]]] = (),
         ef: int | None = None,
     ) -> SearchResult:
         """Top-k live items by cosine similarity, best first; min(k, eligible) of them.
+
+        Eligible: not excluded and passing every filter as `lmrec.filters.matches` means it ((key, values)
+        pairs are taken too).
 
         The plan (exact scan, graph walk, filter-graph walk...) is the planner's (`planner.plan`); the
         result names it.
