@@ -54,7 +54,7 @@ from lmrec_tools.catalog_loader import load_catalog
 from lmrec.client import gateway_channel
 from lmrec_data.datasets import Dataset, load_dataset, resolve_data_path
 from lmrec_tools.loadtest_report import describe_machine
-from lmrec.manifest import load_manifest
+from lmrec.bundle import load_manifest
 from lmrec_tools.supervisor import ProcessGroup, SystemLayout, start_system
 from lmrec.v1 import gateway_service_pb2 as gw, gateway_service_pb2_grpc as gw_grpc
 

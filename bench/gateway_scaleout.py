@@ -61,7 +61,7 @@ from lmrec_data.datasets import Dataset, DatasetError, load_dataset, resolve_dat
 from lmrec_data.request_mix import QUERIES, RequestMix  # noqa: E402
 from lmrec_tools.loadtest import drive_open_loop, grpc_call_fn, rates_arg  # noqa: E402
 from lmrec_tools.loadtest_report import OK, LatencyRecorder, LoadReport, describe_machine  # noqa: E402
-from lmrec.manifest import load_manifest  # noqa: E402
+from lmrec.bundle import load_manifest  # noqa: E402
 from lmrec_tools.supervisor import ProcessGroup, StartupError, SystemLayout, start_retrieval_shard  # noqa: E402
 from lmrec.v1 import common_pb2, gateway_service_pb2 as gw, gateway_service_pb2_grpc as gw_grpc  # noqa: E402
 

@@ -26,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
+from lmrec.bundle import Bundle
 from ranking_service.ranker import RankContext
 from ranking_service.rating_head import combined_scores
 from training import metrics
@@ -244,7 +245,7 @@ def main(argv: list[str] | None = None) -> int:
     load = os.getloadavg()[0]
     manifest, dataset, data = split_for(args.bundle, args.data)
     lookup = rating_lookup(dataset, data)
-    trunk = BundleTrunk(args.bundle, manifest, data)
+    trunk = BundleTrunk(Bundle(args.bundle, manifest), data)
     seconds = {}
     t = time.perf_counter()
     # Every prefix of the test-phase history: the validation phase's histories are prefixes of it.

@@ -34,7 +34,7 @@ import numpy as np
 from gateway.policy.diversity import mmr_order
 from gateway.policy.exploration import place, rng_for
 from gateway.policy.feedback import RATING, EventWeights
-from lmrec.manifest import load_manifest
+from lmrec.bundle import load_manifest
 from ranking_service.ranker import RankContext, RankerOptions
 from training import metrics, ope
 from training.beyond_accuracy import attribute_intra_list_diversity, intra_list_diversity

@@ -43,8 +43,8 @@ sys.path.insert(0, str(REPO))
 
 from lmrec_data.datasets import load_dataset  # noqa: E402
 from lmrec_tools.loadtest_report import describe_machine  # noqa: E402
-from lmrec.manifest import Manifest, load_manifest  # noqa: E402
-from ranking_service.onnx_session import RuntimeChoice, model_path, run  # noqa: E402
+from lmrec.bundle import Bundle  # noqa: E402
+from ranking_service.onnx_session import RuntimeChoice, run  # noqa: E402
 from ranking_service.text_encoder import TextEncoder  # noqa: E402
 
 DEFAULT_BUNDLE = Path("artifacts/minilm-zeroshot")
@@ -119,17 +119,17 @@ class Variant:
     note: str
 
 
-def hf_weights_dir(bundle_dir: Path, manifest: Manifest) -> str:
+def hf_weights_dir(bundle: Bundle) -> str:
     """The HF weights the bundle was exported from: its own `hf_model/` when it has one (trained bundles)."""
-    own = bundle_dir / "hf_model"
+    own = bundle.dir / "hf_model"
     if own.is_dir():
         return str(own)
     from training.lm_source import resolve_model_dir
 
-    return resolve_model_dir(manifest.encoder.base_model)
+    return resolve_model_dir(bundle.manifest.encoder.base_model)
 
 
-def torch_variants(bundle_dir: Path, manifest: Manifest) -> tuple[Callable[[int], list[Variant]], dict]:
+def torch_variants(bundle: Bundle) -> tuple[Callable[[int], list[Variant]], dict]:
     """Loads the HF weights once; returns a factory of eager variants for a given thread count.
 
     The baseline is the stock HF model as a PyTorch user runs it. For BERT-family weights a second eager
@@ -142,10 +142,11 @@ def torch_variants(bundle_dir: Path, manifest: Manifest) -> tuple[Callable[[int]
     from training.export_encoder import PooledEncoder
     from training.packed_encoder import PackedEncoder, supports_packing
 
-    if manifest.encoder.pooling != "mean" or not manifest.encoder.normalized:
-        raise SystemExit(f"{bundle_dir}: PyTorch side replicates mean pooling + L2 norm; the manifest says "
-                         f"pooling={manifest.encoder.pooling}, normalized={manifest.encoder.normalized}")
-    source = hf_weights_dir(bundle_dir, manifest)
+    spec = bundle.manifest.encoder
+    if spec.pooling != "mean" or not spec.normalized:
+        raise SystemExit(f"{bundle.dir}: PyTorch side replicates mean pooling + L2 norm; the manifest says "
+                         f"pooling={spec.pooling}, normalized={spec.normalized}")
+    source = hf_weights_dir(bundle)
     encoder = AutoModel.from_pretrained(source)
     modules = {EAGER: PooledEncoder(encoder).eval()}
     if supports_packing(encoder):
@@ -186,10 +187,10 @@ def bench_session(path: Path, providers: list[str], threads: int, spinning: bool
     return ort.InferenceSession(str(path), sess_options=options, providers=providers)
 
 
-def onnx_variant(name: str, bundle_dir: Path, manifest: Manifest, role: str, precision: str,
-                 providers: list[str], threads: int, spinning: bool) -> Variant:
+def onnx_variant(name: str, bundle: Bundle, role: str, precision: str, providers: list[str], threads: int,
+                 spinning: bool) -> Variant:
     runtime = RuntimeChoice(precision, providers)
-    path = model_path(bundle_dir, manifest, role, precision)
+    path = bundle.path(role, precision)
     session = bench_session(path, providers, threads, spinning)
     if session.get_providers()[0] != providers[0]:
         raise SystemExit(f"{name}: asked for {providers[0]}, ONNX Runtime gave {session.get_providers()[0]}")
@@ -277,7 +278,7 @@ class _NoDeadline:
         return None
 
 
-def time_rank(bundle_dir: Path, manifest: Manifest, items: list, threads: int, args) -> dict:
+def time_rank(bundle_dir: Path, items: list, threads: int, args) -> dict:
     from lmrec.v1 import ranking_service_pb2 as rpb
     from lmrec.v1.common_pb2 import UserContext
     from lmrec_data.request_mix import QUERIES
@@ -331,14 +332,14 @@ def time_rank(bundle_dir: Path, manifest: Manifest, items: list, threads: int, a
 # --------------------------------------------------------------------------------------------------
 
 
-def build_variants(args, manifest: Manifest, eager_for: Callable[[int], list[Variant]], threads: int) -> list[Variant]:
+def build_variants(args, bundle: Bundle, eager_for: Callable[[int], list[Variant]], threads: int) -> list[Variant]:
     variants = eager_for(threads)
-    have = manifest.models.get(args.role, {})
+    have = bundle.manifest.models.get(args.role, {})
     if "cpu" in args.providers:
         for name, precision in ((ORT_FP32, "fp32"), (ORT_INT8, "int8")):
             if precision in have:
-                variants.append(onnx_variant(name, args.bundle_dir, manifest, args.role, precision,
-                                             CPU_PROVIDERS, threads, args.ort_spinning))
+                variants.append(onnx_variant(name, bundle, args.role, precision, CPU_PROVIDERS, threads,
+                                             args.ort_spinning))
     if "cuda" in args.providers:
         import onnxruntime as ort
 
@@ -346,8 +347,8 @@ def build_variants(args, manifest: Manifest, eager_for: Callable[[int], list[Var
             raise SystemExit(f"--providers cuda: ONNX Runtime has no CUDA provider (has {ort.get_available_providers()})")
         for precision in ("fp32", "fp16"):
             if precision in have:
-                variants.append(onnx_variant(f"onnx-{precision}-cuda", args.bundle_dir, manifest, args.role,
-                                             precision, CUDA_PROVIDERS, threads, args.ort_spinning))
+                variants.append(onnx_variant(f"onnx-{precision}-cuda", bundle, args.role, precision,
+                                             CUDA_PROVIDERS, threads, args.ort_spinning))
     if not any(v.name in (ORT_FP32, "onnx-fp32-cuda") for v in variants):
         raise SystemExit(f"{args.bundle_dir}: no fp32 '{args.role}' model to check PyTorch against")
     return variants
@@ -392,24 +393,25 @@ def run_threads(args, variants: list[Variant], texts: list[str], tokenizer: Text
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    manifest = load_manifest(args.bundle_dir)
+    bundle = Bundle.load(args.bundle_dir)
+    manifest = bundle.manifest
     if args.role not in manifest.models:
         raise SystemExit(f"{args.bundle_dir} has no '{args.role}' model (roles: {sorted(manifest.models)})")
     dataset = load_dataset(args.data)
     texts = [it.text for it in dataset.items]
-    eager_for, torch_info = torch_variants(args.bundle_dir, manifest)
+    eager_for, torch_info = torch_variants(bundle)
     # Tokenise exactly as the worker does (length buckets), with the bundle's tokenizer; the encoder's
     # own session is never run here.
-    tokenizer = TextEncoder(args.bundle_dir, manifest, RuntimeChoice("fp32", CPU_PROVIDERS), 1, 1)
+    tokenizer = TextEncoder(bundle, RuntimeChoice("fp32", CPU_PROVIDERS), 1, 1)
     runs, notes = [], {}
     for threads in args.threads:
-        variants = build_variants(args, manifest, eager_for, threads)
+        variants = build_variants(args, bundle, eager_for, threads)
         notes = {v.name: v.note for v in variants}
         runs.append(run_threads(args, variants, texts, tokenizer, threads))
         del variants  # frees the sessions (and their thread pools) before the next count
     rank = None
     if args.rank_candidates > 0 and args.role == "encoder":
-        rank = time_rank(args.bundle_dir, manifest, dataset.items, max(args.threads), args)
+        rank = time_rank(bundle.dir, dataset.items, max(args.threads), args)
         print(f"Rank of {args.rank_candidates}: with query p50 {rank['with_query']['p50_ms']:.2f} ms "
               f"p99 {rank['with_query']['p99_ms']:.2f} ms; history only p50 {rank['history_only']['p50_ms']:.2f} ms",
               file=sys.stderr)

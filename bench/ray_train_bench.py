@@ -37,7 +37,7 @@ from training.distributed import RayTrainOptions, fit_on_ray  # noqa: E402
 from training.lm_recommender import LMRecConfig  # noqa: E402
 from training.replica import Replica, running_as  # noqa: E402
 from training.split import SplitConfig, build_split  # noqa: E402
-from training.train import fit_bundle_model  # noqa: E402
+from training.bundle_fit import fit_bundle_model  # noqa: E402
 
 
 class RecordingReplica(Replica):

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from lmrec_data.datasets import load_dataset, resolve_data_path
-from lmrec.manifest import load_manifest
+from lmrec.bundle import load_manifest
 from training.metrics import paired_permutation_test, phase_ndcg10
 from training.split import SplitConfig, build_split
 

@@ -20,7 +20,7 @@ from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
-from lmrec.manifest import peek_model_version
+from lmrec.bundle import peek_model_version
 from ranking_service.batcher import MicroBatcher
 from ranking_service.model import LoadedModel, load_model
 from ranking_service.settings import RankingSettings

@@ -1,4 +1,4 @@
-"""Everything one loaded bundle needs to serve: encoder, ranker, item store. Built from a manifest."""
+"""Everything one loaded bundle needs to serve: encoder, ranker, item store. Built from a bundle."""
 
 from __future__ import annotations
 
@@ -8,14 +8,13 @@ from pathlib import Path
 
 import numpy as np
 
-from lmrec.manifest import Manifest, load_manifest
+from lmrec.bundle import Bundle, Manifest, TrainedTexts
 from ranking_service.item_store import ItemStore
 from ranking_service.onnx_session import RuntimeChoice, choose_runtime
-from ranking_service import seq_ranker  # noqa: F401  (registers the trained ranker kind)
-from ranking_service.ranker import Ranker, RankerOptions, build_ranker
+from ranking_service.ranker import Ranker, RankerOptions
+from ranking_service.ranker_kinds import build_ranker
 from ranking_service.settings import RankingSettings
 from ranking_service.text_encoder import TextEncoder
-from ranking_service.trained_texts import TrainedTexts
 
 log = logging.getLogger(__name__)
 
@@ -50,20 +49,20 @@ class LoadedModel:
 
 def load_model(settings: RankingSettings) -> LoadedModel:
     """Loads and checks the bundle, builds the ranker, reloads (and if needed re-encodes) item vectors."""
-    manifest = load_manifest(settings.bundle_dir)
+    bundle = Bundle.load(settings.bundle_dir)
+    manifest = bundle.manifest
     runtime = choose_runtime(settings.device, settings.precision)
-    encoder = TextEncoder(settings.bundle_dir, manifest, runtime, settings.intra_op_threads, settings.inter_op_threads)
+    encoder = TextEncoder(bundle, runtime, settings.intra_op_threads, settings.inter_op_threads)
     item_encoder = None
     if settings.item_precision == "fp32" and runtime.precision != "fp32":
-        item_encoder = TextEncoder(settings.bundle_dir, manifest, replace(runtime, precision="fp32"),
-                                   settings.intra_op_threads, settings.inter_op_threads)
+        item_encoder = TextEncoder(bundle, replace(runtime, precision="fp32"), settings.intra_op_threads,
+                                   settings.inter_op_threads)
     store = ItemStore(Path(settings.state_dir) / "item_repr.sqlite", manifest.served_dimension, manifest.model_version)
-    ranker = build_ranker(settings.bundle_dir, manifest, store, runtime, RankerOptions(
+    ranker = build_ranker(bundle, store, runtime, RankerOptions(
         negative_penalty=settings.negative_penalty, event_weight_blend=settings.event_weight_blend,
         explain_window=settings.explain_window,
         intra_op_threads=settings.intra_op_threads or 1))
-    model = LoadedModel(manifest, runtime, encoder, ranker, store,
-                        TrainedTexts.from_bundle(settings.bundle_dir, manifest), item_encoder)
+    model = LoadedModel(manifest, runtime, encoder, ranker, store, bundle.trained_texts(), item_encoder)
     reencoded = store.load(model.encode_items)
     log.info("bundle %s (%s, queries %s, items %s, on %s): %d items known, %d re-encoded", manifest.model_version,
              manifest.ranker_kind, runtime.precision, model.item_text_encoder.precision, runtime.providers[0],

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from lmrec.manifest import Manifest, Precision
+from lmrec.bundle import Precision
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +65,3 @@ def run(session: ort.InferenceSession, feeds: dict[str, np.ndarray], on_cuda: bo
         binding.bind_output(out.name, "cuda")
     session.run_with_iobinding(binding)
     return binding.copy_outputs_to_cpu()
-
-
-def model_path(bundle_dir: Path, manifest: Manifest, role: str, precision: Precision) -> Path:
-    return Path(bundle_dir) / manifest.model_file(role, precision).path

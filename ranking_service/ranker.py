@@ -1,23 +1,19 @@
 """Rankers: turn a request context and candidate representations into scores. No gRPC, no batching.
 
-A bundle's manifest names its `ranker_kind`; `RANKERS` maps kinds to builders, so a trained ranker plugs
-in by registering itself without the serving layer changing.
+A bundle's manifest names its `ranker_kind`; ranking_service/ranker_kinds.py maps kinds to builders.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
 
-from lmrec.errors import ArtifactMismatch
-from lmrec.manifest import Manifest
+from lmrec.bundle import Manifest
 from ranking_service.item_store import ItemStore
-from ranking_service.onnx_session import RuntimeChoice
 from ranking_service.rating_head import ServedRatingHead, combined_scores
 from ranking_service.settings import RankingSettings
 
@@ -273,24 +269,3 @@ class ZeroShotRanker(Ranker):
         mixed = self.QUERY_WEIGHT * query_vector + (1 - self.QUERY_WEIGHT) * interest
         return (self.QUERY_WEIGHT * (candidates @ query_vector) / max(float(np.linalg.norm(mixed)), 1e-12)
                 ).astype(np.float32)
-
-
-RankerBuilder = Callable[[Path, Manifest, ItemStore, RuntimeChoice, RankerOptions], Ranker]
-RANKERS: dict[str, RankerBuilder] = {
-    "zero_shot": lambda bundle_dir, manifest, store, runtime, options: ZeroShotRanker(manifest, store, options),
-}
-
-
-def register_ranker(kind: str, builder: RankerBuilder) -> None:
-    RANKERS[kind] = builder
-
-
-def build_ranker(bundle_dir: Path, manifest: Manifest, store: ItemStore, runtime: RuntimeChoice,
-                 options: RankerOptions | None = None) -> Ranker:
-    builder = RANKERS.get(manifest.ranker_kind)
-    if builder is None:
-        raise ArtifactMismatch(
-            f"bundle {manifest.model_version} needs ranker kind '{manifest.ranker_kind}'; "
-            f"this ranking worker knows {sorted(RANKERS)}"
-        )
-    return builder(bundle_dir, manifest, store, runtime, options or RankerOptions())

@@ -8,7 +8,9 @@ Bundle layout (written by training/lm_bundle.py; see training/lm_model.py for th
   * extra files `item_ids` (JSON list) and `id_embeddings` (float32 [n, d]): the collaborative part of
     every item seen in training. Any other item (new, cold, or upserted later) is represented by its text
     alone, so the catalogue can change without retraining.
-The served context is [ĥ ; β·q ; b ; 0] for a free-text request q, so score = ĥ·e + β·q·t + b·[text only].
+The bundle's vector layout (lmrec/bundle/layout.py) names the item vector's trailing coordinates; the
+served context is [ĥ ; β·q ; tail], the tail holding the calibrated cold-item bias b at the `text_only`
+flag and 0 elsewhere, so score = ĥ·e + β·q·t + b·[text only].
   * extra file `rating_head` (when the manifest lists it; training/rating_export.py): the second head,
     how much the user will like an item (ranking_service/rating_head.py), read from the context graph's ĥ
     of the history (before the event-weight blend, scenario none, as it was fitted), the candidates' e and
@@ -19,54 +21,54 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from pathlib import Path
 
 import numpy as np
 
+from lmrec.bundle import Bundle
 from lmrec.errors import ArtifactMismatch
-from lmrec.manifest import Manifest
 from ranking_service.item_store import ItemStore
-from ranking_service.onnx_session import RuntimeChoice, model_path, new_session, run
-from ranking_service.ranker import RankContext, Ranker, RankerOptions, recency_weights, register_ranker
+from ranking_service.onnx_session import RuntimeChoice, new_session, run
+from ranking_service.ranker import RankContext, Ranker, RankerOptions, recency_weights
 from ranking_service.rating_head import ServedRatingHead
 
 
 class SequenceRanker(Ranker):
     kind = "lm_seq"
 
-    def __init__(self, bundle_dir: Path, manifest: Manifest, store: ItemStore, runtime: RuntimeChoice,
-                 options: RankerOptions) -> None:
+    def __init__(self, bundle: Bundle, store: ItemStore, runtime: RuntimeChoice, options: RankerOptions) -> None:
+        manifest = bundle.manifest
         super().__init__(manifest, store, options)
         hp = manifest.hyperparameters
         try:
             self.dim = int(hp["dim"])
             self.max_len = int(hp["max_len"])
             self.query_weight = float(hp["query_weight"]) * float(hp.get("query_scale", 1.0))
-            # Raw (non-unit) heads serve extra item coordinates (training/lm_model.py ItemTower): the
-            # text-only flag, whose context weight is the calibrated cold-item bias (bundles made before
-            # it have none), and one that equalises norms, weighted 0.
             self.cold_bias = float(hp.get("cold_bias", 0.0))
-            self.extra = 0 if hp.get("unit", True) else (2 if "cold_bias" in hp else 1)
-            self._tail = np.array([self.cold_bias, 0.0] if self.extra == 2 else [0.0] * self.extra, dtype=np.float32)
             self.scenarios = {name: n + 1 for n, name in enumerate(hp.get("scenarios") or [])}
         except KeyError as exc:
             raise ArtifactMismatch(f"bundle {manifest.model_version}: hyperparameter {exc} is missing") from None
+        self.layout = bundle.layout
+        if self.layout.collaborative != self.dim:
+            raise ArtifactMismatch(f"bundle {manifest.model_version}: vector_layout.collaborative is "
+                                   f"{self.layout.collaborative}, hyperparameter dim is {self.dim}")
+        tail_weights = {"text_only": self.cold_bias, "norm_pad": 0.0}
+        self._tail = np.array([tail_weights[c] for c in self.layout.trailing], dtype=np.float32)
         threads = options.intra_op_threads
         self._runtime = runtime
-        self._items = new_session(model_path(bundle_dir, manifest, "item_tower", runtime.precision), runtime, threads, 1)
-        self._context = new_session(model_path(bundle_dir, manifest, "context", runtime.precision), runtime, threads, 1)
-        ids = json.loads((Path(bundle_dir) / manifest.extra_files["item_ids"]).read_text())
+        self._items = new_session(bundle.path("item_tower", runtime.precision), runtime, threads, 1)
+        self._context = new_session(bundle.path("context", runtime.precision), runtime, threads, 1)
+        ids = json.loads(bundle.file("item_ids").read_text())
         self._id_rows = {item_id: row for row, item_id in enumerate(ids)}
-        self._id_embeddings = np.load(Path(bundle_dir) / manifest.extra_files["id_embeddings"])
+        self._id_embeddings = np.load(bundle.file("id_embeddings"))
         if self._id_embeddings.shape != (len(ids), self.dim):
             raise ArtifactMismatch(f"bundle {manifest.model_version}: id_embeddings has shape "
                                    f"{self._id_embeddings.shape}, expected {(len(ids), self.dim)}")
         if manifest.extra_files.get("rating_head"):
-            self.rating_head = ServedRatingHead.load(Path(bundle_dir) / manifest.extra_files["rating_head"], self.dim)
+            self.rating_head = ServedRatingHead.load(bundle.file("rating_head"), self.dim)
 
     @property
     def vector_dimension(self) -> int:
-        return self.dim + self.manifest.encoder.dimension + self.extra
+        return self.layout.dimension
 
     def item_vectors(self, text_vectors: np.ndarray, item_ids: list[str] | None = None) -> np.ndarray:
         ids = np.zeros((len(text_vectors), self.dim), dtype=np.float32)
@@ -148,6 +150,3 @@ class SequenceRanker(Ranker):
         if interest is not None and interest.ndim == 2:
             parts = [interest] + [np.broadcast_to(p, (rows, len(p))) for p in parts[1:]]
         return np.concatenate(parts, axis=-1).astype(np.float32)
-
-
-register_ranker(SequenceRanker.kind, SequenceRanker)

@@ -2,32 +2,30 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 from tokenizers import Tokenizer
 
-from lmrec.manifest import Manifest
-from ranking_service.onnx_session import RuntimeChoice, model_path, new_session, run
+from lmrec.bundle import Bundle
+from ranking_service.onnx_session import RuntimeChoice, new_session, run
 
 # Padding to a few fixed lengths keeps the set of shapes small, so warm-up covers what serving sees.
 LENGTH_BUCKET = 16
 
 
 class TextEncoder:
-    def __init__(self, bundle_dir: Path, manifest: Manifest, runtime: RuntimeChoice,
-                 intra_op_threads: int = 0, inter_op_threads: int = 1) -> None:
-        spec = manifest.encoder
+    def __init__(self, bundle: Bundle, runtime: RuntimeChoice, intra_op_threads: int = 0,
+                 inter_op_threads: int = 1) -> None:
+        spec = bundle.manifest.encoder
         self.dimension = spec.dimension
         self.max_length = spec.max_length
-        self._tokenizer = Tokenizer.from_file(str(Path(bundle_dir) / spec.tokenizer_dir / "tokenizer.json"))
+        self._tokenizer = Tokenizer.from_file(str(bundle.tokenizer_file))
         self._tokenizer.enable_truncation(self.max_length)
         self._tokenizer.no_padding()
         self._pad_id = self._tokenizer.token_to_id("[PAD]") or 0
         self._runtime = runtime
         self.precision = runtime.precision
-        self._session = new_session(model_path(bundle_dir, manifest, "encoder", runtime.precision), runtime,
-                                    intra_op_threads, inter_op_threads)
+        self._session = new_session(bundle.path("encoder", runtime.precision), runtime, intra_op_threads,
+                                    inter_op_threads)
 
     def tokenize(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
         encodings = self._tokenizer.encode_batch(texts)

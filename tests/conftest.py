@@ -50,7 +50,7 @@ def ml100k() -> Dataset:
 def bundle_dir(tmp_path_factory) -> Path:
     """The zero-shot MiniLM bundle: the one `make run` exports if valid, else a fresh export."""
     from lmrec.errors import ArtifactMismatch
-    from lmrec.manifest import load_manifest
+    from lmrec.bundle import load_manifest
 
     try:
         load_manifest(DEFAULT_BUNDLE)

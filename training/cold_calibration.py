@@ -5,14 +5,11 @@ what the id embedding adds for trained items (popularity, above all), so without
 never reaches a top 10. The served score therefore adds a bias b to text-only items (training/lm_model.py
 ItemTower's flag), and b is chosen here, on validation data only.
 
-The proxy must behave like real cold items. An earlier version simulated them by dropping the id
-embeddings of trained items, but their text path had been trained with them as targets: simulated-cold
-HR@10 was 0.18 with no bias while real cold items on test got 0.00 (median rank 311 of 1682). So the
-validation fit now runs on `SplitData.without_items(holdout)`: a seeded share of the trained items loses
-all its training interactions, exactly as the split's cold items do, and the validation users whose
-validation item is held out form the calibration's cold slice. Measured on ML-100K (30 epochs), the
-held-out items reproduce the test behaviour: median rank 292 on validation against 330 for real cold items
-on test, and cold HR@10 0.00 for both with no bias.
+The proxy must behave like real cold items, which dropping trained items' id embeddings does not (their
+text path was trained with them as targets; docs/tuning.md#cold-calibration-proxy). So the validation fit
+runs on `SplitData.without_items(holdout)`: a seeded share of the trained items loses all its training
+interactions, exactly as the split's cold items do, and the validation users whose validation item is
+held out form the calibration's cold slice.
 
 The rule, per grid point b: overall validation NDCG@10, cold HR@10 (held-out targets) and warm HR@10.
 Among the points within `max_ndcg_loss` (relative) of the best NDCG, the best-NDCG one whose cold HR@10

@@ -1,6 +1,6 @@
 """`lmrec train --ray`: the bundle's fits run data-parallel on Ray Train workers; the driver exports.
 
-Each worker runs the single-process procedure (training.train.fit_bundle_model) as one replica
+Each worker runs the single-process procedure (training.bundle_fit.fit_bundle_model) as one replica
 (training/replica.py): DistributedDataParallel over gloo on CPUs, NCCL on GPUs, each worker on its shard
 of the LM's co-occurrence pairs and of the sequence model's windows, with the global batch of one process
 split over the workers, so a run takes the optimiser steps of a single-process run. The trained model
@@ -210,7 +210,7 @@ def train_loop_per_worker(loop_config: dict) -> None:
     import ray
     import ray.train
 
-    from training.train import fit_bundle_model
+    from training.bundle_fit import fit_bundle_model
 
     started = time.perf_counter()
     data, final = ray.get(loop_config["data"]), ray.get(loop_config["final"])

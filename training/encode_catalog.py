@@ -93,7 +93,7 @@ def encode_on_ray(settings: RankingSettings, item_ids: list[str], texts: list[st
                   address: str | None = None) -> VectorsWriter:
     """encode_in_process's work on a Ray Data pool of `actors` (joins `address`, else $RAY_ADDRESS, else
     starts a local cluster, unless this process is connected already)."""
-    from lmrec.manifest import load_manifest
+    from lmrec.bundle import load_manifest
 
     try:
         import pyarrow as pa

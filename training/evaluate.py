@@ -1,9 +1,8 @@
 """Offline evaluation harness: tune on validation, score test, slice, test significance, write the report.
 
 `lmrec evaluate` calls `add_evaluate_arguments` and `run_evaluate`; other code can call
-`evaluate_models` with any `Recommender` instances. Models are looked up by name in a registry:
-the baselines are registered here, and the LM model registers itself as "lmrec" when
-`training.lm_recommender` is imported (see `register_model` and `PLUGIN_MODULES`).
+`evaluate_models` with any `Recommender` instances. Models are looked up by name in
+training/registry.py.
 
 Plug-in factories can read `--model-option KEY=VALUE` pairs from `args.model_options`. A remote model
 (scores fetched over gRPC, `--target host:port`) is just another `Recommender`.
@@ -12,26 +11,24 @@ Plug-in factories can read `--model-option KEY=VALUE` pairs from `args.model_opt
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import os
 import platform
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 from tqdm.auto import tqdm
 
 from lmrec_data.datasets import AGE_GROUPS, OLDEST_AGE_GROUP, load_dataset, resolve_data_path
 from training import metrics
-from training.baselines import BASELINES
 from training.beyond_accuracy import beyond_accuracy_metrics
-from training.protocols import Recommender
+from training.protocols import ModelEntry, Recommender
+from training import registry
 from training.split import Phase, SplitConfig, SplitData, build_split
 
 DEFAULT_MODELS = "mostpop,itemknn,ease,als,bpr,sasrec,lmrec,lmrec-fp32"
@@ -45,76 +42,8 @@ ACTIVITY_BUCKETS = ((50, "<=50"), (150, "51-150"), (None, ">150"))
 # User attributes the report slices by, when the dataset has them (ML-100K's u.user; a generic users table).
 USER_SLICE_ATTRIBUTES = ("gender", "age_group")
 
-ModelFactory = Callable[..., Recommender]
-GridFn = Callable[[bool], list[dict]]
-
-
-@dataclass(frozen=True)
-class ModelEntry:
-    """How to build one named model: `factory(args, **params)` for each params dict of `grid(quick)`."""
-
-    factory: ModelFactory
-    grid: GridFn = field(default=lambda quick: [{}])
-    baseline: bool = False
-    # Overrides `grid` when set: the grid may depend on the CLI options (e.g. none for a pre-trained model).
-    grid_from_args: Callable[[argparse.Namespace], list[dict]] | None = None
-
-
-MODEL_FACTORIES: dict[str, ModelEntry] = {}
-# Imported on demand when a requested model is not registered yet; the module must call register_model.
-PLUGIN_MODULES: dict[str, str] = {"lmrec": "training.lm_recommender", "lmrec-fp32": "training.lm_recommender",
-                                  "served": "training.remote_eval"}
 # Pre-trained LM item vectors per data fingerprint: a multi-model run (one process) encodes the texts once.
 _ITEM_VECTORS: dict[str, np.ndarray] = {}
-
-
-def register_model(name: str, factory: ModelFactory, grid: GridFn | None = None, baseline: bool = False,
-                   grid_from_args: Callable[[argparse.Namespace], list[dict]] | None = None) -> None:
-    """Makes `name` available to `--models`.
-
-    Args:
-        name: the `--models` name and the key in results.json.
-        factory: `factory(args: argparse.Namespace, **params) -> Recommender`; `args` carries the CLI
-            options (seed, quick, model options).
-        grid: `grid(quick) -> list[params]` tuned on validation NDCG@10; default `[{}]` (one validation
-            fit, reported but nothing to choose); `[]` skips the validation phase altogether.
-        baseline: whether the model competes for "best baseline" in the significance tests.
-        grid_from_args: like `grid` but given the parsed CLI arguments; wins over `grid` when set.
-    """
-    MODEL_FACTORIES[name] = ModelEntry(factory, grid or (lambda quick: [{}]), baseline, grid_from_args)
-
-
-def _baseline_factory(cls: type) -> ModelFactory:
-    def build(args: argparse.Namespace, **params) -> Recommender:
-        return cls(seed=args.seed, **params)
-
-    return build
-
-
-for _name, _cls in BASELINES.items():
-    register_model(_name, _baseline_factory(_cls), _cls.param_grid, baseline=True)
-
-
-def resolve_models(names: list[str]) -> tuple[dict[str, ModelEntry], dict[str, str]]:
-    """Registered entries for `names`, importing plug-in modules; returns (entries, skipped -> reason)."""
-    entries, skipped = {}, {}
-    for name in names:
-        if name not in MODEL_FACTORIES and name in PLUGIN_MODULES:
-            module = PLUGIN_MODULES[name]
-            try:
-                importlib.import_module(module)
-            except ModuleNotFoundError as exc:
-                # Only a missing plug-in module means "not available yet"; a broken import inside it
-                # (a missing dependency of the plug-in) must surface, not silently drop the model.
-                if exc.name != module:
-                    raise
-        if name in MODEL_FACTORIES:
-            entries[name] = MODEL_FACTORIES[name]
-        elif name in PLUGIN_MODULES:
-            skipped[name] = f"{PLUGIN_MODULES[name]} does not exist or did not call register_model({name!r}, ...)"
-        else:
-            raise ValueError(f"unknown model {name!r}; known: {sorted(set(MODEL_FACTORIES) | set(PLUGIN_MODULES))}")
-    return entries, skipped
 
 
 def score_phase(model: Recommender, data: SplitData, phase: Phase, users: np.ndarray,
@@ -184,7 +113,7 @@ def pretrained_item_vectors(data: SplitData) -> np.ndarray:
         try:
             from training.export_encoder import load_pooled_encoder
             from training.lm_finetune import embed_texts
-            from training.lm_recommender import LMRecConfig
+            from training.lm_config import LMRecConfig
 
             pooled, tokenizer, _ = load_pooled_encoder(None)
         except (ImportError, OSError) as exc:
@@ -410,7 +339,7 @@ def _command_line(args: argparse.Namespace) -> str:
 
 def _bundle_record(bundle_dir: Path) -> dict:
     """Which bundle a row was scored with, and the precision parity its export recorded."""
-    from lmrec.manifest import load_manifest
+    from lmrec.bundle import load_manifest
 
     manifest = load_manifest(bundle_dir)
     return {"model_version": manifest.model_version, "ranking_parity": manifest.parity.get("ranking", {})}
@@ -439,7 +368,7 @@ def _merge_earlier_run(result: dict, tuning: dict, results_path: Path, per_user_
         result["models"][name] = row
         result["per_user"][name] = {k.split("|", 1)[1]: saved[k] for k in saved.files if k.split("|", 1)[0] == name}
         tuning = {**tuning, name: earlier["tuning"].get(name, {})}
-        if name in MODEL_FACTORIES and MODEL_FACTORIES[name].baseline:
+        if name in registry.MODEL_FACTORIES and registry.MODEL_FACTORIES[name].baseline:
             baselines = baselines | {name}
     order = [*earlier["models"], *(n for n in result["models"] if n not in earlier["models"])]
     result["models"] = {n: result["models"][n] for n in order}
@@ -468,7 +397,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
     args.params = {name: json.loads(value) for name, _, value in
                    (pair.partition("=") for pair in getattr(args, "params", []) or [])}
     names = [n.strip() for n in args.models.split(",") if n.strip()]
-    entries, skipped = resolve_models(names)
+    entries, skipped = registry.resolve_models(names)
     for name, reason in skipped.items():
         print(f"skipping model {name!r}: {reason}", file=sys.stderr)
     if not entries:

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from lmrec.manifest import FORMAT_VERSION, EncoderSpec, Manifest, write_manifest
+from lmrec.bundle import FORMAT_VERSION, EncoderSpec, Manifest, VectorLayout, write_manifest
 from training.lm_source import DEFAULT_MODEL, resolve_model_dir
 from training.onnx_export import convert_fp16, describe, export_module, quantize_int8
 from training.packed_encoder import PackedEncoder, supports_packing
@@ -128,6 +128,7 @@ def export_pretrained_bundle(model: str | None, out_dir: Path, max_length: int =
         created_at=dt.datetime.now(dt.timezone.utc).isoformat(),
         hyperparameters={"source": source, "max_length": max_length},
         parity=exported["parity"],
+        vector_layout=VectorLayout(collaborative=0, text=dimension),
     )
     write_manifest(out_dir, manifest)
     log.info("exported %s to %s (parity %s)", name, out_dir, exported["parity"])

@@ -8,7 +8,7 @@ The bundle holds, besides manifest.json:
   * item_vectors.npy + catalogue_ids.json: the served vector of every catalogue item at training time
     (FP32), for bulk index builds and offline checks; index_params: the HNSW build parameters;
   * text_embeddings.npy + text_hashes.json: every catalogue item's FP32 LM text vector keyed by id and
-    text hash, served instead of re-encoding unchanged items (ranking_service/trained_texts.py);
+    text hash, served instead of re-encoding unchanged items (lmrec/bundle/trained_texts.py);
   * hf_model/: the fine-tuned encoder in HF format (PyTorch baselines and benchmarks; not served).
 Parity recorded in the manifest: each ONNX graph against PyTorch, and INT8 / FP16 against FP32 as
 scores and as NDCG@10 over whole-catalogue rankings.
@@ -27,10 +27,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from lmrec.manifest import FORMAT_VERSION, EncoderSpec, Manifest, write_manifest
-from ranking_service.trained_texts import write_trained_texts
+from lmrec.bundle import (FORMAT_VERSION, Bundle, EncoderSpec, Manifest, VectorLayout, write_manifest,
+                          write_trained_texts)
 from training.export_encoder import export_encoder_files, save_tokenizer
 from training.lm_model import ContextModel, ItemTower, ScenarioContextModel
+from training.lm_scores import BundleScorer, torch_scores
 from training.metrics import phase_ndcg10
 from training.onnx_export import convert_fp16, describe, export_module
 
@@ -44,11 +45,8 @@ def _export_tower(module: torch.nn.Module, example: tuple, out: Path, role: str,
                   output_name: str, dynamic_axes: dict) -> dict:
     """FP32 and FP16 graphs of a small tower; its INT8 entry names the FP32 graph.
 
-    INT8 is for the text encoder, where the time goes. The towers are 64-wide: dynamic quantisation
-    saved 0.05 ms of a 0.33 ms context call (batch 1, one thread), nothing against a Recommend's
-    ~12 ms, yet its rounding was the only INT8 error left in the ranking of trained catalogue items
-    (their text vectors are FP32 from training): score differences up to 0.024 and NDCG@10 moving by
-    ±1.7% against FP32 on validation and test (bundle of 2026-11-24).
+    INT8 is for the text encoder, where the time goes: on these 64-wide towers it saved next to nothing
+    and was the only INT8 error left in trained items' rankings (docs/tuning.md#int8-towers).
     """
     fp32, fp16 = out / f"{role}.onnx", out / f"{role}.fp16.onnx"
     export_module(module, example, fp32, input_names, [output_name], dynamic_axes)
@@ -73,8 +71,6 @@ def _ranking_parity(trained, data, out: Path) -> dict:
     checked with every item text re-encoded by its own encoder (`reencoded_*`: the path of items
     upserted after training, and the only place the INT8 encoder touches item vectors).
     """
-    from training.lm_recommender import BundleScorer, torch_scores
-
     users = data.eval_users("validation")[:PARITY_USERS]
     if not len(users):
         return {"users": 0, "skipped": "the data has no validation targets to rank"}
@@ -117,7 +113,7 @@ def _relative(result: dict, key: str, base_key: str) -> float:
 
 
 def export_bundle(trained, data, out_dir: Path, training_data: str = "holdout",
-                  validation_split=None, extend: Callable[[Path, Manifest], Manifest] | None = None) -> Path:
+                  validation_split=None, extend: Callable[[Bundle], Manifest] | None = None) -> Path:
     """Writes the bundle next to `out_dir`, then swaps it in with renames, so a ranking worker watching
     `out_dir` never loads a half-written bundle.
 
@@ -127,8 +123,7 @@ def export_bundle(trained, data, out_dir: Path, training_data: str = "holdout",
         validation_split: the split config of the validation fit that chose the epochs, when it is not
             `data`'s own (production bundles); recorded in the manifest.
         extend: adds to the staged bundle before it is swapped in (e.g. the rating head,
-            training/rating_export.py): called with the staging directory and the checked manifest, returns
-            the manifest to write.
+            training/rating_export.py): called with the staged bundle, returns the manifest to write.
     """
     if training_data not in ("holdout", "all"):
         raise ValueError(f"training_data must be 'holdout' or 'all', got {training_data!r}")
@@ -216,13 +211,16 @@ def export_bundle(trained, data, out_dir: Path, training_data: str = "holdout",
         extra_files={"item_ids": "item_ids.json", "id_embeddings": "id_embeddings.npy",
                      "item_vectors": "item_vectors.npy", "catalogue_ids": "catalogue_ids.json", **trained_texts},
         index_params={"dimension": int(served.shape[1]), **INDEX_PARAMS},
+        # ItemTower's output: raw heads add its text-only flag and norm pad; the manifest checks the sum.
+        vector_layout=VectorLayout(collaborative=dim, text=int(text_dim),
+                                   trailing=() if config.unit else ("text_only", "norm_pad")),
     )
     write_manifest(tmp, manifest)
     ranking = _ranking_parity(trained, data, tmp)
     manifest = manifest.model_copy(update={"parity": {**parity, "ranking": ranking}})
     write_manifest(tmp, manifest)
     if extend is not None:
-        manifest = extend(tmp, manifest)
+        manifest = extend(Bundle(tmp, manifest))
         write_manifest(tmp, manifest)
     log.info("bundle %s parity: %s", manifest.model_version, manifest.parity)
     _swap_in(tmp, out_dir)

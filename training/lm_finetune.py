@@ -32,10 +32,8 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class FinetuneConfig:
-    # ML-100K validation fits (seed 0, docs/evaluation.md): 100 / 400 / 1000 steps gave NDCG@10 0.1145 /
-    # 0.1151 / 0.1181, and meeting the cold-item target there cost 26% / 17% / 15% of it. ~4 steps/s on 2
-    # cores, so 1000 keeps `lmrec train` within its 20-minute budget. 2000 steps did worse on both counts
-    # (0.1094, 25%), so more steps stopped paying.
+    # 1000: more steps stopped paying on ML-100K validation (2000 did worse), and 1000 keep `lmrec train`
+    # within its 20-minute budget (docs/tuning.md#finetune-steps).
     steps: int = 1000
     batch_pairs: int = 32
     lr: float = 3e-5

@@ -99,9 +99,8 @@ class UserTower(nn.Module):
         super().__init__()
         self.max_len = max_len
         self.pos = nn.Parameter(torch.randn(max_len, dim) * 0.02)
-        # SASRec's input scaling: item vectors times sqrt(d) next to small positional embeddings. A learnt
-        # input projection instead peaked at validation NDCG@10 0.089 on ML-100K; with the scaling the
-        # same model reached 0.10 by epoch 20 (docs/evaluation.md).
+        # SASRec's input scaling: item vectors times sqrt(d) next to small positional embeddings; a learnt
+        # input projection instead fitted worse (docs/tuning.md#input-scaling).
         self.input_scale = math.sqrt(dim)
         self.blocks = nn.ModuleList(_Block(dim, heads, dropout) for _ in range(layers))
         self.norm = nn.LayerNorm(dim)

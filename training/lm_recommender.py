@@ -20,7 +20,7 @@ import argparse
 import logging
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -28,96 +28,17 @@ import torch
 from torch.nn import functional as F
 
 from training.cold_calibration import calibrate_cold_bias, calibration_holdout
-from training.lm_finetune import FinetuneConfig, embed_texts, finetune_encoder
+from training.lm_config import LMRecConfig
+from training.lm_finetune import embed_texts, finetune_encoder
 from training.lm_model import LMSeqNet
+from training.lm_scores import BundleScorer, torch_scores
 from training.metrics import phase_ndcg10
-from training.protocols import Recommender
+from training.protocols import ModelEntry, Recommender
 from training.replica import current
 from training.sequences import PAD, fit_next_item, torch_threads, training_windows
 from training.split import Phase, SplitData
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class LMRecConfig:
-    model: str | None = None  # HF folder or name; None = bundled all-MiniLM-L6-v2
-    max_length: int = 64
-    finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
-    dim: int = 64
-    layers: int = 2
-    heads: int = 1
-    dropout: float = 0.2
-    max_len: int = 50
-    lr: float = 2e-3
-    batch_size: int = 128
-    # On ML-100K the validation fit stops at the cap (best epoch 98 of 100). With a cap of 220 it stopped
-    # early at 128 with its best at 112, at NDCG@10 0.1189 against 0.1181: a plateau, not lost accuracy,
-    # and each epoch costs ~3.2 s on one core.
-    max_epochs: int = 100
-    eval_every: int = 2
-    # Checks (every eval_every epochs) without a new best before stopping. The validation curve is noisy
-    # and can plateau for ~10 epochs before rising again (one run: 0.102 at epoch 16, 0.1155 at 38).
-    patience: int = 8
-    # Early stopping compares the mean of this many consecutive checks (training/sequences.EarlyStopping).
-    smooth_checks: int = 3
-    # Per-step decay of the weight average that validation and the exported model use (0 = off;
-    # training/sequences.WeightAverage). ML-100K validation, no calibration hold-out: without it the
-    # NDCG@10 curve jumped between 0.104 and 0.127 on its plateau (epochs 40-116); with 0.99 it rose
-    # smoothly to 0.117-0.124 from epoch 40 on. SASRec gets the same averaging and early stopping.
-    weight_average: float = 0.99
-    # Share of items whose id embedding is dropped at each step, so the text path learns to rank alone.
-    # 0.3 rather than 0.1: validation NDCG@10 0.1143 vs 0.1155 (noise), and a stronger text-only path.
-    # 0.6 was worse on both counts (1000 LM steps: 0.1125 vs 0.1181, cold-target cost 30% vs 15%).
-    id_dropout: float = 0.3
-    # Cosine logits over unit vectors, or raw dot products as in SASRec. Measured on ML-100K validation
-    # (NDCG@10): unit vectors with 30% id dropout peaked at 0.056, far below SASRec's 0.114, so raw it is.
-    unit: bool = False
-    # Weight of the free-text request against the history (both unit vectors): an explicit request
-    # states intent better than past behaviour, so it dominates; the history breaks its ties.
-    query_weight: float = 3.0
-    # The text-only item bias (training/cold_calibration.py) is calibrated on this share of the trained
-    # items, held out of the validation fit (0: no hold-out, no bias). The bias aims at cold HR@10 of at
-    # least cold_target_ratio x warm HR@10, spending at most cold_max_ndcg_loss (relative) of validation
-    # NDCG@10 on it: on ML-100K meeting the ratio costs ~40% of NDCG@10, so by default it is not met.
-    cold_holdout: float = 0.1
-    cold_target_ratio: float = 0.5
-    cold_max_ndcg_loss: float = 0.02
-    threads: int = 1
-    # On data whose interactions name a scenario (surface, domain), one shared user tower is read per
-    # scenario through a ScenarioGate (training/lm_model.py) and each target is ranked among its own
-    # scenario's items; False trains scenario-blind (the comparison row). A share scenario_dropout of
-    # the targets trains the gate's "no scenario" row too, so a request without one still gets a
-    # whole-catalogue interest.
-    scenarios: bool = True
-    scenario_dropout: float = 0.1
-    # Precisions whose whole-catalogue ranking is checked against FP32 at export (FP16 runs emulated,
-    # slowly, on a CPU-only machine).
-    parity_precisions: tuple[str, ...] = ("fp32", "int8", "fp16")
-    seed: int = 0
-
-    @classmethod
-    def tiny(cls, seed: int = 0) -> LMRecConfig:
-        """Seconds, not minutes: CI and smoke tests."""
-        return cls(finetune=FinetuneConfig(steps=2, batch_pairs=8, seed=seed), dim=16, layers=1, heads=1,
-                   max_len=20, max_epochs=2, eval_every=1, weight_average=0.0, parity_precisions=("fp32", "int8"),
-                   seed=seed)
-
-    @classmethod
-    def from_options(cls, tiny: bool, seed: int, lm: str | None = None, finetune_steps: int | None = None,
-                     dim: int | None = None) -> LMRecConfig:
-        """The default (or tiny) configuration with the overrides the CLIs offer."""
-        config = cls.tiny(seed) if tiny else cls(seed=seed)
-        if lm:
-            config = replace(config, model=lm)
-        if finetune_steps is not None:
-            config = replace(config, finetune=replace(config.finetune, steps=finetune_steps))
-        if dim:
-            config = replace(config, dim=dim)
-        return config
-
-    def as_dict(self) -> dict:
-        return asdict(self)
 
 
 @dataclass
@@ -269,17 +190,6 @@ def trained_from_state(state: dict, data: SplitData, config: LMRecConfig) -> Tra
                      state["seconds"], state["cold_bias"], state["cold_calibration"])
 
 
-@torch.no_grad()
-def torch_scores(trained: TrainedLM, histories: list[np.ndarray], scenarios: np.ndarray | None = None) -> np.ndarray:
-    """Full-catalogue scores from the PyTorch model (the reference the ONNX exports are checked against);
-    `scenarios` (per history, 0 = none) for a scenario-aware net."""
-    net = trained.net.eval()
-    scores = net.context_scores(histories, net.item_vectors(), scenarios=scenarios)
-    if trained.cold_bias:
-        scores += np.float32(trained.cold_bias) * (~trained.known).astype(np.float32)[None]
-    return scores
-
-
 def _validation_ndcg(trained: TrainedLM, data: SplitData, users: np.ndarray) -> float:
     """A scenario-aware net is validated as it is evaluated: each target in its own scenario, ranked
     among that scenario's items."""
@@ -292,57 +202,6 @@ def _validation_ndcg(trained: TrainedLM, data: SplitData, users: np.ndarray) -> 
     if scenarios is not None:
         scores[scenario_of[None, :] != scenarios[:, None]] = -np.inf
     return float(phase_ndcg10(scores, data, "validation", users).mean())
-
-
-class BundleScorer:
-    """Scores users offline with the serving code: the bundle's ONNX graphs via SequenceRanker.
-
-    The runtime is pinned to the CPU provider and the asked precision (the serving `choose_runtime` would
-    turn FP16 on a CPU into INT8, and parity must measure FP16 itself). `reencode` ignores the bundle's
-    training-time text vectors, so every item text goes through this precision's encoder, as items
-    upserted after training do. The ranker runs with the serving defaults (RankerOptions), so scores are
-    the served ones; `graphs_only` drops the serving-time adjustments (the export parity compares the
-    graphs with PyTorch).
-    """
-
-    def __init__(self, bundle_dir: Path, precision: str, data: SplitData, phase: Phase,
-                 reencode: bool = False, graphs_only: bool = False) -> None:
-        from lmrec.manifest import load_manifest
-        from ranking_service.item_store import ItemStore
-        from ranking_service.model import LoadedModel
-        from ranking_service.onnx_session import RuntimeChoice
-        from ranking_service.ranker import RankerOptions
-        from ranking_service.seq_ranker import SequenceRanker
-        from ranking_service.text_encoder import TextEncoder
-        from ranking_service.trained_texts import TrainedTexts
-
-        manifest = load_manifest(bundle_dir)
-        runtime = RuntimeChoice(precision, ["CPUExecutionProvider"])
-        self._tmp = tempfile.TemporaryDirectory(prefix="lmrec-score-")
-        store = ItemStore(Path(self._tmp.name) / "items.sqlite", manifest.served_dimension, manifest.model_version)
-        self.ranker = SequenceRanker(bundle_dir, manifest, store, runtime,
-                                     RankerOptions.graphs_only() if graphs_only else RankerOptions())
-        model = LoadedModel(manifest, runtime, TextEncoder(bundle_dir, manifest, runtime, 1, 1), self.ranker, store,
-                            None if reencode else TrainedTexts.from_bundle(bundle_dir, manifest))
-        self.items = np.concatenate([model.encode_items(data.item_ids[start:start + 256],
-                                                        data.item_texts[start:start + 256])
-                                     for start in range(0, data.n_items, 256)])
-        store.put(data.item_ids, data.item_texts, self.items)
-        self._data, self._history = data, data.history_sequences(phase)
-
-    def score(self, user_idx: np.ndarray, scenarios: np.ndarray | None = None) -> np.ndarray:
-        """`scenarios`: per user, the scenario id (as SplitData.item_scenario_ids; 0 = none) asked for."""
-        from ranking_service.ranker import RankContext
-
-        names = ["", *self._data.scenario_names]
-        out = np.zeros((len(user_idx), self._data.n_items), dtype=np.float32)
-        for row, u in enumerate(user_idx):
-            ids = [self._data.item_ids[i] for i in self._history[u]]
-            scenario = names[scenarios[row]] if scenarios is not None else ""
-            ctx = self.ranker.context_vector(RankContext(self._data.user_ids[u], ids, scenario=scenario), None)
-            if ctx is not None:
-                out[row] = self.items @ ctx
-        return out
 
 
 class LMRecommender(Recommender):
@@ -424,7 +283,7 @@ class TrainedBundleRecommender(Recommender):
         self._scorer: BundleScorer | None = None
 
     def fit(self, data: SplitData, phase: Phase) -> None:
-        from lmrec.manifest import load_manifest
+        from lmrec.bundle import load_manifest
 
         manifest = load_manifest(self.bundle_dir)
         hp = manifest.hyperparameters
@@ -460,12 +319,8 @@ def _grid(args: argparse.Namespace) -> list[dict]:
     return [] if (getattr(args, "model_options", {}) or {}).get("bundle") else [{}]
 
 
-def _register() -> None:
-    from training.evaluate import register_model
-
-    # The FP32 row reuses the INT8 row's training run and bundle.
-    register_model("lmrec", _factory("int8"), grid_from_args=_grid)
-    register_model("lmrec-fp32", _factory("fp32"), grid_from_args=_grid)
-
-
-_register()
+def model_entries() -> dict[str, ModelEntry]:
+    """The harness's "lmrec" and "lmrec-fp32" (training/registry.py); the FP32 row reuses the INT8 row's
+    training run and bundle."""
+    return {"lmrec": ModelEntry(_factory("int8"), grid_from_args=_grid),
+            "lmrec-fp32": ModelEntry(_factory("fp32"), grid_from_args=_grid)}

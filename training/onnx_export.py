@@ -7,7 +7,7 @@ from pathlib import Path
 import onnx
 import torch
 
-from lmrec.manifest import ModelFile, Precision, TensorSpec, sha256_of
+from lmrec.bundle import ModelFile, Precision, TensorSpec, sha256_of
 
 OPSET = 17
 

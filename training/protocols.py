@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+import argparse
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -42,3 +45,18 @@ class Recommender(ABC):
     def fitted_params(self) -> dict[str, Any]:
         """Params learnt during a validation fit to reuse when refitting for test (e.g. best epoch)."""
         return {}
+
+
+ModelFactory = Callable[..., Recommender]
+GridFn = Callable[[bool], list[dict]]
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    """How to build one named model: `factory(args, **params)` for each params dict of `grid(quick)`."""
+
+    factory: ModelFactory
+    grid: GridFn = field(default=lambda quick: [{}])
+    baseline: bool = False
+    # Overrides `grid` when set: the grid may depend on the CLI options (e.g. none for a pre-trained model).
+    grid_from_args: Callable[[argparse.Namespace], list[dict]] | None = None

@@ -13,14 +13,13 @@ from __future__ import annotations
 import json
 import logging
 import time
-from pathlib import Path
 
 import numpy as np
 
 from lmrec_data.datasets import Dataset
+from lmrec.bundle import Bundle, Manifest
 from lmrec.errors import ArtifactMismatch
-from lmrec.manifest import Manifest
-from ranking_service.onnx_session import RuntimeChoice, model_path, new_session
+from ranking_service.onnx_session import RuntimeChoice, new_session
 from ranking_service.rating_head import RATING_HEAD_FILE, ServedRatingHead, write_rating_head
 from training.rating_head import (RatingHeadConfig, RatingHeadUnavailable, fit_rating_head, phase_ratings,
                                   prefix_contexts, rating_lookup)
@@ -47,16 +46,16 @@ class BundleTrunk:
     """The bundle's next-item trunk as the head reads it: the FP32 context graph (ĥ before any serving-time
     blend) and every catalogue item's collaborative vector e, in the split's item order."""
 
-    def __init__(self, bundle: Path, manifest: Manifest, data: SplitData) -> None:
-        bundle = Path(bundle)
-        self.dim = int(manifest.hyperparameters["dim"])
-        self.max_len = int(manifest.hyperparameters["max_len"])
-        ids = json.loads((bundle / manifest.extra_files["catalogue_ids"]).read_text())
+    def __init__(self, bundle: Bundle, data: SplitData) -> None:
+        hp = bundle.manifest.hyperparameters
+        self.dim = int(hp["dim"])
+        self.max_len = int(hp["max_len"])
+        ids = json.loads(bundle.file("catalogue_ids").read_text())
         if ids != list(data.item_ids):
-            raise ArtifactMismatch(f"{bundle}: its catalogue order differs from the split's")
-        self.item_vectors = np.load(bundle / manifest.extra_files["item_vectors"])[:, :self.dim].astype(np.float32)
+            raise ArtifactMismatch(f"{bundle.dir}: its catalogue order differs from the split's")
+        self.item_vectors = np.load(bundle.file("item_vectors"))[:, :self.dim].astype(np.float32)
         runtime = RuntimeChoice("fp32", ["CPUExecutionProvider"])
-        self._session = new_session(model_path(bundle, manifest, "context", "fp32"), runtime, 1, 1)
+        self._session = new_session(bundle.path("context", "fp32"), runtime, 1, 1)
         # A scenario-aware bundle's graph also reads a scenario index; ratings are scenario-blind (0 = none).
         self._scenario = any(i.name == "scenario" for i in self._session.get_inputs())
 
@@ -73,21 +72,21 @@ class BundleTrunk:
         return self._session.run(None, feeds)[0]
 
 
-def add_rating_head(bundle: Path, manifest: Manifest, dataset: Dataset, data: SplitData,
-                    config: RatingHeadConfig) -> Manifest:
+def add_rating_head(bundle: Bundle, dataset: Dataset, data: SplitData, config: RatingHeadConfig) -> Manifest:
     """Fits the head on the bundle's trunk over the ratings of `data`'s test-phase history (the history the
     bundle was fitted on), writes it into `bundle`, and returns the manifest that lists it.
 
     Args:
-        bundle: a bundle directory whose manifest is `manifest` (export_bundle's staging directory).
+        bundle: the bundle being built (export_bundle's staging directory and its manifest).
         dataset: the interactions `data` was built from (their ratings).
     Returns:
         The manifest with extra file `rating_head` and hyperparameter `rating_head` (its config and epochs),
         or, when the history carries no rating, `rating_head: None` and `rating_head_absent` saying why.
     """
+    manifest = bundle.manifest
     try:
         lookup = rating_lookup(dataset, data)
-        trunk = BundleTrunk(bundle, manifest, data)
+        trunk = BundleTrunk(bundle, data)
         histories = data.history_sequences("test")
         ratings, _ = phase_ratings(data, lookup, "test")
         started = time.perf_counter()
@@ -98,8 +97,8 @@ def add_rating_head(bundle: Path, manifest: Manifest, dataset: Dataset, data: Sp
         return manifest.model_copy(update={"hyperparameters": {
             **manifest.hyperparameters, "rating_head": None, "rating_head_absent": str(exc)}})
     seconds = round(time.perf_counter() - started, 1)
-    write_rating_head(bundle / RATING_HEAD_FILE, head, list(data.item_ids))
-    served = ServedRatingHead.load(bundle / RATING_HEAD_FILE, trunk.dim)
+    write_rating_head(bundle.dir / RATING_HEAD_FILE, head, list(data.item_ids))
+    served = ServedRatingHead.load(bundle.dir / RATING_HEAD_FILE, trunk.dim)
     rated = int(sum(np.isfinite(r).sum() for r in ratings))
     log.info("bundle %s: rating head fitted on %d ratings in %.1f s", manifest.model_version, rated, seconds)
     return manifest.model_copy(update={

@@ -16,7 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 
 from lmrec.client import gateway_channel
-from training.protocols import Recommender
+from training.protocols import ModelEntry, Recommender
 from training.split import Phase, SplitData
 
 TOP_K = 20
@@ -66,10 +66,6 @@ def _factory(args: argparse.Namespace, **params) -> ServedRecommender:
     return ServedRecommender(args.target)
 
 
-def _register() -> None:
-    from training.evaluate import register_model
-
-    register_model("served", _factory, lambda quick: [])
-
-
-_register()
+def model_entries() -> dict[str, ModelEntry]:
+    """The harness's "served" (training/registry.py): nothing to tune, the system serves as deployed."""
+    return {"served": ModelEntry(_factory, lambda quick: [])}

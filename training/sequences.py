@@ -75,8 +75,7 @@ class EarlyStopping:
     have not improved on it.
 
     With `smooth` > 1 the score of a check is the mean of the last `smooth` checks: on a noisy plateau a
-    single lucky check otherwise decides the epoch count (an LM recommender run on ML-100K peaked at
-    epoch 30 with 0.1008, one check above a plateau of 0.099-0.100 that held to epoch 44).
+    single lucky check otherwise decides the epoch count (docs/tuning.md#smooth-checks).
     """
 
     def __init__(self, patience: int, smooth: int = 1) -> None:

@@ -333,7 +333,7 @@ def evaluation_split(bundle_dir, data_path=None) -> tuple[object, Dataset, Split
             other data than `data_path`'s.
     """
     from lmrec_data.datasets import load_dataset, resolve_data_path
-    from lmrec.manifest import load_manifest
+    from lmrec.bundle import load_manifest
 
     manifest = load_manifest(bundle_dir)
     hp = manifest.hyperparameters

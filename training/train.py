@@ -27,12 +27,13 @@ from pathlib import Path
 from lmrec_data.datasets import load_dataset, resolve_data_path
 from lmrec.erasure import load_erased
 from lmrec_data.exclusion import Exclusion, exclude_users
-from lmrec.manifest import Manifest, load_manifest
+from lmrec.bundle import Manifest, load_manifest
+from training.bundle_fit import fit_bundle_model
 from training.distributed import RayTrainOptions, add_ray_train_arguments
 from training.lm_bundle import export_bundle
-from training.lm_recommender import LMRecConfig, LMRecommender, TrainedLM, fine_tuned_lm, train
+from training.lm_config import LMRecConfig
 from training.rating_export import add_rating_head, export_config
-from training.split import SplitConfig, SplitData, all_interactions, build_split
+from training.split import SplitConfig, all_interactions, build_split
 
 log = logging.getLogger(__name__)
 DEFAULT_OUT = Path("artifacts/lmrec-ml100k")
@@ -93,8 +94,8 @@ def run_train(args: argparse.Namespace) -> int:
     head_config = export_config(args.config == "tiny")
     bundle = export_bundle(trained, final, args.out,
                            training_data="holdout" if args.holdout else "all", validation_split=data.config,
-                           extend=lambda staged, manifest: with_distributed(with_exclusion(
-                               add_rating_head(staged, manifest, dataset, final, head_config), exclusion),
+                           extend=lambda staged: with_distributed(with_exclusion(
+                               add_rating_head(staged, dataset, final, head_config), exclusion),
                                ray_options.record(config) if ray_options else None))
     manifest = load_manifest(bundle)
     summary = {"bundle": str(bundle), "model_version": manifest.model_version,
@@ -107,29 +108,6 @@ def run_train(args: argparse.Namespace) -> int:
         summary["distributed"] = manifest.hyperparameters["distributed"]
     print(json.dumps(summary, indent=2))
     return 0
-
-
-def fit_bundle_model(data: SplitData, final: SplitData, config: LMRecConfig, epochs: int | None,
-                     holdout: bool) -> tuple[TrainedLM, int, dict]:
-    """The fits behind a bundle (the module docstring's procedure), in this process or in each Ray Train
-    worker (training/distributed.py). Returns the model fitted on `final`, its epoch count, and what the
-    validation fit chose ({} when `epochs` was given)."""
-    # A production run fine-tunes the LM once, on every interaction, and fits both phases over it: the
-    # validation fit's LM then knows its targets' co-occurrences, as an evaluation run's LM always has
-    # (training/lm_recommender.py:fine_tuned_lm), which can flatter the epoch choice, not the served model.
-    lm = None if holdout else fine_tuned_lm(final, config)
-    validation = {}
-    if epochs is None:
-        probe = LMRecommender(config, lm=lm)
-        probe.fit(data, "validation")
-        epochs = probe.trained.epochs
-        validation = {"curve": probe.trained.curve, "best_epoch": epochs,
-                      "cold_bias": probe.trained.cold_bias, "cold_calibration": probe.trained.cold_calibration}
-    trained = train(final, "test", config, epochs, lm)
-    trained.curve = validation.get("curve", [])
-    trained.cold_bias = validation.get("cold_bias", 0.0)
-    trained.cold_calibration = validation.get("cold_calibration", {"rule": "not calibrated (--epochs given)"})
-    return trained, epochs, validation
 
 
 def with_distributed(manifest: Manifest, record: dict | None) -> Manifest:

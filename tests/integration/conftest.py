@@ -15,7 +15,7 @@ import pytest
 from lmrec_tools.catalog_loader import load_catalog
 from lmrec.client import gateway_channel
 from lmrec_data.datasets import Dataset
-from lmrec.manifest import load_manifest, write_manifest
+from lmrec.bundle import load_manifest, write_manifest
 from lmrec_tools.supervisor import ProcessGroup, SystemLayout, start_system
 from lmrec.v1 import gateway_service_pb2_grpc as gw_grpc
 from tests.conftest import link_bundle

@@ -11,7 +11,7 @@ import grpc
 import pytest
 
 pytest.importorskip("prometheus_client", reason="metrics need prometheus_client")
-from lmrec.manifest import load_manifest  # noqa: E402
+from lmrec.bundle import load_manifest  # noqa: E402
 from lmrec.v1 import gateway_service_pb2 as gw  # noqa: E402
 
 pytestmark = pytest.mark.integration

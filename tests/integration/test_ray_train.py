@@ -30,7 +30,7 @@ from ranking_service.ray_serve.frontend import start_local_ray  # noqa: E402
 from training.distributed import RayTrainOptions, fit_on_ray  # noqa: E402
 from training.lm_recommender import LMRecConfig  # noqa: E402
 from training.split import SplitConfig, build_split  # noqa: E402
-from training.train import fit_bundle_model  # noqa: E402
+from training.bundle_fit import fit_bundle_model  # noqa: E402
 
 pytestmark = [pytest.mark.integration, pytest.mark.ray, pytest.mark.timeout(900)]
 
@@ -155,7 +155,7 @@ def test_two_workers_reach_the_single_process_validation_ndcg(ray_cluster, serie
 
 
 def test_lmrec_train_ray_exports_the_bundle_and_records_the_workers(ray_cluster, series, tmp_path):
-    from lmrec.manifest import load_manifest
+    from lmrec.bundle import load_manifest
     from training.train import main as train_main
 
     root, _ = series

@@ -10,7 +10,7 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
-from lmrec.manifest import load_manifest
+from lmrec.bundle import Bundle
 from lmrec.v1 import common_pb2, gateway_service_pb2 as gw
 from lmrec.v1 import ranking_service_pb2 as rk
 from lmrec.v1 import ranking_service_pb2_grpc as rk_grpc
@@ -192,8 +192,8 @@ def test_int8_worker_encodes_item_texts_in_fp32_and_queries_in_int8(lmrec_system
     per-request query path runs the INT8 encoder."""
     texts = ["A quiet documentary about penguins in Antarctica (2005)", "Space opera with laser swords"]
     runtime = {p: RuntimeChoice(p, ["CPUExecutionProvider"]) for p in ("fp32", "int8")}
-    manifest = load_manifest(bundle_dir)
-    encoders = {p: TextEncoder(bundle_dir, manifest, r, 1, 1) for p, r in runtime.items()}
+    bundle = Bundle.load(bundle_dir)
+    encoders = {p: TextEncoder(bundle, r, 1, 1) for p, r in runtime.items()}
     offline = {p: e.encode(texts) for p, e in encoders.items()}
     # INT8 quantises activations per batch: the served query ran alone, so it is compared alone.
     offline_query = encoders["int8"].encode(texts[:1])[0]

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from lmrec_data.datasets import load_dataset
-from lmrec.manifest import load_manifest
+from lmrec.bundle import load_manifest
 from lmrec.v1 import gateway_service_pb2 as gw
 from tests.integration.conftest import start
 from tests.integration.test_trained_model import assert_same_ranking

@@ -16,7 +16,7 @@ from grpc_status import rpc_status
 from gateway.limits import largest_request_bytes
 from lmrec.auth import token_hash
 from lmrec.client import gateway_channel
-from lmrec.manifest import load_manifest
+from lmrec.bundle import load_manifest
 from lmrec_tools.supervisor import ProcessGroup
 from lmrec.v1 import common_pb2, gateway_service_pb2 as gw, gateway_service_pb2_grpc as gw_grpc
 from lmrec.v1 import ranking_service_pb2 as rk, ranking_service_pb2_grpc as rk_grpc

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from lmrec.client import gateway_channel
-from lmrec.manifest import load_manifest
+from lmrec.bundle import Bundle, load_manifest
 from lmrec.v1 import common_pb2, gateway_service_pb2 as gw
 from tests.conftest import link_bundle
 from tests.integration.conftest import free_port, replace_with_new_version, scrape, start, subset
@@ -193,7 +193,7 @@ def test_served_predicted_ratings_and_blend_equal_offline(trained_system, tiny_b
     manifest = load_manifest(tiny_bundle)
     with np.load(tiny_bundle / manifest.extra_files["rating_head"]) as saved:
         head = RatingHead.from_state(saved)
-    trunk = BundleTrunk(tiny_bundle, manifest, split)
+    trunk = BundleTrunk(Bundle(tiny_bundle, manifest), split)
     full = {item_id: i for i, item_id in enumerate(split.item_ids)}
     scorer = BundleScorer(tiny_bundle, "fp32", served_split, "test")
     served = {item_id: i for i, item_id in enumerate(served_split.item_ids)}

@@ -164,7 +164,7 @@ def test_same_commands_run_on_the_latest_small_layout(tmp_path):
 def check_production_bundle(bundle, dataset):
     """`lmrec train` without --holdout learns every interaction: every item any user had has its id
     embedding (no cold hold-out), the manifest says so, and the evaluation harness refuses to score it."""
-    from lmrec.manifest import load_manifest
+    from lmrec.bundle import load_manifest
     from training.lm_recommender import TrainedBundleRecommender
     from training.split import SplitConfig, build_split
 

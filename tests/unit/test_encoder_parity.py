@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from lmrec.manifest import load_manifest
+from lmrec.bundle import Bundle, load_manifest
 from ranking_service.onnx_session import RuntimeChoice
 from ranking_service.text_encoder import TextEncoder
 
@@ -17,8 +17,8 @@ TEXTS = [
 
 
 def encoders(bundle_dir):
-    manifest = load_manifest(bundle_dir)
-    return {p: TextEncoder(bundle_dir, manifest, RuntimeChoice(p, ["CPUExecutionProvider"])) for p in ("fp32", "int8")}
+    bundle = Bundle.load(bundle_dir)
+    return {p: TextEncoder(bundle, RuntimeChoice(p, ["CPUExecutionProvider"])) for p in ("fp32", "int8")}
 
 
 def test_int8_matches_fp32_within_tolerance(bundle_dir):

@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from training import evaluate
+from training import evaluate, registry
 from training.report import main as render_report
 from training.protocols import Recommender
 from training.split import build_split
@@ -103,9 +103,9 @@ class _Oracle(Recommender):
 
 
 def test_registered_model_is_evaluated_like_a_baseline(generic_dataset, monkeypatch):
-    monkeypatch.setattr(evaluate, "MODEL_FACTORIES", dict(evaluate.MODEL_FACTORIES))
-    evaluate.register_model("lmrec", lambda args, **params: _Oracle())
-    entries, skipped = evaluate.resolve_models(["lmrec", "mostpop"])
+    monkeypatch.setattr(registry, "MODEL_FACTORIES", dict(registry.MODEL_FACTORIES))
+    registry.register_model("lmrec", lambda args, **params: _Oracle())
+    entries, skipped = registry.resolve_models(["lmrec", "mostpop"])
     assert set(entries) == {"lmrec", "mostpop"} and not skipped
     data = build_split(load_dataset(generic_dataset))
     args = argparse.Namespace(seed=0, quick=True)
@@ -118,8 +118,8 @@ def test_registered_model_is_evaluated_like_a_baseline(generic_dataset, monkeypa
     comparison = result["significance"]["comparisons"]["lmrec"]["ndcg@10"]
     assert result["significance"]["best_baseline"] == "mostpop" and comparison["p_value"] < 0.01
     assert result["slices"]["cold_start:cold"]["models"]["lmrec"]["hr@10"] in (1.0, None)
-    evaluate.register_model("lmrec", lambda args, **params: _Oracle(), grid=lambda quick: [])
-    assert evaluate.tune("lmrec", evaluate.MODEL_FACTORIES["lmrec"], data, args) == ({}, [])
+    registry.register_model("lmrec", lambda args, **params: _Oracle(), grid=lambda quick: [])
+    assert evaluate.tune("lmrec", registry.MODEL_FACTORIES["lmrec"], data, args) == ({}, [])
 
 
 def test_item_vectors_are_encoded_once_per_data_and_lm_failure_is_loud(generic_dataset, monkeypatch):
@@ -134,7 +134,7 @@ def test_item_vectors_are_encoded_once_per_data_and_lm_failure_is_loud(generic_d
                         lambda pooled, tokenizer, texts, max_length: calls.append(texts) or np.eye(len(texts)))
     args = argparse.Namespace(seed=0, quick=True)
     for _ in range(2):
-        models = {name: evaluate.MODEL_FACTORIES[name].factory(args) for name in ("mostpop", "itemknn")}
+        models = {name: registry.MODEL_FACTORIES[name].factory(args) for name in ("mostpop", "itemknn")}
         result = evaluate.evaluate_models(data, models)
     assert calls == [data.item_texts]
     # One-hot vectors: every pair of distinct items is orthogonal.
@@ -146,12 +146,12 @@ def test_item_vectors_are_encoded_once_per_data_and_lm_failure_is_loud(generic_d
     monkeypatch.setattr(evaluate, "_ITEM_VECTORS", {})
     monkeypatch.setattr(training.export_encoder, "load_pooled_encoder", unavailable)
     with pytest.raises(RuntimeError, match="item_vectors"):
-        evaluate.evaluate_models(data, {"mostpop": evaluate.MODEL_FACTORIES["mostpop"].factory(args)})
+        evaluate.evaluate_models(data, {"mostpop": registry.MODEL_FACTORIES["mostpop"].factory(args)})
 
 
 def test_unknown_model_is_an_error():
     with pytest.raises(ValueError, match="unknown model"):
-        evaluate.resolve_models(["nope"])
+        registry.resolve_models(["nope"])
 
 
 def test_model_options_reach_plugin_factories():

@@ -90,7 +90,7 @@ def test_item_store_keeps_versions_apart_and_catches_up(tmp_path):
 
 
 def test_trained_text_vectors_serve_only_unchanged_catalogue_items(tmp_path):
-    from ranking_service.trained_texts import TrainedTexts, write_trained_texts
+    from lmrec.bundle import TrainedTexts, write_trained_texts
 
     vectors = np.eye(3, 4, dtype=np.float32)
     write_trained_texts(tmp_path, ["a", "b", "c"], ["Alpha (1990)", "Beta (1991)", "Gamma (1992)"], vectors)

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from lmrec.errors import ArtifactMismatch
-from lmrec.manifest import load_manifest
+from lmrec.bundle import load_manifest
 from tests.conftest import link_bundle
 
 

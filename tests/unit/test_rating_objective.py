@@ -12,7 +12,7 @@ from gateway.recommend import user_ratings
 from gateway.servicer import validate_recommend
 from lmrec_data.datasets import CatalogItem, Dataset, Interaction
 from lmrec.errors import ArtifactMismatch, InvalidArgument
-from lmrec.manifest import FORMAT_VERSION, EncoderSpec, Manifest
+from lmrec.bundle import FORMAT_VERSION, Bundle, EncoderSpec, Manifest
 from lmrec.v1 import common_pb2, gateway_service_pb2 as gw
 from ranking_service.ranker import RankContext, Ranker
 from ranking_service.rating_head import (RATING_HEAD_FILE, RatingHead, ServedRatingHead, combined_scores,
@@ -125,7 +125,7 @@ def test_data_without_ratings_exports_no_head_and_says_why(tmp_path):
     manifest = Manifest(format_version=FORMAT_VERSION, model_version="v", ranker_kind="lm_seq",
                         encoder=EncoderSpec(base_model="m", tokenizer_dir="tokenizer", max_length=8, dimension=4),
                         models={}, created_at="now", hyperparameters={"dim": 4})
-    got = add_rating_head(tmp_path, manifest, dataset, build_split(dataset), export_config(tiny=True))
+    got = add_rating_head(Bundle(tmp_path, manifest), dataset, build_split(dataset), export_config(tiny=True))
     assert got.hyperparameters["rating_head"] is None
     assert "no ratings" in got.hyperparameters["rating_head_absent"]
     assert "rating_head" not in got.extra_files and not list(tmp_path.iterdir())

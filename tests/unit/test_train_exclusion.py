@@ -15,7 +15,7 @@ from lmrec_data.exclusion import exclude_users
 
 def test_train_drops_the_interactions_of_erased_users_and_reports_it(tmp_path):
     pytest.importorskip("torch", reason="needs the training extra")
-    from lmrec.manifest import load_manifest
+    from lmrec.bundle import load_manifest
     from training.train import main as train_main
 
     root = tmp_path / "data"

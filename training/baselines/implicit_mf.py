@@ -71,12 +71,8 @@ class ALS(_ImplicitMF):
     def param_grid(quick: bool = False) -> list[dict]:
         if quick:
             return [{"factors": 8, "regularization": 0.1, "alpha": 1.0, "iterations": 3}]
-        # The first runs picked factors=256, reg=10, alpha=5 from factors 64-512, reg 1-50, alpha 1-20
-        # (validation NDCG@10 0.084); this grid brackets reg/alpha around it and adds the confidence
-        # reshapings, of which the recency half-life is what moves validation NDCG@10 (to ~0.11; factors
-        # 128-512 then lie within 0.001). BM25 never beat the plain confidence (best 0.097 vs 0.110), so it
-        # is tried at factors=256 only, keeping the grid at ~2 min on 2 cores. Iterations 10/30/50
-        # instead of 15 and factors 64 were within +-0.003 on validation and are left out.
+        # Brackets reg/alpha around the first wide runs' pick and adds the recency half-life, which is what
+        # moves validation NDCG@10; BM25 never won, so factors=256 only (docs/tuning.md#als-grid).
         plain = [{"factors": f, "regularization": r, "alpha": a, "iterations": 15, "weighting": "none",
                   "recency_half_life": h}
                  for f in (128, 256, 512) for r in (3.0, 10.0, 30.0) for a in (2.0, 5.0, 10.0, 20.0)

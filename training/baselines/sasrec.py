@@ -81,11 +81,9 @@ class SASRec(Recommender):
     def param_grid(quick: bool = False) -> list[dict]:
         if quick:
             return [{"hidden": 16, "layers": 1, "max_len": 20, "max_epochs": 2, "eval_every": 1, "weight_average": 0.0}]
-        # Kept to two points because one run costs minutes on a 2-core CPU. Hand-checked on ML-100K
-        # validation before fixing the rest: lr 1e-3 peaked at NDCG@10 0.105 (epoch 30), 2e-3 at 0.114
-        # (epoch 36). max_len 50 with every window of a longer history used for training keeps all
-        # transitions while attention stays short. With weight averaging (ML-100K validation, dropout 0.2)
-        # the curve rose smoothly to a 0.110-0.112 plateau from epoch 32 on.
+        # Kept to two points because one run costs minutes on a 2-core CPU; the rest was hand-checked on
+        # ML-100K validation (docs/tuning.md#sasrec-grid). max_len 50 with every window of a longer history
+        # used for training keeps all transitions while attention stays short.
         return [{"hidden": 64, "layers": 2, "max_len": 50, "lr": 2e-3, "dropout": d} for d in (0.2, 0.5)]
 
     def fitted_params(self) -> dict:

@@ -12,11 +12,14 @@ import json
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from lmrec.bundle.layout import VectorLayout
 from lmrec.errors import ArtifactMismatch
 
-FORMAT_VERSION = 1
+# 2 records `vector_layout`; 1 (no layout: lmrec.bundle.Bundle derives it) is still read.
+FORMAT_VERSION = 2
+READABLE_FORMAT_VERSIONS = (1, 2)
 MANIFEST_NAME = "manifest.json"
 Precision = Literal["fp32", "int8", "fp16"]
 
@@ -66,6 +69,16 @@ class Manifest(_Strict):
     # Extra files (item vectors, id maps, HNSW build parameters), name -> relative path.
     extra_files: dict[str, str] = Field(default_factory=dict)
     index_params: dict[str, Any] = Field(default_factory=dict)
+    # None only in format 1 manifests; read it through Bundle.layout.
+    vector_layout: VectorLayout | None = None
+
+    @model_validator(mode="after")
+    def _layout_fits(self) -> Manifest:
+        if self.vector_layout is not None:
+            why = self.vector_layout.mismatch(self.encoder.dimension, self.served_dimension)
+            if why:
+                raise ValueError(why)
+        return self
 
     @property
     def served_dimension(self) -> int:
@@ -91,7 +104,9 @@ def sha256_of(path: Path) -> str:
 def write_manifest(bundle_dir: Path, manifest: Manifest) -> Path:
     path = bundle_dir / MANIFEST_NAME
     tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(manifest.model_dump(mode="json"), indent=2, sort_keys=True) + "\n")
+    # A format 1 manifest rewritten (e.g. a new model_version) keeps the shape it was read in.
+    legacy = {"vector_layout"} if manifest.vector_layout is None else None
+    tmp.write_text(json.dumps(manifest.model_dump(mode="json", exclude=legacy), indent=2, sort_keys=True) + "\n")
     tmp.replace(path)
     return path
 
@@ -111,14 +126,15 @@ def load_manifest(bundle_dir: Path, *, verify_checksums: bool = True) -> Manifes
         raw = json.loads(path.read_text())
     except json.JSONDecodeError as exc:
         raise ArtifactMismatch(f"{path} is not valid JSON: {exc}") from None
-    if raw.get("format_version") != FORMAT_VERSION:
-        raise ArtifactMismatch(
-            f"{path} has format_version {raw.get('format_version')!r}; this lmrec reads {FORMAT_VERSION}"
-        )
+    if raw.get("format_version") not in READABLE_FORMAT_VERSIONS:
+        raise ArtifactMismatch(f"{path} has format_version {raw.get('format_version')!r}; this lmrec reads "
+                               f"{' and '.join(map(str, READABLE_FORMAT_VERSIONS))}")
     try:
         manifest = Manifest.model_validate(raw)
     except ValidationError as exc:
         raise ArtifactMismatch(f"{path} does not match the manifest schema: {exc}") from None
+    if manifest.format_version >= 2 and manifest.vector_layout is None:
+        raise ArtifactMismatch(f"{path}: format_version {manifest.format_version} needs a vector_layout")
     if not (bundle_dir / manifest.encoder.tokenizer_dir).is_dir():
         raise ArtifactMismatch(f"{bundle_dir}: tokenizer dir '{manifest.encoder.tokenizer_dir}' is missing")
     for role, by_precision in manifest.models.items():

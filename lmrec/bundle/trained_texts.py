@@ -17,8 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
+from lmrec.bundle.manifest import Manifest
 from lmrec.errors import ArtifactMismatch
-from lmrec.manifest import Manifest
 
 VECTORS = "text_embeddings"
 HASHES = "text_hashes"
@@ -36,19 +36,6 @@ class TrainedTexts:
         self._rows = {(item_id, h): row for row, (item_id, h) in enumerate(zip(item_ids, hashes))}
         self._vectors = np.ascontiguousarray(vectors, dtype=np.float32)
 
-    @classmethod
-    def from_bundle(cls, bundle_dir: Path, manifest: Manifest) -> TrainedTexts | None:
-        """None for bundles without them (older bundles, or a bundle made without a catalogue)."""
-        files = manifest.extra_files
-        if VECTORS not in files or HASHES not in files:
-            return None
-        keyed = json.loads((Path(bundle_dir) / files[HASHES]).read_text())
-        vectors = np.load(Path(bundle_dir) / files[VECTORS])
-        if vectors.ndim != 2 or vectors.shape[1] != manifest.encoder.dimension:
-            raise ArtifactMismatch(f"bundle {manifest.model_version}: {files[VECTORS]} has shape {vectors.shape}, "
-                                   f"expected [n, {manifest.encoder.dimension}]")
-        return cls(keyed["item_ids"], keyed["sha256"], vectors)
-
     def lookup(self, item_ids: list[str], texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
         """(vectors [n, T] with zero rows for misses, bool hit mask [n]); an empty id never hits."""
         rows = np.array([self._rows.get((i, text_hash(t)), -1) if i else -1 for i, t in zip(item_ids, texts)],
@@ -57,6 +44,19 @@ class TrainedTexts:
         out = np.zeros((len(texts), self._vectors.shape[1]), dtype=np.float32)
         out[hit] = self._vectors[rows[hit]]
         return out, hit
+
+
+def read_trained_texts(directory: Path, manifest: Manifest) -> TrainedTexts | None:
+    """None for bundles without them (older bundles, or a bundle made without a catalogue)."""
+    files = manifest.extra_files
+    if VECTORS not in files or HASHES not in files:
+        return None
+    keyed = json.loads((Path(directory) / files[HASHES]).read_text())
+    vectors = np.load(Path(directory) / files[VECTORS])
+    if vectors.ndim != 2 or vectors.shape[1] != manifest.encoder.dimension:
+        raise ArtifactMismatch(f"bundle {manifest.model_version}: {files[VECTORS]} has shape {vectors.shape}, "
+                               f"expected [n, {manifest.encoder.dimension}]")
+    return TrainedTexts(keyed["item_ids"], keyed["sha256"], vectors)
 
 
 def write_trained_texts(directory: Path, item_ids: list[str], texts: list[str], vectors: np.ndarray) -> dict[str, str]:
