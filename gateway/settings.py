@@ -8,18 +8,18 @@ from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from typing_extensions import Annotated
 
-from lmrec.service_settings import GATEWAY_PORT, RANKING_PORT, RETRIEVAL_PORT, ServingSettings, metrics_port_field
+from lmrec.service_settings import GATEWAY_PORT, RANKING_PORT, RETRIEVAL_PORT, ServingSettings, metrics_port_field, port_field
 from lmrec.tls import ClientTls
 
 
 class GatewaySettings(ServingSettings, BaseSettings):
     model_config = SettingsConfigDict(env_prefix="LMREC_GATEWAY_", extra="forbid")
 
-    host: str = "127.0.0.1"
-    port: int = Field(GATEWAY_PORT, ge=0, le=65535)
+    port: int = port_field(GATEWAY_PORT)
     ranking_address: str = f"127.0.0.1:{RANKING_PORT}"
     # One address per retrieval shard, in shard order (comma-separated in the environment).
-    retrieval_addresses: Annotated[list[str], NoDecode] = [f"127.0.0.1:{RETRIEVAL_PORT}"]
+    retrieval_addresses: Annotated[list[str], NoDecode] = Field(
+        [f"127.0.0.1:{RETRIEVAL_PORT}"], description="comma-separated, one per shard in shard order")
     # A shard map file (`lmrec reshard --shard-map`): when set, the retrieval shards are its addresses
     # (retrieval_addresses is ignored), and a map with a higher epoch is switched to within
     # shard_map_poll_s, while serving.
@@ -55,11 +55,11 @@ class GatewaySettings(ServingSettings, BaseSettings):
     negative_rating_below: float = 3.0
     # Per-scenario policies (TOML, gateway/policy/scenarios.py), re-read when the file changes; unset:
     # every scenario gets the built-in default policy.
-    scenarios_file: Path | None = None
+    scenarios_file: Path | None = Field(None, description="per-scenario policies (TOML), re-read on change")
     # Conversation sessions (RecommendRequest.session_id, gateway/conversation/sessions.py): a session
     # expires this long after its last turn or feedback, and keeps its newest session_max_turns turns.
-    session_ttl_s: float = Field(3600.0, gt=0)
-    session_max_turns: int = Field(20, ge=1, le=1000)
+    session_ttl_s: float = Field(3600.0, gt=0, description="a conversation session expires this long after its last turn")
+    session_max_turns: int = Field(20, ge=1, le=1000, description="turns a session keeps (the oldest are dropped)")
     # Impressions reach disk this long after their answer at most (gateway/impressions.py).
     impression_flush_s: float = Field(0.05, gt=0, le=10)
     # Recommend calls this process works on at once; more are refused at once with RESOURCE_EXHAUSTED
@@ -87,8 +87,6 @@ class GatewaySettings(ServingSettings, BaseSettings):
     worker_tls_key_file: Path | None = None
     # Prometheus exposition at http://host:metrics_port/metrics (README "Observability").
     metrics_port: int = metrics_port_field(9091)
-    # Written (atomically) with the bound port once serving; lets a supervisor use port 0.
-    port_file: Path | None = None
 
     def worker_tls(self) -> ClientTls:
         return ClientTls(self.worker_tls_ca_file, self.worker_tls_cert_file, self.worker_tls_key_file)

@@ -13,6 +13,11 @@ GATEWAY_PORT, RANKING_PORT, RETRIEVAL_PORT = 50051, 50052, 50053
 GATEWAY_TARGET = f"127.0.0.1:{GATEWAY_PORT}"
 
 
+def port_field(default: int):
+    """Each service's gRPC `port`: its own default, 0 for any free one (say which with `port_file`)."""
+    return Field(default, ge=0, le=65535)
+
+
 def metrics_port_field(default: int):
     """Each service's `metrics_port`: its own default port, the same meaning everywhere."""
     return Field(default, ge=-1, le=65535,
@@ -20,6 +25,10 @@ def metrics_port_field(default: int):
 
 
 class ServingSettings(BaseModel):
+    host: str = "127.0.0.1"
+    port: int = port_field(0)  # each service declares its default
+    # Written (atomically) with the bound port once serving; lets a supervisor (or a test) use port 0.
+    port_file: Path | None = Field(None, description="write the bound port here once serving")
     # TLS (lmrec/tls.py), PEM files. Unset: plaintext, logged at start. tls_client_ca_file: demand client
     # certificates signed by it (mTLS).
     tls_cert_file: Path | None = None

@@ -8,16 +8,13 @@ from typing import Literal
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from lmrec.service_settings import RETRIEVAL_PORT, ServingSettings, metrics_port_field
+from lmrec.service_settings import RETRIEVAL_PORT, ServingSettings, metrics_port_field, port_field
 
 
 class RetrievalSettings(ServingSettings, BaseSettings):
     model_config = SettingsConfigDict(env_prefix="LMREC_RETRIEVAL_", extra="forbid")
 
-    host: str = "127.0.0.1"
-    port: int = Field(RETRIEVAL_PORT, ge=0, le=65535)
-    # Written once the port is bound, so a supervisor (or a test) can find a port-0 server.
-    port_file: Path | None = None
+    port: int = port_field(RETRIEVAL_PORT)
     # Prometheus exposition at http://host:metrics_port/metrics (README "Observability"). `lmrec serve` puts
     # shard i on 9093 + 10 i, like its gRPC port.
     metrics_port: int = metrics_port_field(9093)

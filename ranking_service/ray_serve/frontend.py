@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from contextlib import AsyncExitStack
 import os
 import time
 from typing import TYPE_CHECKING
@@ -21,22 +22,19 @@ from ray.exceptions import RayActorError, RayTaskError
 from ray.serve.exceptions import ReplicaUnavailableError
 
 from lmrec.errors import DeadlineExceeded, LmrecError
-from lmrec.grpc_server import (add_health_and_reflection, bind, die_with_parent, new_server, serve_until_signalled,
-                               set_health)
+from lmrec.grpc_server import die_with_parent
 from lmrec.logging_setup import configure_logging
-from lmrec.metrics_http import MetricsServer, metrics_off, start_metrics
-from lmrec.service_flags import settings_from_flags, write_port_file
-from lmrec.tracing import start_tracing
+from lmrec.service import Listening, Running, ServiceSpec, listen, run_service
+from lmrec.service_flags import settings_from_flags
 from lmrec.v1 import ranking_service_pb2 as pb
 from lmrec.v1 import ranking_service_pb2_grpc as pb_grpc
+from ranking_service.metrics import FrontendMetrics
 from ranking_service.ray_serve.deployment import ReplicaReply
 from ranking_service.ray_serve.settings import RayRankingSettings
 from ranking_service.server import SERVICE_NAME, worker_parser
 
 if TYPE_CHECKING:
     from ray.serve.handle import DeploymentHandle
-
-    from ranking_service.metrics import FrontendMetrics
 
 log = logging.getLogger(__name__)
 
@@ -122,14 +120,12 @@ class RayRankingFrontend(pb_grpc.RankingServiceServicer):
         return await self._forward("GetModelInfo", request, context, pb.GetModelInfoResponse)
 
 
-def create_server(settings: RayRankingSettings, handle: DeploymentHandle, metrics: FrontendMetrics | None = None):
-    """Builds the front-end server, not yet started; returns it, the bound port and the health servicer."""
-    server = new_server(rpc_metrics=metrics.rpc if metrics is not None else None)
-    pb_grpc.add_RankingServiceServicer_to_server(
-        RayRankingFrontend(handle, settings.default_timeout_s, settings.retry_backoff_ms / 1000, metrics), server)
-    health = add_health_and_reflection(server, [SERVICE_NAME])
-    port = bind(server, settings.host, settings.port, settings.server_tls().credentials("ranking (Ray front-end)"))
-    return server, port, health
+def create_server(settings: RayRankingSettings, handle: DeploymentHandle,
+                  metrics: FrontendMetrics | None = None) -> Listening:
+    """Builds the front-end server, bound, not yet started."""
+    frontend = RayRankingFrontend(handle, settings.default_timeout_s, settings.retry_backoff_ms / 1000, metrics)
+    return listen(settings, [SERVICE_NAME], lambda server: pb_grpc.add_RankingServiceServicer_to_server(frontend, server),
+                  "ranking (Ray front-end)", rpc_metrics=metrics.rpc if metrics is not None else None)
 
 
 def connect_ray(settings: RayRankingSettings) -> bool:
@@ -186,59 +182,27 @@ def wait_running(app_name: str, timeout_s: float) -> None:
         time.sleep(1.0)
 
 
-def metrics_for(settings: RayRankingSettings) -> tuple[FrontendMetrics | None, MetricsServer | None]:
-    if metrics_off(settings):
-        return None, None
-    from ranking_service.metrics import FrontendMetrics
-
-    return start_metrics(FrontendMetrics, settings, "ranking front-end")
-
-
 async def serve_frontend(settings: RayRankingSettings) -> None:
-    import ray
-    from ray import serve
+    async def build(metrics: FrontendMetrics | None, resources: AsyncExitStack) -> Running:
+        import ray
+        from ray import serve
 
-    tracer_provider = start_tracing("ranking-ray", settings)
-    started_ray = connect_ray(settings)
-    try:
+        if connect_ray(settings):
+            resources.callback(ray.shutdown)
+            resources.callback(serve.shutdown)  # closed first: the stack unwinds in reverse
         handle = await asyncio.to_thread(deploy_or_attach, settings)
-        metrics, metrics_server = metrics_for(settings)
-        server, port, health = create_server(settings, handle, metrics)
-        await server.start()
-        await set_health(health, [SERVICE_NAME], serving=True)
-        log.info("ranking front-end serving on %s:%d (Serve app %s)", settings.host, port, settings.app_name)
-        if settings.port_file:
-            write_port_file(settings.port_file, port)
-        try:
-            await serve_until_signalled(server, health, [SERVICE_NAME], settings.grace_seconds, settings.drain_s)
-        finally:
-            if metrics_server is not None:
-                metrics_server.close()
-            if settings.deploy:
-                serve.delete(settings.app_name)
-    finally:
-        if started_ray:
-            serve.shutdown()
-            ray.shutdown()
-        if tracer_provider is not None:
-            tracer_provider.shutdown()
+        if settings.deploy:
+            resources.callback(serve.delete, settings.app_name)
+        return Running(create_server(settings, handle, metrics), f"Serve app {settings.app_name}")
+
+    await run_service(settings, ServiceSpec("ranking-ray", FrontendMetrics), build)
 
 
 def parse_settings(argv: list[str] | None) -> RayRankingSettings:
     parser = worker_parser("lmrec-ranking-ray", "lmrec ranking tier on Ray Serve")
-    parser.add_argument("--ray-address", help="join this Ray cluster (default: start a local one)")
-    parser.add_argument("--ray-num-cpus", type=int, help="CPUs of the local cluster")
-    parser.add_argument("--app-name")
+    # A shorter name for --no-deploy, as the KubeRay manifests spell it.
     parser.add_argument("--attach", dest="deploy", action="store_const", const=False,
                         help="use an application deployed elsewhere (e.g. by a KubeRay RayService)")
-    parser.add_argument("--num-replicas", type=int)
-    parser.add_argument("--autoscaling", action="store_const", const=True)
-    parser.add_argument("--min-replicas", type=int)
-    parser.add_argument("--max-replicas", type=int)
-    parser.add_argument("--target-ongoing-requests", type=float)
-    parser.add_argument("--max-ongoing-requests", type=int)
-    parser.add_argument("--replica-num-cpus", type=float)
-    parser.add_argument("--replica-num-gpus", type=float, help="default: 1 when the cluster has GPUs, else 0")
     return settings_from_flags(parser, argv, RayRankingSettings)
 
 

@@ -11,9 +11,9 @@ class RayRankingSettings(RankingSettings):
     """Read from flags, then `LMREC_RANKING_*` environment, then defaults, like the plain worker's."""
 
     # Ray cluster to join ("auto", "127.0.0.1:6379", a GCS address); unset starts a local one in-process.
-    ray_address: str | None = None
+    ray_address: str | None = Field(None, description="join this Ray cluster (default: start a local one)")
     # CPUs the local cluster may use (unset: all of this machine's); ignored when joining a cluster.
-    ray_num_cpus: int | None = Field(None, ge=1)
+    ray_num_cpus: int | None = Field(None, ge=1, description="CPUs of the local cluster")
     app_name: str = "lmrec-ranking"
     # True: deploy the application (serve.run); False: attach to one deployed elsewhere (KubeRay serveConfigV2).
     deploy: bool = True
@@ -27,7 +27,7 @@ class RayRankingSettings(RankingSettings):
     max_ongoing_requests: int = Field(64, ge=1)
     replica_num_cpus: float = Field(1.0, ge=0)
     # None: one GPU per replica when the cluster has GPUs, else none.
-    replica_num_gpus: float | None = Field(None, ge=0)
+    replica_num_gpus: float | None = Field(None, ge=0, description="default: 1 when the cluster has GPUs, else 0")
     # Budget for calls that arrive without a deadline.
     default_timeout_s: float = Field(30.0, gt=0)
     # Pause between a replica dying under a call and sending the call again.

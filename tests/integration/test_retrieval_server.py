@@ -24,7 +24,8 @@ DIM = 8
 @contextlib.asynccontextmanager
 async def running(**settings_fields):
     settings = RetrievalSettings(port=0, dimension=DIM, exact_scan_threshold=50, initial_capacity=64, **settings_fields)
-    server, port, health = create_server(settings, VectorIndex.from_settings(settings))
+    listening = create_server(settings, VectorIndex.from_settings(settings))
+    server, port, health = listening.server, listening.port, listening.health
     await server.start()
     await health.set(SERVICE_NAME, health_pb2.HealthCheckResponse.SERVING)
     channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
