@@ -24,6 +24,9 @@ Every gateway holds the same ML-100K catalogue and the histories of --history-us
 --seed); the request mix draws its known users from those. Writes docs/benchmarks/gateway_scaleout.json
 with the command, date, machine, git commit and every setting. Stops every process it started, PostgreSQL
 included, also on errors, Ctrl-C, SIGTERM and after --max-wall-s.
+
+Long because the three measurements share one start of the tiers and must run side by side in one run on
+one machine state; each step is its own small function.
 """
 
 from __future__ import annotations

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import filecmp
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
-import pytest
+from tests.dev_tools import tool
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "tools"))
@@ -16,9 +15,7 @@ import gen_protos  # noqa: E402
 
 
 def test_buf_lint_is_clean():
-    buf = shutil.which("buf", path=str(Path(sys.executable).parent)) or shutil.which("buf")
-    if buf is None:
-        pytest.skip("buf not installed (pip install buf-bin, part of the dev extra)")
+    buf = tool("buf", "buf-bin")
     result = subprocess.run([buf, "lint"], cwd=REPO / "protos", capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stdout + result.stderr
 

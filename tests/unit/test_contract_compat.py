@@ -4,15 +4,15 @@ the Go stubs clients/go builds against."""
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 from google.protobuf import descriptor_pb2
+
+from tests.dev_tools import tool
 
 yaml = pytest.importorskip("yaml", reason="PyYAML reads buf.yaml")
 
@@ -25,13 +25,7 @@ ADDED_SINCE_RELEASE = ("FILE_SAME_GO_PACKAGE", "FILE_SAME_JAVA_PACKAGE", "FILE_S
 
 
 def buf() -> str:
-    found = shutil.which("buf", path=str(Path(sys.executable).parent)) or shutil.which("buf")
-    if found is None:
-        message = "buf not installed (pip install buf-bin, part of the dev extra)"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
-    return found
+    return tool("buf", "buf-bin")
 
 
 def released_files() -> list[descriptor_pb2.FileDescriptorProto]:

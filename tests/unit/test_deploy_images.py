@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
 import tomllib
@@ -29,6 +28,7 @@ REPO = Path(__file__).resolve().parents[2]
 DEPLOY = REPO / "deploy"
 sys.path.insert(0, str(REPO / "tools"))
 import deploy_checks as checks  # noqa: E402
+from tests.dev_tools import tool  # noqa: E402
 import lock_deploy  # noqa: E402
 
 GLOBAL_ARGS, STAGES = checks.parse_dockerfile((DEPLOY / "Dockerfile").read_text())
@@ -38,16 +38,6 @@ IMAGES = dict(re.findall(r"--target\s+(\S+)\s+-t\s+(\S+)\s", (DEPLOY / "Dockerfi
 RUNTIME_TARGETS = ["serving", "ranking", "ranking-gpu", "ranking-ray-gpu"]
 VERSION = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["version"]
 
-
-def tool(name: str, package: str) -> str:
-    """The tool from this interpreter's environment or PATH; missing: skip, except under CI, where it fails."""
-    found = shutil.which(name, path=str(Path(sys.executable).parent)) or shutil.which(name)
-    if found is None:
-        message = f"{name} not installed (pip install {package}, part of the dev extra)"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
-    return found
 
 
 # --- Dockerfile -----------------------------------------------------------------------------------------

