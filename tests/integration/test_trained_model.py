@@ -348,3 +348,34 @@ def test_a_purchase_weighs_more_than_a_view_in_the_trained_ranker(trained_system
                        [round(i.score, 5) for i in reply.items])
     assert cited["purchase"][1] != cited["view"][1]
     assert cited["purchase"][0] >= cited["view"][0]
+
+
+def test_a_bundle_from_before_recorded_layouts_serves_exactly_like_its_recorded_twin(tiny_bundle, tmp_path):
+    """A format-1 manifest (no vector_layout, as every bundle written before it) gets its layout derived
+    from its hyperparameters; the ranker built from it must combine contexts exactly as from the record."""
+    from ranking_service.item_store import ItemStore
+    from ranking_service.onnx_session import RuntimeChoice
+    from ranking_service.ranker import RankerOptions
+    from ranking_service.seq_ranker import SequenceRanker
+
+    recorded = Bundle.load(tiny_bundle)
+    assert recorded.manifest.vector_layout is not None and recorded.manifest.format_version == 2
+    legacy_dir = link_bundle(tiny_bundle, tmp_path / "legacy")
+    raw = json.loads((legacy_dir / "manifest.json").read_text())
+    raw.pop("vector_layout")
+    raw["format_version"] = 1
+    (legacy_dir / "manifest.json").write_text(json.dumps(raw))
+    legacy = Bundle.load(legacy_dir)
+    assert legacy.manifest.vector_layout is None and legacy.layout == recorded.layout
+    assert recorded.layout.trailing, "the default configuration serves trailing coordinates; the check needs them"
+
+    runtime = RuntimeChoice("fp32", ["CPUExecutionProvider"])
+    rankers = [SequenceRanker(bundle, ItemStore(tmp_path / f"{name}.sqlite", bundle.manifest.served_dimension,
+                                                bundle.model_version), runtime, RankerOptions())
+               for name, bundle in (("recorded", recorded), ("legacy", legacy))]
+    rng = np.random.default_rng(0)
+    interest = rng.normal(size=rankers[0].dim).astype(np.float32)
+    query = rng.normal(size=recorded.manifest.encoder.dimension).astype(np.float32)
+    for args in ((interest, None), (None, query), (interest, query)):
+        np.testing.assert_array_equal(rankers[0].combine(*args), rankers[1].combine(*args))
+    assert rankers[0].vector_dimension == rankers[1].vector_dimension == recorded.manifest.served_dimension
