@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from lmrec.bundle import FORMAT_VERSION, Bundle, EncoderSpec, Manifest, VectorLayout, load_manifest, write_manifest
@@ -111,23 +110,3 @@ def test_shipped_bundles_load_with_the_layout_they_were_served_with(name):
         assert bundle.layout.collaborative == int(hp["dim"])
         assert len(bundle.layout.trailing) == _extra_before(hp)
     assert bundle.layout.dimension == bundle.manifest.served_dimension
-
-
-def test_the_trained_ranker_serves_the_context_tail_it_did_before_layouts(tmp_path):
-    from ranking_service.item_store import ItemStore
-    from ranking_service.onnx_session import RuntimeChoice
-    from ranking_service.ranker import RankerOptions
-    from ranking_service.seq_ranker import SequenceRanker
-
-    path = REPO / "artifacts" / "lmrec-ml100k"
-    if not (path / "manifest.json").is_file():
-        pytest.skip(f"{path} is absent")
-    bundle = Bundle.load(path, verify_checksums=False)
-    hp = bundle.manifest.hyperparameters
-    store = ItemStore(tmp_path / "items.sqlite", bundle.manifest.served_dimension, bundle.model_version)
-    ranker = SequenceRanker(bundle, store, RuntimeChoice("fp32", ["CPUExecutionProvider"]), RankerOptions())
-    extra = _extra_before(hp)
-    before = [float(hp.get("cold_bias", 0.0)), 0.0] if extra == 2 else [0.0] * extra
-    context = ranker.combine(np.ones(ranker.dim, dtype=np.float32), None)
-    np.testing.assert_array_equal(context[ranker.dim + bundle.manifest.encoder.dimension:], np.float32(before))
-    assert ranker.vector_dimension == int(hp["dim"]) + bundle.manifest.encoder.dimension + extra
