@@ -147,11 +147,20 @@ LOCAL_GCS_PORT_WAIT_S = "120"
 
 def start_local_ray(**init_options) -> None:
     """`ray.init` of a new local cluster, with a start-up wait that survives a loaded machine (an
-    operator's own RAY_gcs_server_port_wait_time_s wins)."""
+    operator's own RAY_gcs_server_port_wait_time_s wins), and one more try when its GCS never came up."""
     import ray
 
     os.environ.setdefault("RAY_gcs_server_port_wait_time_s", LOCAL_GCS_PORT_WAIT_S)
-    ray.init(**init_options)
+    try:
+        ray.init(**init_options)
+    except RuntimeError as exc:
+        # Seen in CI: a head started a second after the previous one stopped never launched its GCS (no
+        # GCS log at all); the next start came up at once.
+        if "Timed out waiting for file" not in str(exc):
+            raise
+        log.warning("the local Ray cluster's GCS did not start (%s); starting the cluster again", exc)
+        ray.shutdown()
+        ray.init(**init_options)
 
 
 def deploy_or_attach(settings: RayRankingSettings) -> DeploymentHandle:

@@ -15,7 +15,7 @@ from lmrec.errors import DeadlineExceeded  # noqa: E402
 from lmrec.v1 import ranking_service_pb2 as pb  # noqa: E402
 from ranking_service.metrics import FrontendMetrics  # noqa: E402
 from ranking_service.ray_serve.deployment import ReplicaReply, deployment_options, worker_settings  # noqa: E402
-from ranking_service.ray_serve.frontend import RayRankingFrontend, ReplicaRefused  # noqa: E402
+from ranking_service.ray_serve.frontend import RayRankingFrontend, ReplicaRefused, start_local_ray  # noqa: E402
 from ranking_service.ray_serve.settings import RayRankingSettings  # noqa: E402
 
 
@@ -142,3 +142,26 @@ def test_autoscaling_with_a_gpu_per_replica():
 def test_bad_replica_range_stops_at_start():
     with pytest.raises(ValueError, match="min_replicas"):
         RayRankingSettings(autoscaling=True, min_replicas=5, max_replicas=2)
+
+
+def test_a_local_cluster_whose_gcs_never_came_up_is_started_once_more(monkeypatch):
+    import ray
+
+    calls = []
+
+    def init(**options):
+        calls.append(("init", options))
+        if len(calls) == 1:
+            raise RuntimeError("Timed out waiting for file /tmp/ray/session_x/gcs_server_port_y")
+
+    monkeypatch.setattr(ray, "init", init)
+    monkeypatch.setattr(ray, "shutdown", lambda: calls.append(("shutdown", {})))
+    start_local_ray(num_cpus=1)
+    assert calls == [("init", {"num_cpus": 1}), ("shutdown", {}), ("init", {"num_cpus": 1})]
+
+    def refuse(**options):
+        raise RuntimeError("some other start failure")
+
+    monkeypatch.setattr(ray, "init", refuse)
+    with pytest.raises(RuntimeError, match="some other"):  # anything else is not retried
+        start_local_ray(num_cpus=1)
