@@ -50,7 +50,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import grpc
 import numpy as np
 
 REPO = Path(__file__).resolve().parent.parent

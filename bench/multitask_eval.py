@@ -32,7 +32,7 @@ from ranking_service.rating_head import combined_scores
 from training import metrics
 from training.baselines.biased_mf import Ratings, fit_biased_mf, rmse, tune_biased_mf
 from training.evaluate import machine_description
-from training.lm_recommender import BundleScorer
+from training.lm_scores import BundleScorer
 from training.rating_export import BundleTrunk
 from training.rating_head import (RatingHeadConfig, fit_rating_head, phase_ratings, phase_targets, predict_targets,
                                   prefix_contexts, rating_lookup)

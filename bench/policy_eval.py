@@ -39,7 +39,7 @@ from ranking_service.ranker import RankContext, RankerOptions
 from training import metrics, ope
 from training.beyond_accuracy import attribute_intra_list_diversity, intra_list_diversity
 from training.evaluate import pretrained_item_vectors
-from training.lm_recommender import BundleScorer
+from training.lm_scores import BundleScorer
 from training.split import evaluation_split
 
 TOP = 10

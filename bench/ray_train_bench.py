@@ -34,7 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from lmrec_data.datasets import load_dataset, resolve_data_path  # noqa: E402
 from training.distributed import RayTrainOptions, fit_on_ray  # noqa: E402
-from training.lm_recommender import LMRecConfig  # noqa: E402
+from training.lm_config import LMRecConfig  # noqa: E402
 from training.replica import Replica, running_as  # noqa: E402
 from training.split import SplitConfig, build_split  # noqa: E402
 from training.bundle_fit import fit_bundle_model  # noqa: E402

@@ -13,7 +13,8 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar
 import grpc
 from grpc_health.v1.health import aio as health_aio
 
-from lmrec.grpc_server import add_health_and_reflection, bind, new_server, serve_until_signalled, set_health
+from lmrec.grpc_server import (MAX_MESSAGE_BYTES, add_health_and_reflection, bind, new_server, serve_until_signalled,
+                               set_health)
 from lmrec.metrics_http import metrics_off, start_metrics
 from lmrec.service_flags import write_port_file
 from lmrec.tracing import start_tracing
@@ -37,12 +38,12 @@ class Listening:
 
 def listen(settings: ServingSettings, service_names: list[str], register: Callable[[grpc.aio.Server], None],
            role: str, *, interceptors: list[grpc.aio.ServerInterceptor] | tuple = (),
-           rpc_metrics: grpc.aio.ServerInterceptor | None = None, max_receive_bytes: int | None = None) -> Listening:
+           rpc_metrics: grpc.aio.ServerInterceptor | None = None,
+           max_receive_bytes: int = MAX_MESSAGE_BYTES) -> Listening:
     """A server with the kernel's interceptors, the servicers `register` adds, health (NOT_SERVING until
     started) and reflection, bound on `settings.host`:`settings.port` (TLS from the settings). Not started:
     tests start it themselves."""
-    options = {} if max_receive_bytes is None else {"max_receive_bytes": max_receive_bytes}
-    server = new_server(interceptors, rpc_metrics=rpc_metrics, **options)
+    server = new_server(interceptors, max_receive_bytes, rpc_metrics)
     register(server)
     health = add_health_and_reflection(server, service_names)
     port = bind(server, settings.host, settings.port, settings.server_tls().credentials(role))

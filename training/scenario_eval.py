@@ -142,7 +142,7 @@ def _served_vs_torch(model, data: SplitData, users: np.ndarray, scenario_ids: np
                      targets: np.ndarray, in_scenario: np.ndarray) -> dict:
     """The bundle's graphs as the ranking worker runs them (scenario input included, no serving-time
     blend) against the PyTorch net, on the same users and scenario."""
-    from training.lm_recommender import BundleScorer, torch_scores
+    from training.lm_scores import BundleScorer, torch_scores
 
     history = data.history_sequences("test")
     reference = torch_scores(model.trained, [history[u] for u in users], scenario_ids)
@@ -161,7 +161,8 @@ def run(args: argparse.Namespace) -> dict:
     import torch
 
     from training.baselines.sasrec import SASRec
-    from training.lm_recommender import FineTunedLM, LMRecConfig, LMRecommender
+    from training.lm_config import LMRecConfig
+    from training.lm_recommender import FineTunedLM, LMRecommender
 
     torch.set_num_threads(1)
     started = time.perf_counter()

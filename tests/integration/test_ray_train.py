@@ -28,7 +28,7 @@ torch = pytest.importorskip("torch", reason="needs the training extra")
 from lmrec_data.datasets import load_dataset  # noqa: E402
 from ranking_service.ray_serve.frontend import start_local_ray  # noqa: E402
 from training.distributed import RayTrainOptions, fit_on_ray  # noqa: E402
-from training.lm_recommender import LMRecConfig  # noqa: E402
+from training.lm_config import LMRecConfig  # noqa: E402
 from training.split import SplitConfig, build_split  # noqa: E402
 from training.bundle_fit import fit_bundle_model  # noqa: E402
 

@@ -44,7 +44,7 @@ def test_bundle_declares_its_scenarios(two_domain_bundle):
 
 
 def test_served_ranking_in_each_scenario_equals_offline(scenario_system, two_domain_bundle):
-    from training.lm_recommender import BundleScorer
+    from training.lm_scores import BundleScorer
     from training.metrics import mask_history
     from training.split import SplitConfig, build_split
 

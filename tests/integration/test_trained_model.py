@@ -129,7 +129,7 @@ def assert_same_ranking(served: list[int], offline_scores: np.ndarray, k: int, t
 
 
 def test_served_ranking_equals_offline_ranking(trained_system, tiny_bundle, served_split):
-    from training.lm_recommender import BundleScorer
+    from training.lm_scores import BundleScorer
     from training.metrics import mask_history
     from training.remote_eval import ServedRecommender
 
@@ -186,7 +186,7 @@ def test_served_predicted_ratings_and_blend_equal_offline(trained_system, tiny_b
     from gateway.settings import GatewaySettings
     from ranking_service.ranker import RankContext
     from ranking_service.rating_head import RatingHead, combined_scores
-    from training.lm_recommender import BundleScorer
+    from training.lm_scores import BundleScorer
     from training.rating_export import BundleTrunk
 
     system, _ = trained_system

@@ -76,7 +76,9 @@ def test_ray_flags_need_ray_and_are_checked_at_start():
 def test_a_fitted_model_survives_the_checkpoint_round_trip():
     """What a Ray Train worker checkpoints (plain tensors and values) rebuilds the model the driver exports."""
     from lmrec_data.datasets import CatalogItem, Dataset, Interaction
-    from training.lm_recommender import LMRecConfig, torch_scores, train, trained_from_state, trained_state
+    from training.lm_config import LMRecConfig
+    from training.lm_recommender import train, trained_from_state, trained_state
+    from training.lm_scores import torch_scores
     from training.split import SplitConfig, build_split
 
     items = [CatalogItem(str(i), f"film {i}", f"a film about topic {i % 3}, number {i}", {}) for i in range(12)]

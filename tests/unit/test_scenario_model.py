@@ -48,7 +48,9 @@ def test_scenario_net_ranks_inside_the_asked_scenario_and_exports_its_gate(two_d
     """A scenario-aware fit validates per scenario, and the exported context graph takes the scenario:
     the ONNX graph run as the ranking worker runs it equals the PyTorch net for every scenario."""
     from training.lm_bundle import export_bundle
-    from training.lm_recommender import BundleScorer, LMRecConfig, torch_scores, train
+    from training.lm_config import LMRecConfig
+    from training.lm_recommender import train
+    from training.lm_scores import BundleScorer, torch_scores
     from training.scenario_eval import scenario_views
 
     views = scenario_views(load_dataset(two_domains))
